@@ -1,0 +1,203 @@
+"""Sparse BM25 with statistics shared by every shard.
+
+Scores equal rank-bm25's ``BM25Okapi`` for the same tokens:
+
+    idf(t)   = ln(N - df + 0.5) - ln(df + 0.5), and where that is negative,
+               epsilon * (mean idf over the whole vocabulary)
+    score(q) = sum over query tokens t (repeats count) of
+               idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
+
+N, df and avglen are global: each shard stores raw term frequencies, and the datastore stores
+document frequencies merged across shards, so sharding never changes a score.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from datastores.errors import DatastoreError
+
+_WORD = re.compile(r"\w+")
+
+
+def simple_tokenize(text: str) -> list[str]:
+    """Lower-cased runs of word characters (Unicode-aware)."""
+    return _WORD.findall(text.lower())
+
+
+TOKENIZERS = {"simple": simple_tokenize}
+
+
+@dataclass(frozen=True)
+class Bm25Params:
+    """BM25Okapi parameters (rank-bm25 defaults) and the name of the tokenizer."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+    tokenizer: str = "simple"
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown BM25 tokenizer {self.tokenizer!r}; known: {sorted(TOKENIZERS)}")
+
+    def tokenize(self, text: str) -> list[str]:
+        return TOKENIZERS[self.tokenizer](text)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TermMatrix:
+    """Term frequencies of one shard: CSC matrix [documents, terms] plus its sorted terms."""
+
+    terms: list[str]
+    tf: sp.csc_matrix
+    doc_len: np.ndarray
+
+    @classmethod
+    def from_token_lists(cls, token_lists: Sequence[Sequence[str]]) -> "TermMatrix":
+        counters = [Counter(tokens) for tokens in token_lists]
+        terms = sorted(set().union(*counters)) if counters else []
+        column = {term: j for j, term in enumerate(terms)}
+        rows = np.repeat(np.arange(len(counters), dtype=np.int64), [len(c) for c in counters])
+        cols = np.fromiter((column[t] for c in counters for t in c), dtype=np.int64, count=len(rows))
+        data = np.fromiter((n for c in counters for n in c.values()), dtype=np.int32, count=len(rows))
+        tf = sp.csc_matrix((data, (rows, cols)), shape=(len(counters), len(terms)), dtype=np.int32)
+        tf.sort_indices()
+        doc_len = np.array([len(tokens) for tokens in token_lists], dtype=np.int64)
+        return cls(terms, tf, doc_len)
+
+    @property
+    def document_frequencies(self) -> np.ndarray:
+        return np.diff(self.tf.indptr).astype(np.int64)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "indptr.npy", self.tf.indptr.astype(np.int64))
+        np.save(folder / "indices.npy", self.tf.indices.astype(np.int32))
+        np.save(folder / "data.npy", self.tf.data.astype(np.int32))
+        np.save(folder / "doc_len.npy", self.doc_len)
+        table = pa.table({"term": pa.array(self.terms, pa.string()),
+                          "df": pa.array(self.document_frequencies, pa.int64())})
+        pq.write_table(table, folder / "terms.parquet", compression="zstd")
+
+    @classmethod
+    def load(cls, folder: Path) -> "TermMatrix":
+        try:
+            indptr = np.load(folder / "indptr.npy", mmap_mode="r")
+            indices = np.load(folder / "indices.npy", mmap_mode="r")
+            data = np.load(folder / "data.npy", mmap_mode="r")
+            doc_len = np.load(folder / "doc_len.npy")
+            terms = pq.read_table(folder / "terms.parquet", columns=["term"]).column("term").to_pylist()
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise DatastoreError(f"BM25 files in {folder} are unreadable: {exc}") from exc
+        if len(indptr) != len(terms) + 1 or indptr[-1] != len(indices) or len(indices) != len(data):
+            raise DatastoreError(f"BM25 files in {folder} are inconsistent (truncated or altered)")
+        tf = sp.csc_matrix((data, indices, indptr), shape=(len(doc_len), len(terms)))
+        return cls(terms, tf, doc_len)
+
+
+@dataclass(frozen=True)
+class Bm25GlobalStats:
+    """Statistics over the whole datastore, stored in the manifest."""
+
+    documents: int
+    total_length: int
+    vocabulary: int
+    average_idf: float
+
+    @property
+    def avgdl(self) -> float:
+        return self.total_length / self.documents if self.documents else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "avgdl": self.avgdl}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Bm25GlobalStats":
+        return cls(int(data["documents"]), int(data["total_length"]), int(data["vocabulary"]),
+                   float(data["average_idf"]))
+
+
+def raw_idf(df: np.ndarray, documents: int) -> np.ndarray:
+    """rank-bm25's idf before the epsilon floor."""
+    df = np.asarray(df, dtype=np.float64)
+    return np.log(documents - df + 0.5) - np.log(df + 0.5)
+
+
+def merge_document_frequencies(shard_term_files: Sequence[Path], out: Path,
+                               documents: int, total_length: int) -> Bm25GlobalStats:
+    """Sum per-shard document frequencies into ``out`` (term, df) and return global statistics."""
+    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in shard_term_files) + "]"
+    tmp = out.with_name(f".{out.name}.tmp")
+    with duckdb.connect() as con:
+        if shard_term_files:
+            table = con.execute(
+                f"SELECT term, CAST(sum(df) AS BIGINT) AS df FROM read_parquet({paths}) GROUP BY term ORDER BY term"
+            ).to_arrow_table()
+        else:
+            table = pa.table({"term": pa.array([], pa.string()), "df": pa.array([], pa.int64())})
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(out)
+    df = table.column("df").to_numpy()
+    average_idf = float(raw_idf(df, documents).sum() / len(df)) if len(df) else 0.0
+    return Bm25GlobalStats(documents, total_length, len(df), average_idf)
+
+
+class Bm25Scorer:
+    """Scores one shard's documents against a query with global statistics."""
+
+    def __init__(self, matrix: TermMatrix, params: Bm25Params, stats: Bm25GlobalStats):
+        self.params = params
+        self.stats = stats
+        self.column = {term: j for j, term in enumerate(matrix.terms)}
+        tf = matrix.tf
+        self.indptr = np.asarray(tf.indptr)
+        self.rows = np.asarray(tf.indices)
+        tf_values = np.asarray(tf.data, dtype=np.float64)
+        length_norm = 1.0 - params.b + params.b * matrix.doc_len[self.rows] / max(stats.avgdl, 1e-12)
+        # BM25 term weight without idf, one value per stored (document, term) pair.
+        self.weights = tf_values * (params.k1 + 1.0) / (tf_values + params.k1 * length_norm)
+        self.num_docs = len(matrix.doc_len)
+
+    def score(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that contain a query term and their scores (unordered)."""
+        scores = np.zeros(self.num_docs, dtype=np.float64)
+        matched = np.zeros(self.num_docs, dtype=bool)
+        for term, count in query_counts.items():
+            j = self.column.get(term)
+            if j is None:
+                continue
+            lo, hi = self.indptr[j], self.indptr[j + 1]
+            rows = self.rows[lo:hi]
+            scores[rows] += count * query_idf[term] * self.weights[lo:hi]
+            matched[rows] = True
+        rows = np.flatnonzero(matched)
+        return rows, scores[rows]
+
+
+def load_global_idf(terms_file: Path, params: Bm25Params, stats: Bm25GlobalStats) -> dict[str, float]:
+    """Global idf of every term (epsilon floor applied), read once from ``bm25_terms.parquet``."""
+    try:
+        table = pq.read_table(terms_file)
+    except (OSError, pa.ArrowException) as exc:
+        raise DatastoreError(f"{terms_file} is unreadable: {exc}") from exc
+    if table.num_rows != stats.vocabulary:
+        raise DatastoreError(
+            f"{terms_file} holds {table.num_rows} terms but the manifest says {stats.vocabulary}"
+        )
+    idf = raw_idf(table.column("df").to_numpy(), stats.documents)
+    idf = np.where(idf < 0, params.epsilon * stats.average_idf, idf)
+    return dict(zip(table.column("term").to_pylist(), idf.tolist()))

@@ -1,0 +1,94 @@
+"""Chunk tables: one Parquet file per shard, read back with DuckDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datastores.errors import DatastoreError
+from datastores.records import Chunk
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("chunk_id", pa.int64()),
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("text", pa.string()),
+        ("metadata", pa.string()),
+    ]
+)
+
+
+def write_chunk_table(path: Path, chunks: Sequence[Chunk], first_chunk_id: int) -> None:
+    """Write ``chunks`` with consecutive ids starting at ``first_chunk_id``."""
+    table = pa.table(
+        {
+            "chunk_id": pa.array(range(first_chunk_id, first_chunk_id + len(chunks)), pa.int64()),
+            "doc_id": [c.doc_id for c in chunks],
+            "source": [c.source for c in chunks],
+            "start": pa.array([c.start for c in chunks], pa.int64()),
+            "end": pa.array([c.end for c in chunks], pa.int64()),
+            "text": [c.text for c in chunks],
+            "metadata": [json.dumps(c.metadata, sort_keys=True, ensure_ascii=False) for c in chunks],
+        },
+        schema=CHUNK_SCHEMA,
+    )
+    pq.write_table(table, path, compression="zstd", row_group_size=8192, write_statistics=True)
+
+
+def _sql_path_list(paths: Sequence[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def read_chunk_rows(paths: Sequence[Path], chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Rows for ``chunk_ids`` from the given Parquet files, keyed by chunk id."""
+    if not chunk_ids:
+        return {}
+    ids = ", ".join(str(int(i)) for i in chunk_ids)
+    query = (
+        "SELECT chunk_id, doc_id, source, start, \"end\", text, metadata "
+        f"FROM read_parquet({_sql_path_list(paths)}) WHERE chunk_id IN ({ids})"
+    )
+    try:
+        with duckdb.connect() as con:
+            rows = con.execute(query).fetchall()
+    except duckdb.Error as exc:
+        raise DatastoreError(f"cannot read chunk rows from {', '.join(map(str, paths))}: {exc}") from exc
+    columns = ("chunk_id", "doc_id", "source", "start", "end", "text", "metadata")
+    return {row[0]: dict(zip(columns, row)) for row in rows}
+
+
+def chunk_statistics(paths: Sequence[Path]) -> dict[str, Any]:
+    """Corpus statistics computed by DuckDB straight from the chunk Parquet files."""
+    if not paths:
+        return {"chunks": 0, "documents": 0, "sources": 0, "characters": 0,
+                "mean_chunk_chars": 0.0, "max_chunk_chars": 0}
+    query = (
+        "SELECT count(*), count(DISTINCT doc_id), count(DISTINCT source), "
+        "coalesce(sum(\"end\" - start), 0), coalesce(avg(\"end\" - start), 0), coalesce(max(\"end\" - start), 0) "
+        f"FROM read_parquet({_sql_path_list(paths)})"
+    )
+    try:
+        with duckdb.connect() as con:
+            row = con.execute(query).fetchone()
+    except duckdb.Error as exc:
+        raise DatastoreError(f"cannot compute statistics from the chunk tables: {exc}") from exc
+    keys = ("chunks", "documents", "sources", "characters", "mean_chunk_chars", "max_chunk_chars")
+    return dict(zip(keys, row))
+
+
+def per_shard_counts(paths: Sequence[Path]) -> dict[str, int]:
+    """Row count of each chunk file, read by DuckDB (used to check the manifest)."""
+    query = (
+        "SELECT filename, count(*) FROM read_parquet("
+        f"{_sql_path_list(paths)}, filename = true) GROUP BY filename"
+    )
+    with duckdb.connect() as con:
+        return {str(Path(name).parent.name): int(n) for name, n in con.execute(query).fetchall()}

@@ -1,0 +1,150 @@
+"""A datastore opened for reading: manifest, shards, search and statistics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from datastores.bm25 import Bm25GlobalStats, Bm25Params, load_global_idf
+from datastores.chunks import chunk_statistics, read_chunk_rows
+from datastores.errors import DatastoreError
+from datastores.layout import DatastoreLayout
+from datastores.manifest import Manifest, read_manifest
+from datastores.records import Hit
+from datastores.search import ShardResult, merge_top_k
+from datastores.shard import ShardReader, check_shard_files
+
+QueryEncoder = Callable[[Sequence[str]], np.ndarray]
+SEARCH_MODES = ("dense", "bm25")
+
+
+class Datastore:
+    """Read access to a datastore directory.
+
+    Dense search needs a ``query_encoder`` (texts -> float32 [n, dim]); ``rag.Datastore`` supplies
+    the embedder recorded in the manifest. ``search_vectors`` works without one.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, query_encoder: QueryEncoder | None = None):
+        self.root = Path(root)
+        self.layout = DatastoreLayout(self.root)
+        self.manifest = manifest
+        self.query_encoder = query_encoder
+        dim = int(manifest.embedder["dim"])
+        self.shards = [ShardReader(self.layout.shard(s.name), s, dim) for s in manifest.shards]
+        self.bm25_params = Bm25Params(**{k: manifest.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
+        self.bm25_stats = Bm25GlobalStats.from_dict(manifest.bm25["stats"])
+        self._idf: dict[str, float] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None) -> "Datastore":
+        """Open and check a datastore; raises ``DatastoreError`` naming any missing or bad file."""
+        layout = DatastoreLayout(Path(path))
+        manifest = read_manifest(layout)
+        for info in manifest.shards:
+            check_shard_files(layout.shard(info.name), info)
+        terms = layout.bm25_terms
+        if not terms.is_file():
+            raise DatastoreError(f"{terms} is missing")
+        if terms.stat().st_size != manifest.bm25["terms_file"]["bytes"]:
+            raise DatastoreError(f"{terms} does not have the size the manifest records (truncated or altered)")
+        return cls(layout.root, manifest, query_encoder)
+
+    def __len__(self) -> int:
+        return self.manifest.num_chunks
+
+    def __repr__(self) -> str:
+        return f"Datastore({str(self.root)!r}, chunks={len(self)}, shards={len(self.shards)})"
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 5, mode: str = "dense") -> list[Hit]:
+        """Top-``k`` chunks for one query text, best first."""
+        return self.search_many([query], k=k, mode=mode)[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense") -> list[list[Hit]]:
+        """Top-``k`` chunks for each query text."""
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1 (got {k})")
+        if mode == "bm25":
+            return [self._hits(self._bm25_top_k(q, k)) for q in queries]
+        if self.query_encoder is None:
+            raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
+        vectors = np.asarray(self.query_encoder(list(queries)), dtype=np.float32)
+        return self.search_vectors(vectors, k)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
+        """Exact inner-product top-``k`` for each row of ``vectors`` [n, dim], across all shards."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        dim = int(self.manifest.embedder["dim"])
+        if vectors.shape[1] != dim:
+            raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
+        per_shard = [shard.search_dense(vectors, k) for shard in self.shards]
+        merged = []
+        for q in range(len(vectors)):
+            results = [ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)]
+            merged.append(merge_top_k(results, k))
+        return self._hits_many(merged)
+
+    def _bm25_top_k(self, query: str, k: int) -> list[tuple[int, int, float]]:
+        if self._idf is None:
+            self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
+        counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
+        if not counts:
+            return []
+        args = (self.bm25_params, self.bm25_stats)
+        results = []
+        for i, shard in enumerate(self.shards):
+            scores, rows = shard.search_bm25(args, self._idf, counts, k)
+            results.append(ShardResult(i, scores, rows))
+        return merge_top_k(results, k)
+
+    def bm25_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every chunk in datastore order (0 where no query term occurs)."""
+        if self._idf is None:
+            self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
+        counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
+        out = np.zeros(len(self), dtype=np.float64)
+        for shard in self.shards:
+            rows, scores = shard.bm25(self.bm25_params, self.bm25_stats).score(self._idf, counts)
+            out[shard.info.chunk_id_start + rows] = scores
+        return out
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def _hits(self, ranked: list[tuple[int, int, float]]) -> list[Hit]:
+        return self._hits_many([ranked])[0]
+
+    def _hits_many(self, ranked_lists: list[list[tuple[int, int, float]]]) -> list[list[Hit]]:
+        wanted = {}
+        for ranked in ranked_lists:
+            for shard, row, _ in ranked:
+                wanted.setdefault(shard, set()).add(self.shards[shard].info.chunk_id_start + row)
+        rows: dict[int, dict[str, Any]] = {}
+        for shard, ids in wanted.items():
+            rows.update(read_chunk_rows([self.shards[shard].chunks_path], sorted(ids)))
+        out = []
+        for ranked in ranked_lists:
+            hits = []
+            for shard, row, score in ranked:
+                chunk_id = self.shards[shard].info.chunk_id_start + row
+                data = rows.get(chunk_id)
+                if data is None:
+                    raise DatastoreError(f"{self.shards[shard].chunks_path} has no row for chunk {chunk_id}")
+                hits.append(Hit(chunk_id, data["doc_id"], data["start"], data["end"], score,
+                                self.shards[shard].info.name, data["text"], data["source"]))
+            out.append(hits)
+        return out
+
+    def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Chunk rows by global id (DuckDB over the shard Parquet files)."""
+        return read_chunk_rows([s.chunks_path for s in self.shards], list(chunk_ids))
+
+    def statistics(self) -> dict[str, Any]:
+        """Chunk, document and size statistics computed by DuckDB from the Parquet files."""
+        return chunk_statistics([s.chunks_path for s in self.shards])

@@ -1,0 +1,47 @@
+"""Exact top-k merge of per-shard results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """Candidate rows of one shard with their scores (any order, no padding)."""
+
+    shard: int
+    scores: np.ndarray
+    rows: np.ndarray
+
+
+def merge_top_k(results: Sequence[ShardResult], k: int) -> list[tuple[int, int, float]]:
+    """The global top-``k`` as (shard, row, score), best first.
+
+    Ties are broken by (shard, row), i.e. by global chunk order, so a sharded datastore returns
+    exactly what a single index over the same chunks would.
+    """
+    parts = [r for r in results if len(r.rows)]
+    if not parts or k <= 0:
+        return []
+    scores = np.concatenate([np.asarray(r.scores, dtype=np.float64) for r in parts])
+    rows = np.concatenate([np.asarray(r.rows, dtype=np.int64) for r in parts])
+    shards = np.concatenate([np.full(len(r.rows), r.shard, dtype=np.int64) for r in parts])
+    valid = rows >= 0
+    scores, rows, shards = scores[valid], rows[valid], shards[valid]
+    order = np.lexsort((rows, shards, -scores))[:k]
+    return [(int(shards[i]), int(rows[i]), float(scores[i])) for i in order]
+
+
+def top_k_rows(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (scores, rows), ties broken by lower row, in O(n) plus a sort of ~k items."""
+    if k <= 0 or len(rows) == 0:
+        return scores[:0], rows[:0]
+    if len(rows) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return scores[order], rows[order]

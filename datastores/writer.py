@@ -1,0 +1,214 @@
+"""Writing a datastore shard by shard, resumable, with the manifest committed last."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from datastores.bm25 import Bm25Params, TermMatrix, merge_document_frequencies
+from datastores.chunks import write_chunk_table
+from datastores.dense import write_dense_files
+from datastores.errors import DatastoreError
+from datastores.layout import (
+    BM25_DIR,
+    CHUNKS_FILE,
+    DENSE_INDEX_FILE,
+    EMBEDDINGS_FILE,
+    SHARD_INFO,
+    DatastoreLayout,
+    atomic_directory,
+    atomic_write_json,
+    remove_stale_temporaries,
+    sha256_file,
+    shard_name,
+)
+from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
+from datastores.records import Chunk
+
+WRITE_MODES = ("create", "resume", "overwrite")
+
+
+def fingerprint(params: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the build parameters."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def chunk_digest(chunks: Sequence[Chunk]) -> str:
+    """Identity of a shard's content: document ids and spans of its chunks."""
+    digest = hashlib.sha256()
+    for c in chunks:
+        digest.update(f"{c.doc_id}\x00{c.start}\x00{c.end}\n".encode())
+    return digest.hexdigest()
+
+
+class DatastoreWriter:
+    """Creates, resumes or overwrites the datastore at ``root``.
+
+    ``params`` are the build parameters (everything that changes the result); a resumed build
+    must use the same ones. Shards are written to temporary folders and renamed into place; the
+    manifest is written last, so a killed build never reads as a valid datastore.
+    """
+
+    def __init__(self, root: str | Path, params: dict[str, Any], embedder: dict[str, Any],
+                 chunker: dict[str, Any], bm25: Bm25Params, dense_index: str = "flat-ip",
+                 mode: str = "create"):
+        if mode not in WRITE_MODES:
+            raise ValueError(f"unknown write mode {mode!r}")
+        self.layout = DatastoreLayout(Path(root))
+        self.params = params
+        self.embedder = embedder
+        self.chunker = chunker
+        self.bm25 = bm25
+        self.dense_index = dense_index
+        self.fingerprint = fingerprint(
+            {"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
+             "dense_index": dense_index}
+        )
+        self._prepare(mode)
+        self.shards: list[ShardInfo] = []
+        self.resumed_shards = 0
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _prepare(self, mode: str) -> None:
+        root = self.layout.root
+        if root.exists() and not root.is_dir():
+            raise DatastoreError(f"{root} exists and is not a directory")
+        existing = root.exists() and any(root.iterdir())
+        if existing and mode == "create":
+            raise DatastoreError(
+                f"{root} already exists and is not empty; pass --resume to continue a build or "
+                "--overwrite to replace it"
+            )
+        if existing and mode == "overwrite":
+            if not (self.layout.manifest.exists() or self.layout.build_state.exists()):
+                raise DatastoreError(f"{root} is not a terarag datastore; refusing to delete it with --overwrite")
+            shutil.rmtree(root)
+            existing = False
+        if existing and mode == "resume":
+            self._check_resumable()
+        root.mkdir(parents=True, exist_ok=True)
+        self.layout.shards_dir.mkdir(exist_ok=True)
+        remove_stale_temporaries(root)
+        remove_stale_temporaries(self.layout.shards_dir)
+        atomic_write_json(self.layout.build_state, {"fingerprint": self.fingerprint, "params": self.params})
+        # From here on the directory reads as an unfinished build until finish() commits.
+        self.layout.manifest.unlink(missing_ok=True)
+
+    def _check_resumable(self) -> None:
+        state_path = self.layout.build_state
+        if state_path.exists():
+            try:
+                state = json.loads(state_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DatastoreError(f"{state_path} is corrupt ({exc}); rebuild with --overwrite") from exc
+            previous = state.get("fingerprint")
+        elif self.layout.manifest.exists():
+            try:
+                manifest = json.loads(self.layout.manifest.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DatastoreError(f"{self.layout.manifest} is corrupt ({exc})") from exc
+            previous = manifest.get("build", {}).get("fingerprint")
+            state = {"params": manifest.get("build", {}).get("params", {})}
+        else:
+            raise DatastoreError(f"{self.layout.root} holds no terarag build to resume")
+        if previous != self.fingerprint:
+            old = state.get("params", {})
+            changed = sorted(k for k in set(old) | set(self.params) if old.get(k) != self.params.get(k))
+            detail = f" (changed: {', '.join(changed)})" if changed else " (embedder, chunker or index settings)"
+            raise DatastoreError(
+                f"cannot resume {self.layout.root}: it was started with different parameters{detail}; "
+                "use the original parameters or --overwrite"
+            )
+
+    # -- shards -----------------------------------------------------------------------------
+
+    def completed_shard(self, index: int, chunks: Sequence[Chunk], first_chunk_id: int) -> ShardInfo | None:
+        """The shard's record if a previous run already wrote it with exactly these chunks."""
+        folder = self.layout.shard(shard_name(index))
+        info_path = folder / SHARD_INFO
+        if not info_path.is_file():
+            return None
+        try:
+            data = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        if (data.get("fingerprint") != self.fingerprint or data.get("chunk_digest") != chunk_digest(chunks)
+                or data.get("chunk_id_start") != first_chunk_id):
+            raise DatastoreError(
+                f"{folder} was written from different input; the corpus changed since the interrupted "
+                "build, so rebuild with --overwrite"
+            )
+        return ShardInfo.from_dict(data["shard"])
+
+    def add_shard(self, chunks: Sequence[Chunk], embeddings: np.ndarray | None, first_chunk_id: int) -> ShardInfo:
+        """Write the next shard (or adopt it from an interrupted run when ``embeddings`` is None)."""
+        index = len(self.shards)
+        existing = self.completed_shard(index, chunks, first_chunk_id)
+        if existing is not None:
+            self.shards.append(existing)
+            self.resumed_shards += 1
+            return existing
+        if embeddings is None:
+            raise ValueError("embeddings are required for a shard that is not on disk yet")
+        if len(embeddings) != len(chunks):
+            raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        name = shard_name(index)
+        with atomic_directory(self.layout.shard(name)) as tmp:
+            write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
+            write_dense_files(tmp, embeddings, DENSE_INDEX_FILE, EMBEDDINGS_FILE, self.dense_index)
+            matrix = TermMatrix.from_token_lists([self.bm25.tokenize(c.text) for c in chunks])
+            matrix.save(tmp / BM25_DIR)
+            files = {
+                p.relative_to(tmp).as_posix(): FileInfo(p.stat().st_size, sha256_file(p))
+                for p in sorted(tmp.rglob("*")) if p.is_file()
+            }
+            info = ShardInfo(name, len(chunks), first_chunk_id, files)
+            atomic_write_json(tmp / SHARD_INFO, {
+                "shard": asdict(info),
+                "fingerprint": self.fingerprint,
+                "chunk_digest": chunk_digest(chunks),
+                "chunk_id_start": first_chunk_id,
+                "bm25_tokens": int(matrix.doc_len.sum()),
+            })
+        self.shards.append(info)
+        return info
+
+    def shard_is_done(self, chunks: Sequence[Chunk], first_chunk_id: int) -> bool:
+        """True when the next shard is already on disk from an interrupted run."""
+        return self.completed_shard(len(self.shards), chunks, first_chunk_id) is not None
+
+    # -- commit -----------------------------------------------------------------------------
+
+    def finish(self, stats: dict[str, Any], embedder_dim: int) -> Manifest:
+        """Compute global BM25 statistics, drop stray shards and commit the manifest."""
+        keep = {s.name for s in self.shards}
+        for folder in self.layout.shards_dir.iterdir():
+            if folder.is_dir() and folder.name not in keep:
+                shutil.rmtree(folder)
+        term_files = [self.layout.shard(s.name) / BM25_DIR / "terms.parquet" for s in self.shards]
+        total_tokens = 0
+        for s in self.shards:
+            total_tokens += json.loads((self.layout.shard(s.name) / SHARD_INFO).read_text())["bm25_tokens"]
+        documents = sum(s.rows for s in self.shards)
+        bm25_stats = merge_document_frequencies(term_files, self.layout.bm25_terms, documents, total_tokens)
+        terms_file = self.layout.bm25_terms
+        manifest = Manifest(
+            embedder={**self.embedder, "dim": embedder_dim},
+            chunker=self.chunker,
+            bm25={**self.bm25.to_dict(), "stats": bm25_stats.to_dict(),
+                  "terms_file": {"bytes": terms_file.stat().st_size, "sha256": sha256_file(terms_file)}},
+            dense_index={"type": self.dense_index, "metric": "inner_product"},
+            shards=list(self.shards),
+            stats={**stats, "chunks": documents, "shards": len(self.shards)},
+            build={"params": self.params, "fingerprint": self.fingerprint},
+        )
+        write_manifest(self.layout, manifest)
+        self.layout.build_state.unlink(missing_ok=True)
+        return manifest

