@@ -144,7 +144,7 @@ def merge_document_frequencies(shard_term_files: Sequence[Path], out: Path,
     tmp = out.with_name(f".{out.name}.tmp")
     with duckdb.connect() as con:
         if shard_term_files:
-            table = con.execute(
+            table = con.sql(
                 f"SELECT term, CAST(sum(df) AS BIGINT) AS df FROM read_parquet({paths}) GROUP BY term ORDER BY term"
             ).to_arrow_table()
         else:

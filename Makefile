@@ -1,0 +1,37 @@
+# terarag: two commands do all set-up on a fresh machine.
+#   make demo   create .venv, install, index examples/corpus and search it (offline)
+#   make test   create .venv, install (with dev extras) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DS     ?= examples/ds
+QUERY  ?= who signed the treaty
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml .ci/install-torch.sh | $(BIN)/python
+	bash .ci/install-torch.sh $(BIN)/pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/rag index examples/corpus -o $(DS) --chunker recursive --chunk-size 200 --overlap 0 \
+		--shard-size 200 --overwrite
+	$(BIN)/rag info $(DS)
+	$(BIN)/rag search $(DS) "$(QUERY)" -k 5 --mode dense
+	$(BIN)/rag search $(DS) "$(QUERY)" -k 5 --mode bm25
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bm25.py
+	$(BIN)/python benchmarks/build.py
+
+clean:
+	rm -rf $(VENV) $(DS)

