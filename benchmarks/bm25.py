@@ -184,7 +184,9 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     base_tokens = [simple_tokenize(c.text) for c in base_chunks]
     token_lists = [t for _ in range(scale) for t in base_tokens]
     n = len(token_lists)
-    rank_queries = questions if args.rank_queries <= 0 else questions[:args.rank_queries]
+    # rank_bm25 is O(chunks) per query: time it on an evenly spaced subset (all corpora represented).
+    step = 1 if args.rank_queries <= 0 else max(1, math.ceil(len(questions) / args.rank_queries))
+    rank_queries = questions[::step]
     print(f"\n== scale {scale}: {n:,} chunks, {sum(map(len, token_lists)):,} tokens, "
           f"{len(questions)} queries ==", flush=True)
 
@@ -248,13 +250,13 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     for name, retriever in (("bm25s", b_np), ("bm25s_numba", b_nb)):
         if retriever is None:
             continue
-        docs, got_scores = bm25s_retrieve(retriever, questions, k)
+        docs, _ = bm25s_retrieve(retriever, questions, k)
         full_k = sum(len(o) == k for o in ours_lists)
         same_set = sum(set(map(int, d)) == set(o) for d, o in zip(docs, ours_lists) if len(o) == k)
         overlap = statistics.mean(len(set(map(int, d)) & set(o)) / k for d, o in zip(docs, ours_lists) if len(o) == k)
         same_clamped = 0
-        for q, d, sc in zip(questions, docs, got_scores):
-            ref_scores = clamped.get_scores(simple_tokenize(q)) / (1.0)
+        for q, d in zip(questions, docs):
+            ref_scores = clamped.get_scores(simple_tokenize(q))
             ref = np.lexsort((np.arange(n), -ref_scores))[:k]
             if set(map(int, d)) == set(map(int, ref)) or np.allclose(
                     np.sort(ref_scores[list(map(int, d))]), np.sort(ref_scores[ref]), rtol=1e-5, atol=1e-6):
@@ -271,9 +273,10 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
 
     ds_agree = None
     if ds is not None:
-        same = sum([s.info.chunk_id_start + r for s_i, r, _ in ds._bm25_top_k(q, k)
-                    for s in [ds.shards[s_i]]] == o for q, o in zip(questions, ours_lists))
-        ds_agree = same
+        def ds_ids(query):
+            return [ds.shards[shard].info.chunk_id_start + row for shard, row, _ in ds._bm25_top_k(query, k)]
+
+        same = ds_agree = sum(ds_ids(q) == o for q, o in zip(questions, ours_lists))
         print(f"  Datastore._bm25_top_k: same top-{k} as ours for {same}/{len(questions)} queries", flush=True)
 
     # -- timing --
@@ -298,6 +301,7 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     tmp.cleanup()
 
     medians = {name: statistics.median(v) for name, v in qps.items()}
+    per_rep_ratio = {name: statistics.median(a / b for a, b in zip(qps["ours"], v)) for name, v in qps.items()}
     return {
         "scale": scale,
         "chunks": n,
@@ -309,7 +313,9 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
         "build_seconds": build,
         "qps": qps,
         "median_qps": medians,
+        "best_qps": {name: max(v) for name, v in qps.items()},
         "median_ms_per_query": {name: 1000.0 / v for name, v in medians.items()},
+        "median_of_per_repetition_ratios_ours_over": per_rep_ratio,
         "ratio_ours_over_rank_bm25": medians["ours"] / medians["rank_bm25"],
         "ratio_ours_over_bm25s": medians["ours"] / medians["bm25s"],
         "ratio_ours_over_bm25s_numba": (medians["ours"] / medians["bm25s_numba"]
@@ -347,13 +353,13 @@ def print_table(results: list[dict], k: int) -> None:
     for r in results:
         print(f"scale {r['scale']}: {r['chunks']:,} chunks, vocabulary {r['vocabulary']:,}, "
               f"{r['shards']} shard(s), top-{k}, median of {len(next(iter(r['qps'].values())))} repetitions")
-        print(f"  {'retriever':<42} {'queries/s':>10} {'ms/query':>9} {'ours is':>9} {'build s':>8}")
+        print(f"  {'retriever':<40} {'median q/s':>10} {'best q/s':>9} {'ms/query':>9} {'ours is':>8} {'build s':>8}")
         for name, med in r["median_qps"].items():
             build = r["build_seconds"].get(name, r["build_seconds"].get("datastore_writer")
                                            if name.startswith("datastore") else None)
             ratio = r["median_qps"]["ours"] / med
-            print(f"  {labels[name]:<42} {med:>10,.0f} {1000 / med:>9.3f} {ratio:>8.1f}x "
-                  f"{build if build is not None else float('nan'):>8.2f}")
+            print(f"  {labels[name]:<40} {med:>10,.0f} {r['best_qps'][name]:>9,.0f} {1000 / med:>9.3f} "
+                  f"{ratio:>7.2f}x {build if build is not None else float('nan'):>8.2f}")
         c = r["check_vs_rank_bm25"]
         print(f"  ours/rank_bm25 = {r['ratio_ours_over_rank_bm25']:.1f}x (target >= 30x), "
               f"ours/bm25s = {r['ratio_ours_over_bm25s']:.2f}x (target >= 1x)"
@@ -375,8 +381,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--chunk-size", type=int, default=200)
     parser.add_argument("--shard-size", type=int, default=100_000, help="chunks per shard (library default)")
-    parser.add_argument("--rank-queries", type=int, default=0,
-                        help="time rank_bm25 on the first N queries only (0: all); all are still checked")
+    parser.add_argument("--rank-queries", type=int, default=120,
+                        help="time rank_bm25 on about N evenly spaced queries (0: all); all are still checked")
     parser.add_argument("--no-numba", action="store_true", help="skip bm25s's numba backend")
     parser.add_argument("--no-datastore", action="store_true", help="skip the real-datastore rows")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -98,7 +98,7 @@ def build_config(values: Mapping[str, Any], base: BuildConfig | None = None, whe
     """Validate ``values`` against BuildConfig's fields and types; unknown keys are errors."""
     hints = typing.get_type_hints(BuildConfig)
     known = {f.name for f in fields(BuildConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
     typed = {key: _coerce(key, value, hints[key], where) for key, value in values.items()}
@@ -115,6 +115,8 @@ def load_config(path: str | Path) -> BuildConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:

@@ -63,8 +63,10 @@ class SkipInput(Exception):
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    """Glob match on the relative path or the file name, ignoring the case of either."""
     name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+    candidates = (rel, name, rel.lower(), name.lower())
+    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
 
 
 def list_files(inputs: Sequence[str | Path], options: ReaderOptions, report: ReadReport) -> Iterator[tuple[Path, str]]:
@@ -78,7 +80,7 @@ def list_files(inputs: Sequence[str | Path], options: ReaderOptions, report: Rea
         if root.is_file():
             yield root, root.name
             continue
-        prefix = "" if single_dir else root.name + "/"
+        prefix = "" if single_dir else root.resolve().name + "/"
         found = []
         for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: report.skip(e.filename, f"unreadable: {e.strerror}")):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -134,8 +136,10 @@ def html_visible_text(html: bytes) -> tuple[str, str]:
     block_break = "\u2029"  # paragraph separator: marks block ends before whitespace is collapsed
     for element in root.iter():
         if isinstance(element.tag, str) and element.tag.lower() in blocks:
-            cell = element.tag.lower() in ("td", "th")
-            element.tail = (" " if cell else block_break) + (element.tail or "")
+            separator = " " if element.tag.lower() in ("td", "th") else block_break
+            element.tail = separator + (element.tail or "")
+            if element.tag.lower() != "br":
+                element.text = separator + (element.text or "")
     segments = (" ".join(seg.split()) for seg in root.text_content().split(block_break))
     text = "\n".join(seg for seg in segments if seg)
     return title, text
@@ -159,7 +163,11 @@ def _record_document(record: Any, doc_id: str, source: str, where: str, options:
     record_id = record.get(options.id_field)
     if record_id is not None:
         doc_id = f"{source}#{record_id}"
-    metadata = {k: v for k, v in record.items() if k not in (options.text_field, options.id_field)}
+    metadata = {k: v for k, v in record.items()
+                if k not in (options.text_field, options.id_field, options.title_field)}
+    title = record.get(options.title_field)
+    if isinstance(title, str):
+        metadata["title"] = title
     return Document(doc_id, text, source, metadata)
 
 

@@ -38,10 +38,17 @@ class SentenceChunker(Chunker):
             if length <= self.chunk_size:
                 yield (start, end), length
                 continue
+            # Cut into token windows; shrink a window whose text re-tokenizes longer (a character
+            # split across tokens is taken whole by the span).
             starts, ends = self.tokenizer.token_spans(text[start:end])
-            for first in range(0, len(starts), self.chunk_size):
-                last = min(first + self.chunk_size, len(starts))
+            n, first = len(starts), 0
+            while first < n:
+                last = min(first + self.chunk_size, n)
+                while last > first + 1 and self.tokenizer.count(
+                        text[start + int(starts[first]):start + int(ends[last - 1])]) > self.chunk_size:
+                    last -= 1
                 yield (start + int(starts[first]), start + int(ends[last - 1])), last - first
+                first = last
 
     def spans(self, text: str) -> Iterator[Span]:
         count = self.tokenizer.count

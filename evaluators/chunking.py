@@ -1,0 +1,213 @@
+"""Chunking evaluation (Chroma's protocol) through the project's real datastore and search code.
+
+1. Every corpus of the dataset is chunked with ``indexers.chunkers.make_chunker``; chunk spans
+   are exact (``corpus[start:end] == text``).
+2. The chunks of ALL corpora go into ONE datastore (``doc_id`` = corpus id), written by
+   ``datastores.DatastoreWriter`` with the given embedder's unit vectors, so chunks of other
+   corpora act as distractors.
+3. Each question is searched with ``datastores.Datastore.search_many``: ``dense`` = exact inner
+   product over unit vectors (cosine) in a FAISS flat index (engine ``faiss-flat-ip``), or
+   ``bm25`` (engine ``bm25``, exact scoring over all chunks).
+4. The top-k of each question are scored by :mod:`evaluators.spans`.
+
+``k`` is an int or ``"min"`` (per question, the number of chunks that contain reference
+characters, capped at 20).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from datastores import Bm25Params, Datastore, DatastoreWriter
+from datastores.records import Chunk, Document
+from evaluators.datasets import EvalDataset, load_dataset
+from evaluators.spans import MIN_K_CAP, UNITS, RetrievedSpan, SpanScorer, SpanScores, SpanSummary, summarize
+from indexers.chunkers import Chunker, make_chunker
+from indexers.tokenizers import DEFAULT_TOKENIZER
+
+logger = logging.getLogger("terarag.evaluators")
+
+MODES = ("dense", "bm25")
+ENGINES = {"dense": "faiss-flat-ip", "bm25": "bm25"}
+
+
+def parse_k(k: int | str) -> int | str:
+    """A positive int, or ``"min"``; anything else raises ``ValueError``."""
+    if isinstance(k, str):
+        text = k.strip().lower()
+        if text == "min":
+            return "min"
+        try:
+            k = int(text)
+        except ValueError:
+            raise ValueError(f"k must be a positive integer or 'min' (got {k!r})") from None
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer or 'min' (got {k!r})")
+    return k
+
+
+@dataclass
+class ChunkingEvaluation:
+    """Per-question rows, their summary (×100) and the settings that produced them."""
+
+    rows: list[SpanScores]
+    summary: SpanSummary
+    settings: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat JSON-ready object: the metric means/stds (×100), counts, settings."""
+        return {**self.summary.to_dict(per_corpus=False), **self.settings,
+                "per_corpus": self.summary.to_dict()["per_corpus"],
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+
+    def write_rows(self, path: str | Path) -> Path:
+        """Write the per-question rows (with the settings as columns) to Parquet, CSV or JSONL."""
+        import pyarrow as pa
+
+        path = Path(path)
+        settings = {k: v for k, v in self.settings.items() if not isinstance(v, (dict, list))}
+        records = [{**{f"setting_{k}": str(v) for k, v in settings.items()}, **r.to_dict()} for r in self.rows]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            import json
+
+            with open(path, "w", encoding="utf-8") as handle:
+                for record in records:
+                    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+                    handle.write(json.dumps(clean, ensure_ascii=False) + "\n")
+            return path
+        table = pa.Table.from_pylist(records)
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, path)
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+        else:
+            raise ValueError(f"cannot write rows to {path}: use a .parquet, .csv or .jsonl file")
+        return path
+
+
+def chunk_corpora(corpora: dict[str, str], chunker: Chunker) -> list[Chunk]:
+    """Chunks of every corpus (sorted by id), ``doc_id`` = corpus id; spans are checked exact."""
+    chunks: list[Chunk] = []
+    for corpus_id in sorted(corpora):
+        text = corpora[corpus_id]
+        for chunk in chunker.chunk(Document(corpus_id, text, corpus_id)):
+            if text[chunk.start:chunk.end] != chunk.text:
+                raise RuntimeError(f"chunker {chunker.name} returned a span that does not match its text "
+                                   f"in {corpus_id} [{chunk.start}, {chunk.end})")
+            chunks.append(chunk)
+    return chunks
+
+
+def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: Chunker,
+                         batch_size: int | None = None) -> Datastore:
+    """One datastore of all chunks, embedded by ``embedder``; opened with it as the query encoder."""
+    vectors = embedder.encode([c.text for c in chunks], batch_size) if batch_size else \
+        embedder.encode([c.text for c in chunks])
+    spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
+    writer = DatastoreWriter(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
+    writer.add_shard(list(chunks), vectors, 0)
+    writer.finish({"documents": len({c.doc_id for c in chunks})}, int(vectors.shape[1]))
+    return Datastore.open(root, query_encoder=embedder.encode)
+
+
+def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chunker = "recursive",
+                      chunk_size: int = 200, overlap: int = 0, k: int | str = 5, unit: str = "char",
+                      mode: str = "dense", embedder: Any = None, *, tokenizer: str = DEFAULT_TOKENIZER,
+                      unit_tokenizer: str | None = None, corpora: Sequence[str] | None = None,
+                      workdir: str | Path | None = None, device: str = "auto",
+                      batch_size: int | None = None) -> ChunkingEvaluation:
+    """Evaluate a chunker on a Chroma-format dataset; see the module docstring for the protocol.
+
+    ``chunker`` is a name for ``make_chunker`` (sizes in tokens of ``tokenizer``) or a chunker
+    instance (then ``chunk_size``/``overlap`` are ignored). ``embedder`` defaults to
+    all-MiniLM-L6-v2; it embeds the chunks in both modes (the datastore always holds vectors) and
+    the questions in dense mode. ``unit_tokenizer`` names the tokenizer of the token unit
+    (default: ``tokenizer``). ``corpora`` restricts the dataset. The datastore is written under
+    ``workdir`` (which must not hold one already) or a temporary folder that is removed after.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+    k = parse_k(k)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset = dataset_dir if isinstance(dataset_dir, EvalDataset) else load_dataset(dataset_dir)
+    if corpora is not None:
+        dataset = dataset.subset(corpora)
+    if isinstance(chunker, str):
+        chunker = make_chunker(chunker, chunk_size, overlap, tokenizer)
+    chunks = chunk_corpora(dataset.corpora, chunker)
+    if not chunks:
+        raise ValueError("the chunker produced no chunks")
+    timings["chunk"] = time.perf_counter() - started
+    chunks_by_corpus = {cid: [(c.start, c.end) for c in chunks if c.doc_id == cid] for cid in dataset.corpora}
+    engine = ENGINES[mode]
+    scorer = SpanScorer(chunks_by_corpus, unit, dataset.corpora,
+                        (unit_tokenizer or getattr(chunker.tokenizer, "name", tokenizer)) if unit == "token" else None,
+                        engine=engine)
+    questions = dataset.questions
+    if k == "min":
+        ks = [scorer.min_k(q.corpus_id, q.references, MIN_K_CAP) for q in questions]
+    else:
+        ks = [k] * len(questions)
+    k_max = max(ks, default=0)
+
+    if embedder is None:
+        from indexers.embedders import load_embedder
+
+        embedder = load_embedder(device=device)
+    logger.info("embedding %d chunks of %d corpora", len(chunks), len(dataset.corpora))
+    with tempfile.TemporaryDirectory(prefix="terarag-eval-") as tmp:
+        root = Path(workdir) if workdir is not None else Path(tmp) / "datastore"
+        started = time.perf_counter()
+        datastore = write_eval_datastore(root, chunks, embedder, chunker, batch_size)
+        timings["embed_and_write"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if k_max > 0:
+            hits = datastore.search_many([q.text for q in questions], k=k_max, mode=mode)
+        else:
+            hits = [[] for _ in questions]
+        timings["search"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    rows = []
+    for question, k_q, found in zip(questions, ks, hits):
+        retrieved = [RetrievedSpan(h.doc_id, h.start, h.end) for h in found[:k_q]]
+        rows.append(scorer.score(question.index, question.corpus_id, question.references, retrieved, k_q))
+    timings["score"] = time.perf_counter() - started
+    summary = summarize(rows)
+    settings = {
+        "dataset": str(dataset.path) if dataset.path else None,
+        "corpora": sorted(dataset.corpora),
+        "chunker": chunker.name,
+        "chunk_size": chunker.chunk_size,
+        "overlap": chunker.overlap,
+        "tokenizer": chunker.tokenizer.name,
+        "k": k,
+        "unit": unit,
+        "unit_tokenizer": scorer.tokenizer_name,
+        "mode": mode,
+        "engine": engine,
+        "embedder": getattr(embedder, "name", type(embedder).__name__),
+        "chunks": len(chunks),
+        "chunks_per_corpus": {cid: len(spans) for cid, spans in chunks_by_corpus.items()},
+    }
+    return ChunkingEvaluation(rows, summary, settings, timings)
+
+
+__all__ = ["ENGINES", "MODES", "ChunkingEvaluation", "chunk_corpora", "evaluate_chunking", "parse_k",
+           "write_eval_datastore"]
