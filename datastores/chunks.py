@@ -47,6 +47,15 @@ def _sql_path_list(paths: Sequence[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def _run(query: str, what: str) -> list[tuple]:
+    """Run a read-only DuckDB query; failures name what was being read."""
+    try:
+        with duckdb.connect() as con:
+            return con.execute(query).fetchall()
+    except duckdb.Error as exc:
+        raise DatastoreError(f"cannot read {what}: {exc}") from exc
+
+
 def read_chunk_rows(paths: Sequence[Path], chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Rows for ``chunk_ids`` from the given Parquet files, keyed by chunk id."""
     if not chunk_ids:
@@ -56,11 +65,7 @@ def read_chunk_rows(paths: Sequence[Path], chunk_ids: Sequence[int]) -> dict[int
         "SELECT chunk_id, doc_id, source, start, \"end\", text, metadata "
         f"FROM read_parquet({_sql_path_list(paths)}) WHERE chunk_id IN ({ids})"
     )
-    try:
-        with duckdb.connect() as con:
-            rows = con.execute(query).fetchall()
-    except duckdb.Error as exc:
-        raise DatastoreError(f"cannot read chunk rows from {', '.join(map(str, paths))}: {exc}") from exc
+    rows = _run(query, f"chunk rows from {', '.join(map(str, paths))}")
     columns = ("chunk_id", "doc_id", "source", "start", "end", "text", "metadata")
     return {row[0]: dict(zip(columns, row)) for row in rows}
 
@@ -75,20 +80,7 @@ def chunk_statistics(paths: Sequence[Path]) -> dict[str, Any]:
         "coalesce(sum(\"end\" - start), 0), coalesce(avg(\"end\" - start), 0), coalesce(max(\"end\" - start), 0) "
         f"FROM read_parquet({_sql_path_list(paths)})"
     )
-    try:
-        with duckdb.connect() as con:
-            row = con.execute(query).fetchone()
-    except duckdb.Error as exc:
-        raise DatastoreError(f"cannot compute statistics from the chunk tables: {exc}") from exc
+    row = _run(query, "statistics of the chunk tables")[0]
     keys = ("chunks", "documents", "sources", "characters", "mean_chunk_chars", "max_chunk_chars")
     return dict(zip(keys, row))
 
-
-def per_shard_counts(paths: Sequence[Path]) -> dict[str, int]:
-    """Row count of each chunk file, read by DuckDB (used to check the manifest)."""
-    query = (
-        "SELECT filename, count(*) FROM read_parquet("
-        f"{_sql_path_list(paths)}, filename = true) GROUP BY filename"
-    )
-    with duckdb.connect() as con:
-        return {str(Path(name).parent.name): int(n) for name, n in con.execute(query).fetchall()}

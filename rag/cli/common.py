@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 
 from datastores.errors import DatastoreError
 from indexers.config import ConfigError
@@ -42,3 +43,13 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 def snippet(text: str, width: int = 100) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """A two-column table of labelled values, for summaries."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

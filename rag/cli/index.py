@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from indexers.build import StrictModeError, build_datastore
 from indexers.chunkers import CHUNKERS
 from indexers.config import BuildConfig, load_config
-from rag.cli.common import stderr, stdout, user_errors
+from rag.cli.common import key_value_table, stderr, stdout, user_errors
 
 
 @click.command("index")
@@ -43,19 +42,16 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
     except StrictModeError as exc:
         raise click.ClickException(str(exc)) from exc
     manifest = report.manifest
-    table = Table(title=f"datastore {output}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    stats = manifest.stats
-    table.add_row("documents", f"{stats['documents']:,} from {stats['files']:,} files")
-    table.add_row("chunks", f"{manifest.num_chunks:,} ({config.chunker}, {config.chunk_size} tokens, "
-                            f"overlap {config.overlap}, {config.tokenizer})")
-    table.add_row("shards", f"{len(manifest.shards)} ({report.shards_written} written, "
-                            f"{report.shards_resumed} kept from an earlier run)")
-    table.add_row("embedder", f"{manifest.embedder['name']} (dim {manifest.embedder['dim']})")
-    table.add_row("skipped inputs", str(len(report.read.skipped)))
-    t = report.timings
-    table.add_row("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s")
-    stdout.print(table)
+    stats, t = manifest.stats, report.timings
+    stdout.print(key_value_table(f"datastore {output}", [
+        ("documents", f"{stats['documents']:,} from {stats['files']:,} files"),
+        ("chunks", f"{manifest.num_chunks:,} ({config.chunker}, {config.chunk_size} tokens, "
+                   f"overlap {config.overlap}, {config.tokenizer})"),
+        ("shards", f"{len(manifest.shards)} ({report.shards_written} written, "
+                   f"{report.shards_resumed} kept from an earlier run)"),
+        ("embedder", f"{manifest.embedder['name']} (dim {manifest.embedder['dim']})"),
+        ("skipped inputs", str(len(report.read.skipped))),
+        ("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s"),
+    ]))
     if report.read.skipped:
         stderr.print(f"[yellow]{len(report.read.skipped)} input(s) skipped[/yellow] (see the warnings above)")

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from datastores import Datastore
-from rag.cli.common import stdout, user_errors
+from rag.cli.common import key_value_table, stdout, user_errors
 
 
 @click.command("info")
@@ -23,26 +23,23 @@ def info_command(datastore: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"manifest": manifest.to_dict(), "statistics": stats}, indent=2, default=str))
         return
-    summary = Table(title=f"datastore {datastore}", show_header=False, title_justify="left")
-    summary.add_column(style="bold")
-    summary.add_column()
-    chunker = manifest.chunker
-    summary.add_row("format", f"{manifest.format} v{manifest.format_version}")
-    summary.add_row("embedder", f"{manifest.embedder['name']} (dim {manifest.embedder['dim']}, "
-                                f"{'normalized' if manifest.embedder.get('normalized') else 'raw'})")
-    summary.add_row("chunker", f"{chunker['name']}, {chunker['chunk_size']} tokens, overlap {chunker['overlap']}, "
-                               f"{chunker['tokenizer']}")
-    summary.add_row("dense index", manifest.dense_index["type"])
-    bm25 = manifest.bm25
-    summary.add_row("bm25", f"k1={bm25['k1']} b={bm25['b']} epsilon={bm25['epsilon']}, "
-                            f"{bm25['stats']['vocabulary']:,} terms, avg {bm25['stats']['avgdl']:.1f} tokens/chunk")
-    summary.add_row("documents", f"{stats['documents']:,} ({stats['sources']:,} source files)")
-    summary.add_row("chunks", f"{stats['chunks']:,} (mean {stats['mean_chunk_chars']:.0f} chars, "
-                              f"max {stats['max_chunk_chars']:,})")
-    summary.add_row("corpus", f"{manifest.stats.get('characters', 0):,} characters, "
-                              f"{manifest.stats.get('tokens', 0):,} tokens")
-    summary.add_row("checksum", manifest.content_checksum[:16])
-    stdout.print(summary)
+    chunker, bm25, embedder = manifest.chunker, manifest.bm25, manifest.embedder
+    stdout.print(key_value_table(f"datastore {datastore}", [
+        ("format", f"{manifest.format} v{manifest.format_version}"),
+        ("embedder", f"{embedder['name']} (dim {embedder['dim']}, "
+                     f"{'normalized' if embedder.get('normalized') else 'raw'})"),
+        ("chunker", f"{chunker['name']}, {chunker['chunk_size']} tokens, overlap {chunker['overlap']}, "
+                    f"{chunker['tokenizer']}"),
+        ("dense index", manifest.dense_index["type"]),
+        ("bm25", f"k1={bm25['k1']} b={bm25['b']} epsilon={bm25['epsilon']}, "
+                 f"{bm25['stats']['vocabulary']:,} terms, avg {bm25['stats']['avgdl']:.1f} tokens/chunk"),
+        ("documents", f"{stats['documents']:,} ({stats['sources']:,} source files)"),
+        ("chunks", f"{stats['chunks']:,} (mean {stats['mean_chunk_chars']:.0f} chars, "
+                   f"max {stats['max_chunk_chars']:,})"),
+        ("corpus", f"{manifest.stats.get('characters', 0):,} characters, "
+                   f"{manifest.stats.get('tokens', 0):,} tokens"),
+        ("checksum", manifest.content_checksum[:16]),
+    ]))
     shards = Table(title="shards", title_justify="left")
     for column in ("shard", "rows", "first chunk id", "size"):
         shards.add_column(column, justify="right" if column != "shard" else "left")
