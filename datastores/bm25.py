@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from datastores.errors import DatastoreError
+from datastores.search import top_k_dense, top_k_rows
 
 _WORD = re.compile(r"\w+")
 
@@ -172,20 +173,42 @@ class Bm25Scorer:
         self.weights = tf_values * (params.k1 + 1.0) / (tf_values + params.k1 * length_norm)
         self.num_docs = len(matrix.doc_len)
 
-    def score(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
-        """Rows that contain a query term and their scores (unordered)."""
-        scores = np.zeros(self.num_docs, dtype=np.float64)
-        matched = np.zeros(self.num_docs, dtype=bool)
+    def _postings(self, query_idf: dict[str, float], query_counts: Counter) -> list[tuple[int, int, float]]:
+        """(start, end, weight) of the posting list of every query term this shard has."""
+        postings = []
         for term, count in query_counts.items():
             j = self.column.get(term)
-            if j is None:
-                continue
-            lo, hi = self.indptr[j], self.indptr[j + 1]
-            rows = self.rows[lo:hi]
-            scores[rows] += count * query_idf[term] * self.weights[lo:hi]
-            matched[rows] = True
-        rows = np.flatnonzero(matched)
-        return rows, scores[rows]
+            if j is not None:
+                postings.append((int(self.indptr[j]), int(self.indptr[j + 1]), count * query_idf[term]))
+        return postings
+
+    def _dense_scores(self, postings: list[tuple[int, int, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of every row (one ``np.bincount`` over the concatenated postings) and the rows."""
+        rows = np.concatenate([self.rows[lo:hi] for lo, hi, _ in postings])
+        values = np.concatenate([weight * self.weights[lo:hi] for lo, hi, weight in postings])
+        return np.bincount(rows, weights=values, minlength=self.num_docs), rows
+
+    def score(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that contain a query term (ascending) and their scores."""
+        postings = self._postings(query_idf, query_counts)
+        if not postings:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        scores, rows = self._dense_scores(postings)
+        matched = np.flatnonzero(np.bincount(rows, minlength=self.num_docs))
+        return matched, scores[matched]
+
+    def top_k(self, query_idf: dict[str, float], query_counts: Counter, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best (scores, rows) among rows that contain a query term."""
+        postings = self._postings(query_idf, query_counts)
+        if not postings:
+            return np.zeros(0, np.float64), np.zeros(0, np.int64)
+        if any(weight <= 0 for _, _, weight in postings):
+            # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
+            rows, scores = self.score(query_idf, query_counts)
+            return top_k_rows(scores, rows, k)
+        # Every weight is positive, so a row matches exactly when its score is positive.
+        scores, _ = self._dense_scores(postings)
+        return top_k_dense(scores, k)
 
 
 def load_global_idf(terms_file: Path, params: Bm25Params, stats: Bm25GlobalStats) -> dict[str, float]:

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import duckdb
 import numpy as np
 
 from datastores.bm25 import Bm25GlobalStats, Bm25Params, load_global_idf
@@ -38,6 +39,7 @@ class Datastore:
         self.bm25_params = Bm25Params(**{k: manifest.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
         self.bm25_stats = Bm25GlobalStats.from_dict(manifest.bm25["stats"])
         self._idf: dict[str, float] | None = None
+        self._duckdb: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
     def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None) -> "Datastore":
@@ -121,29 +123,26 @@ class Datastore:
         return self._hits_many([ranked])[0]
 
     def _hits_many(self, ranked_lists: list[list[tuple[int, int, float]]]) -> list[list[Hit]]:
-        wanted = {}
-        for ranked in ranked_lists:
-            for shard, row, _ in ranked:
-                wanted.setdefault(shard, set()).add(self.shards[shard].info.chunk_id_start + row)
-        rows: dict[int, dict[str, Any]] = {}
-        for shard, ids in wanted.items():
-            rows.update(read_chunk_rows([self.shards[shard].chunks_path], sorted(ids)))
         out = []
         for ranked in ranked_lists:
             hits = []
             for shard, row, score in ranked:
-                chunk_id = self.shards[shard].info.chunk_id_start + row
-                data = rows.get(chunk_id)
-                if data is None:
-                    raise DatastoreError(f"{self.shards[shard].chunks_path} has no row for chunk {chunk_id}")
-                hits.append(Hit(chunk_id, data["doc_id"], data["start"], data["end"], score,
-                                self.shards[shard].info.name, data["text"], data["source"]))
+                reader = self.shards[shard]
+                record = reader.rows().get(row)
+                hits.append(Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score,
+                                reader.info.name, record["text"], record["source"]))
             out.append(hits)
         return out
 
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """One in-memory DuckDB connection per open datastore, reused by every row lookup."""
+        if self._duckdb is None:
+            self._duckdb = duckdb.connect()
+        return self._duckdb
+
     def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Chunk rows by global id (DuckDB over the shard Parquet files)."""
-        return read_chunk_rows([s.chunks_path for s in self.shards], list(chunk_ids))
+        return read_chunk_rows([s.chunks_path for s in self.shards], list(chunk_ids), self._connection())
 
     def statistics(self) -> dict[str, Any]:
         """Chunk, document and size statistics computed by DuckDB from the Parquet files."""

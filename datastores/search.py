@@ -35,13 +35,37 @@ def merge_top_k(results: Sequence[ShardResult], k: int) -> list[tuple[int, int, 
     return [(int(shards[i]), int(rows[i]), float(scores[i])) for i in order]
 
 
+_SAMPLE = 2048
+
+
+def _lower_bound_of_kth(scores: np.ndarray, k: int) -> float | None:
+    """A value <= the k-th largest score, from a strided sample (the k-th largest of any subset
+    never exceeds the k-th largest of the whole), or None when sampling would not pay off."""
+    n = len(scores)
+    if n < 8 * _SAMPLE or k > _SAMPLE // 8:
+        return None
+    sample = scores[:: n // _SAMPLE]
+    return float(np.partition(sample, len(sample) - k)[len(sample) - k])
+
+
 def top_k_rows(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best (scores, rows), ties broken by lower row, in O(n) plus a sort of ~k items."""
     if k <= 0 or len(rows) == 0:
         return scores[:0], rows[:0]
+    bound = _lower_bound_of_kth(scores, k)
+    if bound is not None:
+        keep = scores >= bound
+        scores, rows = scores[keep], rows[keep]
     if len(rows) > k:
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
         keep = scores >= kth
         scores, rows = scores[keep], rows[keep]
     order = np.lexsort((rows, -scores))[:k]
     return scores[order], rows[order]
+
+
+def top_k_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, rows) among the positive entries of a dense score vector."""
+    bound = _lower_bound_of_kth(scores, k)
+    rows = np.flatnonzero(scores >= bound) if bound is not None and bound > 0 else np.flatnonzero(scores > 0)
+    return top_k_rows(scores[rows], rows, k)

@@ -14,7 +14,7 @@ from datastores.dense import read_dense_index, search_dense
 from datastores.errors import DatastoreError
 from datastores.layout import BM25_DIR, CHUNKS_FILE, DENSE_INDEX_FILE
 from datastores.manifest import ShardInfo
-from datastores.search import top_k_rows
+from datastores.rowstore import RowStore
 
 
 def check_shard_files(folder: Path, info: ShardInfo) -> None:
@@ -39,10 +39,16 @@ class ShardReader:
     dim: int
     _dense: faiss.Index | None = field(default=None, repr=False)
     _bm25: Bm25Scorer | None = field(default=None, repr=False)
+    _rows: RowStore | None = field(default=None, repr=False)
 
     @property
     def chunks_path(self) -> Path:
         return self.folder / CHUNKS_FILE
+
+    def rows(self) -> RowStore:
+        if self._rows is None:
+            self._rows = RowStore(self.folder, self.info.rows)
+        return self._rows
 
     def dense(self) -> faiss.Index:
         if self._dense is None:
@@ -64,5 +70,4 @@ class ShardReader:
 
     def search_bm25(self, scorer_args: tuple[Bm25Params, Bm25GlobalStats], idf: dict[str, float],
                     counts: Counter, k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, scores = self.bm25(*scorer_args).score(idf, counts)
-        return top_k_rows(scores, rows, k)
+        return self.bm25(*scorer_args).top_k(idf, counts, k)

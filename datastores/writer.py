@@ -30,6 +30,7 @@ from datastores.layout import (
 )
 from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
 from datastores.records import Chunk
+from datastores.rowstore import write_row_store
 
 WRITE_MODES = ("create", "resume", "overwrite")
 
@@ -162,6 +163,7 @@ class DatastoreWriter:
         name = shard_name(index)
         with atomic_directory(self.layout.shard(name)) as tmp:
             write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
+            write_row_store(tmp, chunks, first_chunk_id)
             write_dense_files(tmp, embeddings, DENSE_INDEX_FILE, EMBEDDINGS_FILE, self.dense_index)
             matrix = TermMatrix.from_token_lists([self.bm25.tokenize(c.text) for c in chunks])
             matrix.save(tmp / BM25_DIR)

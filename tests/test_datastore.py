@@ -133,7 +133,7 @@ def test_edited_manifest_fails_its_checksum(datastore_copy):
         Datastore.open(datastore_copy)
 
 
-@pytest.mark.parametrize("name", ["dense.faiss", "chunks.parquet", "embeddings.f16.npy", "bm25/data.npy"])
+@pytest.mark.parametrize("name", ["dense.faiss", "chunks.parquet", "embeddings.f16.npy", "bm25/data.npy", "rows.bin"])
 def test_truncated_shard_file_is_named(datastore_copy, name):
     path = datastore_copy / "shards" / shard_name(1) / name
     path.write_bytes(path.read_bytes()[:-7])
@@ -160,3 +160,13 @@ def test_unfinished_build_does_not_read_as_valid(datastore_copy):
     (datastore_copy / "build.json").write_text("{}")
     with pytest.raises(IncompleteBuildError, match="--resume"):
         Datastore.open(datastore_copy)
+
+
+def test_hit_rows_agree_with_the_parquet_table(small_datastore):
+    ds = Datastore.open(small_datastore)
+    hits = ds.search("the public debt and the revenue", k=20, mode="bm25")
+    rows = ds.get_chunks([h.chunk_id for h in hits])
+    for hit in hits:
+        row = rows[hit.chunk_id]
+        assert (hit.doc_id, hit.start, hit.end, hit.text, hit.source) == \
+            (row["doc_id"], row["start"], row["end"], row["text"], row["source"])
