@@ -7,6 +7,7 @@ import logging
 import click
 
 from rag.cli.common import console_handler
+from rag.cli.datastore import datastore_group
 from rag.cli.index import index_command
 from rag.cli.info import info_command
 from rag.cli.search import search_command
@@ -26,5 +27,6 @@ def main() -> None:
 main.add_command(index_command)
 main.add_command(info_command)
 main.add_command(search_command)
+main.add_command(datastore_group)
 
 __all__ = ["main"]
