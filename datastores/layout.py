@@ -7,6 +7,7 @@
       shards/shard-00000/    one folder per shard, renamed into place when complete
         shard.json           rows, first chunk id, file sizes and sha256
         chunks.parquet       chunk_id, doc_id, source, start, end, text, metadata
+        rows.bin, row_offsets.npy   the same rows, memory-mapped for hits
         embeddings.f16.npy   float16 [rows, dim], memory-mapped when read
         dense.faiss          FAISS index over the embeddings
         bm25/                sparse term-frequency matrix (CSC) and the shard's terms
