@@ -8,6 +8,7 @@ import click
 
 from rag.cli.common import console_handler
 from rag.cli.datastore import datastore_group
+from rag.cli.eval import eval_group
 from rag.cli.index import index_command
 from rag.cli.info import info_command
 from rag.cli.search import search_command
@@ -28,5 +29,6 @@ main.add_command(index_command)
 main.add_command(info_command)
 main.add_command(search_command)
 main.add_command(datastore_group)
+main.add_command(eval_group)
 
 __all__ = ["main"]

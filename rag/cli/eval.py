@@ -6,6 +6,8 @@ import json
 import math
 
 import click
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from evaluators.spans import METRICS, UNITS
@@ -52,6 +54,8 @@ def eval_group() -> None:
 @click.option("--unit-tokenizer", default=None, help="Tokenizer of the token unit (default: --tokenizer).")
 @click.option("--embedder", "embedder_name", default="all-MiniLM-L6-v2", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--duplicate-ties", type=click.Choice(["document-order", "engine"]), default="document-order",
+              show_default=True, help="Which copy of an identical chunk text counts as retrieved.")
 @click.option("--corpus", "corpora", multiple=True, help="Only this corpus id (repeatable).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Write per-question rows (.parquet, .csv or .jsonl).")
@@ -59,7 +63,7 @@ def eval_group() -> None:
 @user_errors
 def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, k: str, unit: str, mode: str,
                      tokenizer: str, unit_tokenizer: str | None, embedder_name: str, device: str,
-                     corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                     duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Chunk every corpus, index all chunks in one datastore, retrieve top-k per question and
     report Recall, Precision, Precision-Ω and IoU (mean ± std, ×100), pooled and per corpus."""
     from evaluators.chunking import evaluate_chunking
@@ -72,7 +76,7 @@ def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, 
     chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer)
     embedder = load_embedder(embedder_name, device=device)
     result = evaluate_chunking(data, chunker_obj, k=k_value, unit=unit, mode=mode, embedder=embedder,
-                               unit_tokenizer=unit_tokenizer)
+                               unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
     if out:
         result.write_rows(out)
     if as_json:
@@ -82,19 +86,23 @@ def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, 
     title = (f"{s['chunker']} {s['chunk_size']}/{s['overlap']} · k={s['k']} · {s['mode']} ({s['engine']}) · "
              f"unit={s['unit']}" + (f" ({s['unit_tokenizer']})" if s["unit_tokenizer"] else ""))
     table = Table(title=title, title_justify="left",
-                  caption=f"{s['chunks']} chunks · embedder {s['embedder']} · mean ± std ×100 (population std)",
+                  caption=(f"{s['chunks']} chunks ({s['duplicate_chunks']} with duplicated text, ties: "
+                           f"{s['duplicate_ties']}) · embedder {s['embedder']} · mean ± std ×100 (population std)"),
                   caption_justify="left")
-    table.add_column("corpus")
-    table.add_column("questions", justify="right")
-    table.add_column("skipped", justify="right")
+    table.add_column("corpus", no_wrap=True)
+    table.add_column("questions", justify="right", no_wrap=True)
+    table.add_column("skipped", justify="right", no_wrap=True)
     for name in METRICS:
-        table.add_column(METRIC_LABELS[name], justify="right")
+        table.add_column(METRIC_LABELS[name], justify="right", no_wrap=True)
     summary = result.summary
     table.add_row("all", str(summary.questions), str(summary.skipped),
                   *(_cell(summary.metric(m)) for m in METRICS), style="bold")
     for corpus_id, part in summary.per_corpus.items():
         table.add_row(corpus_id, str(part.questions), str(part.skipped), *(_cell(part.metric(m)) for m in METRICS))
-    stdout.print(table)
+    # Never wrap the numbers: widen past a narrow (or non-terminal, 80-column) console if needed.
+    needed = Measurement.get(stdout, stdout.options.update_width(1000), table).maximum
+    console = stdout if needed <= stdout.width else Console(width=needed, soft_wrap=False)
+    console.print(table)
     if out:
         stdout.print(f"rows written to {out}")
 
