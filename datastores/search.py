@@ -32,7 +32,7 @@ def merge_top_k(results: Sequence[ShardResult], k: int) -> list[tuple[int, int, 
     valid = rows >= 0
     scores, rows, shards = scores[valid], rows[valid], shards[valid]
     order = np.lexsort((rows, shards, -scores))[:k]
-    return [(int(shards[i]), int(rows[i]), float(scores[i])) for i in order]
+    return list(zip(shards[order].tolist(), rows[order].tolist(), scores[order].tolist()))
 
 
 _SAMPLE = 2048
@@ -67,5 +67,9 @@ def top_k_rows(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray
 def top_k_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, rows) among the positive entries of a dense score vector."""
     bound = _lower_bound_of_kth(scores, k)
+    if bound is None and 0 < k < len(scores):
+        # Too small to sample: the exact k-th largest costs one O(n) partition, and keeps the
+        # candidates to about k instead of every row with a positive score.
+        bound = float(np.partition(scores, len(scores) - k)[len(scores) - k])
     rows = np.flatnonzero(scores >= bound) if bound is not None and bound > 0 else np.flatnonzero(scores > 0)
     return top_k_rows(scores[rows], rows, k)
