@@ -33,11 +33,11 @@ def test_index_info_search_roundtrip(runner, tmp_path):
     assert info.exit_code == 0, info.output
     assert "all-MiniLM-L6-v2" in info.output and "shard-00000" in info.output
 
-    info_json = json.loads(runner.invoke(main, ["info", str(out), "--json"]).output)
+    info_json = json.loads(runner.invoke(main, ["info", str(out), "--json"]).stdout)
     assert info_json["statistics"]["documents"] == 2
     assert info_json["manifest"]["chunker"]["name"] == "token"
 
-    hits = json.loads(runner.invoke(main, ["search", str(out), "who signed the treaty", "-k", "2", "--json"]).output)
+    hits = json.loads(runner.invoke(main, ["search", str(out), "who signed the treaty", "-k", "2", "--json"]).stdout)
     assert len(hits) == 2
     assert set(hits[0]) >= {"chunk_id", "doc_id", "start", "end", "score", "shard", "text"}
     assert hits[0]["doc_id"] == "a.txt"

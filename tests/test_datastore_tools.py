@@ -82,7 +82,7 @@ def test_sql_and_export_commands(tmp_path, small_datastore):
     result = runner.invoke(main, ["datastore", "sql", str(small_datastore),
                                   "SELECT source, count(*) AS n FROM chunks GROUP BY 1 ORDER BY 1", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert sum(r["n"] for r in rows) == len(Datastore.open(small_datastore))
     refused = runner.invoke(main, ["datastore", "sql", str(small_datastore), "DROP VIEW chunks"])
     assert refused.exit_code == 1 and "only SELECT" in refused.output

@@ -173,7 +173,7 @@ def test_cli_json_and_table(tmp_path):
                                         "token", "--chunk-size", "200", "--overlap", "0", "-k", "5", "--mode",
                                         "bm25", "--device", "cpu", "--json", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     for key in ("recall_mean", "recall_std", "precision_mean", "precision_std", "precision_omega_mean",
                 "precision_omega_std", "iou_mean", "iou_std"):
         assert 0.0 <= data[key] <= 100.0
