@@ -1,8 +1,12 @@
 """Evaluation of chunking and retrieval.
 
 - ``evaluators.spans``: Recall, Precision, IoU and Precision-Ω over character or token spans.
-- ``evaluators.datasets``: Chroma-format evaluation sets (questions with reference offsets).
-- ``evaluators.chunking``: ``evaluate_chunking`` through the real datastore and search code.
+- ``evaluators.datasets``: Chroma-format evaluation sets, BEIR folders, and JSONL questions with
+  character offsets (``question``, ``references: [{doc_id, start, end}]``, ``answers``).
+- ``evaluators.chunking``: ``evaluate_chunking`` / ``ChunkIndex`` through the real datastore.
+- ``evaluators.sweep``: YAML chunking sweeps with resumable DuckDB results, reports and plots.
+- ``evaluators.retrieval``: nDCG@k, MRR@k, recall@k, MAP (pytrec_eval) and BEIR evaluation.
+- ``evaluators.answers``: SQuAD exact match and F1, answer-in-context hit rate.
 """
 
 from __future__ import annotations
@@ -12,17 +16,23 @@ from typing import Any
 from evaluators.datasets import EvalDataset, Question, load_dataset
 from evaluators.spans import SpanScorer, SpanScores, SpanSummary, summarize
 
-_LAZY = {"evaluate_chunking", "ChunkingEvaluation"}
+# The pipelines pull in the datastore, chunker and embedder code; import them on first use.
+_LAZY = {
+    "evaluate_chunking": "evaluators.chunking", "ChunkingEvaluation": "evaluators.chunking",
+    "ChunkIndex": "evaluators.chunking", "run_sweep": "evaluators.sweep", "load_sweep_config": "evaluators.sweep",
+    "evaluate_beir": "evaluators.retrieval", "retrieval_metrics": "evaluators.retrieval",
+    "answer_metrics": "evaluators.answers", "load_beir": "evaluators.datasets",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The chunking pipeline pulls in the datastore and chunker code; import it on first use.
     if name in _LAZY:
-        from evaluators import chunking
+        import importlib
 
-        return getattr(chunking, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'evaluators' has no attribute {name!r}")
 
 
-__all__ = ["ChunkingEvaluation", "EvalDataset", "Question", "SpanScorer", "SpanScores", "SpanSummary",
-           "evaluate_chunking", "load_dataset", "summarize"]
+__all__ = ["ChunkIndex", "ChunkingEvaluation", "EvalDataset", "Question", "SpanScorer", "SpanScores", "SpanSummary",
+           "answer_metrics", "evaluate_beir", "evaluate_chunking", "load_beir", "load_dataset", "load_sweep_config",
+           "retrieval_metrics", "run_sweep", "summarize"]

@@ -13,6 +13,10 @@
 ``k`` is an int or ``"min"`` (per question, the number of chunks that contain reference
 characters, capped at 20).
 
+:class:`ChunkIndex` does steps 1–2 once and then scores any number of (k, mode, unit) settings
+from one search per mode (sweeps use it); :func:`evaluate_chunking` is one index, one setting.
+The embedding chunkers (``cluster``, ``kamradt``) get the evaluation's embedder for their pieces.
+
 Duplicate chunk texts. Some corpora repeat passages (Recursive 200/0 gives 768 finance chunks in
 325 groups of identical text). No retriever can tell identical texts apart, so which copy lands in
 the top-k is decided by floating-point noise (FAISS scores identical vectors differently by an ulp
@@ -43,7 +47,7 @@ from datastores import Bm25Params, Datastore, DatastoreWriter
 from datastores.records import Chunk, Document
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import MIN_K_CAP, UNITS, RetrievedSpan, SpanScorer, SpanScores, SpanSummary, summarize
-from indexers.chunkers import Chunker, make_chunker
+from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, make_chunker
 from indexers.tokenizers import DEFAULT_TOKENIZER
 
 logger = logging.getLogger("terarag.evaluators")
@@ -158,20 +162,192 @@ def in_document_order(chunk_ids: Sequence[int], group_of: Sequence[int],
 
 
 def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: Chunker,
-                         batch_size: int | None = None) -> Datastore:
+                         batch_size: int | None = None, timings: dict[str, float] | None = None) -> Datastore:
     """One datastore of all chunks, embedded by ``embedder``; opened with it as the query encoder.
 
-    Each distinct text is embedded once, so identical chunks get bit-identical vectors.
+    Each distinct text is embedded once, so identical chunks get bit-identical vectors. When
+    ``timings`` is given, ``embed`` and ``write`` seconds are added to it.
     """
+    timings = timings if timings is not None else {}
+    started = time.perf_counter()
     group_of, members = duplicate_groups(chunks)
     texts = [chunks[m[0]].text for m in members]
     unique = embedder.encode(texts, batch_size) if batch_size else embedder.encode(texts)
     vectors = np.ascontiguousarray(np.asarray(unique, dtype=np.float32)[np.asarray(group_of, dtype=np.int64)])
+    timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
+    started = time.perf_counter()
     spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
     writer = DatastoreWriter(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
     writer.add_shard(list(chunks), vectors, 0)
     writer.finish({"documents": len({c.doc_id for c in chunks})}, int(vectors.shape[1]))
-    return Datastore.open(root, query_encoder=embedder.encode)
+    datastore = Datastore.open(root, query_encoder=embedder.encode)
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
+    return datastore
+
+
+def _check_options(mode: str | None = None, unit: str | None = None, duplicate_ties: str | None = None) -> None:
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if unit is not None and unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+    if duplicate_ties is not None and duplicate_ties not in DUPLICATE_TIES:
+        raise ValueError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
+
+
+class ChunkIndex:
+    """The chunks of a dataset under one chunker, embedded and written ONCE into one datastore,
+    then searched and scored for any number of (k, mode, unit) settings.
+
+    ``timings`` holds ``chunk``, ``embed`` and ``write`` seconds (for embedding chunkers,
+    ``chunk`` includes embedding their pieces); :meth:`search` adds ``search_<mode>``.
+    Use as a context manager, or call :meth:`close`, to remove a temporary datastore.
+    """
+
+    def __init__(self, dataset: EvalDataset, chunker: Chunker, embedder: Any, *,
+                 workdir: str | Path | None = None, batch_size: int | None = None):
+        self.dataset = dataset
+        self.chunker = chunker
+        self.embedder = embedder
+        self.timings: dict[str, float] = {}
+        started = time.perf_counter()
+        self.chunks = chunk_corpora(dataset.corpora, chunker)
+        if not self.chunks:
+            raise ValueError("the chunker produced no chunks")
+        self.timings["chunk"] = time.perf_counter() - started
+        self.chunks_by_corpus = {cid: [(c.start, c.end) for c in self.chunks if c.doc_id == cid]
+                                 for cid in dataset.corpora}
+        self.group_of, self.members = duplicate_groups(self.chunks)
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="terarag-eval-")
+            root = Path(self._tmp.name) / "datastore"
+        else:
+            root = Path(workdir)
+        logger.info("embedding %d chunks of %d corpora", len(self.chunks), len(dataset.corpora))
+        try:
+            self.datastore = write_eval_datastore(root, self.chunks, embedder, chunker, batch_size, self.timings)
+        except BaseException:
+            self.close()
+            raise
+        self._hits: dict[str, tuple[int, list]] = {}
+        self._scorers: dict[tuple[str, str | None], SpanScorer] = {}
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "ChunkIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunks)
+
+    def mean_chunk_tokens(self) -> float:
+        """Mean chunk length in tokens of the chunker's tokenizer."""
+        count = self.chunker.tokenizer.count
+        return float(np.mean([count(c.text) for c in self.chunks]))
+
+    def mean_chunk_chars(self) -> float:
+        return float(np.mean([c.end - c.start for c in self.chunks]))
+
+    # -- search and scoring -------------------------------------------------------------------
+
+    def scorer(self, unit: str = "char", unit_tokenizer: str | None = None, mode: str = "dense") -> SpanScorer:
+        _check_options(unit=unit)
+        key = (unit, unit_tokenizer if unit == "token" else None)
+        if key not in self._scorers:
+            tokenizer = (unit_tokenizer or getattr(self.chunker.tokenizer, "name", DEFAULT_TOKENIZER)) \
+                if unit == "token" else None
+            self._scorers[key] = SpanScorer(self.chunks_by_corpus, unit, self.dataset.corpora, tokenizer)
+        scorer = self._scorers[key]
+        scorer.engine = ENGINES[mode]
+        return scorer
+
+    def question_ks(self, k: int | str) -> list[int]:
+        """Each question's k: ``k`` itself, or under "min" its |A| capped at 20."""
+        k = parse_k(k)
+        questions = self.dataset.questions
+        if k == "min":
+            scorer = self.scorer("char")
+            return [scorer.min_k(q.corpus_id, q.references, MIN_K_CAP) for q in questions]
+        return [k] * len(questions)
+
+    def search(self, mode: str, k_max: int) -> list[list[Any]]:
+        """Top-``k_max`` hits of every question; a search with a larger k is reused by smaller ones."""
+        _check_options(mode=mode)
+        cached = self._hits.get(mode)
+        if cached is not None and cached[0] >= k_max:
+            return [hits[:k_max] for hits in cached[1]]
+        started = time.perf_counter()
+        questions = self.dataset.questions
+        if k_max > 0:
+            hits = self.datastore.search_many([q.text for q in questions], k=k_max, mode=mode)
+        else:
+            hits = [[] for _ in questions]
+        self.timings[f"search_{mode}"] = self.timings.get(f"search_{mode}", 0.0) + time.perf_counter() - started
+        self._hits[mode] = (k_max, hits)
+        return hits
+
+    def evaluate(self, k: int | str = 5, mode: str = "dense", unit: str = "char", *,
+                 unit_tokenizer: str | None = None, duplicate_ties: str = "document-order") -> ChunkingEvaluation:
+        """Retrieve the top-k of every question in ``mode`` and score it in ``unit``."""
+        _check_options(mode, unit, duplicate_ties)
+        k = parse_k(k)
+        timings = {name: self.timings[name] for name in ("chunk", "embed", "write") if name in self.timings}
+        timings["embed_and_write"] = timings.get("embed", 0.0) + timings.get("write", 0.0)
+        ks = self.question_ks(k)
+        all_hits = self.search(mode, max(ks, default=0))
+        # The search of a mode is shared by every k scored over it; report its full time.
+        timings["search"] = self.timings.get(f"search_{mode}", 0.0)
+        started = time.perf_counter()
+        scorer = self.scorer(unit, unit_tokenizer, mode)
+        chunks = self.chunks
+        rows = []
+        reassigned = 0
+        for question, k_q, found in zip(self.dataset.questions, ks, all_hits):
+            found = found[:k_q]
+            for h in found:  # the datastore returns the chunks it was given
+                c = chunks[h.chunk_id]
+                if (h.doc_id, h.start, h.end) != (c.doc_id, c.start, c.end):
+                    raise RuntimeError(f"datastore hit {h.chunk_id} does not match the chunk written with that id")
+            ids = [h.chunk_id for h in found]
+            if duplicate_ties == "document-order":
+                ids, changed = in_document_order(ids, self.group_of, self.members)
+                reassigned += changed
+            retrieved = [RetrievedSpan(chunks[i].doc_id, chunks[i].start, chunks[i].end) for i in ids]
+            rows.append(scorer.score(question.index, question.corpus_id, question.references, retrieved, k_q))
+        timings["score"] = time.perf_counter() - started
+        summary = summarize(rows)
+        chunker = self.chunker
+        settings = {
+            "dataset": str(self.dataset.path) if self.dataset.path else None,
+            "corpora": sorted(self.dataset.corpora),
+            "chunker": chunker.name,
+            "chunk_size": chunker.chunk_size,
+            "overlap": chunker.overlap,
+            "tokenizer": chunker.tokenizer.name,
+            "k": k,
+            "unit": unit,
+            "unit_tokenizer": scorer.tokenizer_name,
+            "mode": mode,
+            "engine": ENGINES[mode],
+            "embedder": getattr(self.embedder, "name", type(self.embedder).__name__),
+            "chunks": len(chunks),
+            "chunks_per_corpus": {cid: len(spans) for cid, spans in self.chunks_by_corpus.items()},
+            "duplicate_chunks": sum(len(m) for m in self.members if len(m) > 1),
+            "duplicate_ties": duplicate_ties,
+            "duplicate_hits_reassigned": reassigned,
+        }
+        return ChunkingEvaluation(rows, summary, settings, timings)
 
 
 def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chunker = "recursive",
@@ -184,97 +360,31 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
 
     ``chunker`` is a name for ``make_chunker`` (sizes in tokens of ``tokenizer``) or a chunker
     instance (then ``chunk_size``/``overlap`` are ignored). ``embedder`` defaults to
-    all-MiniLM-L6-v2; it embeds the chunks in both modes (the datastore always holds vectors) and
-    the questions in dense mode. ``unit_tokenizer`` names the tokenizer of the token unit
-    (default: ``tokenizer``). ``corpora`` restricts the dataset. The datastore is written under
-    ``workdir`` (which must not hold one already) or a temporary folder that is removed after.
+    all-MiniLM-L6-v2; it embeds the chunks in both modes (the datastore always holds vectors),
+    the questions in dense mode, and the pieces of the embedding chunkers (``cluster``,
+    ``kamradt``). ``unit_tokenizer`` names the tokenizer of the token unit (default:
+    ``tokenizer``). ``corpora`` restricts the dataset. The datastore is written under ``workdir``
+    (which must not hold one already) or a temporary folder that is removed after. To score many
+    k, modes or units over one index, use :class:`ChunkIndex`.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if unit not in UNITS:
-        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
-    if duplicate_ties not in DUPLICATE_TIES:
-        raise ValueError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
+    _check_options(mode, unit, duplicate_ties)
     k = parse_k(k)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
     dataset = dataset_dir if isinstance(dataset_dir, EvalDataset) else load_dataset(dataset_dir)
     if corpora is not None:
         dataset = dataset.subset(corpora)
-    if isinstance(chunker, str):
-        chunker = make_chunker(chunker, chunk_size, overlap, tokenizer)
-    chunks = chunk_corpora(dataset.corpora, chunker)
-    if not chunks:
-        raise ValueError("the chunker produced no chunks")
-    timings["chunk"] = time.perf_counter() - started
-    chunks_by_corpus = {cid: [(c.start, c.end) for c in chunks if c.doc_id == cid] for cid in dataset.corpora}
-    engine = ENGINES[mode]
-    scorer = SpanScorer(chunks_by_corpus, unit, dataset.corpora,
-                        (unit_tokenizer or getattr(chunker.tokenizer, "name", tokenizer)) if unit == "token" else None,
-                        engine=engine)
-    questions = dataset.questions
-    if k == "min":
-        ks = [scorer.min_k(q.corpus_id, q.references, MIN_K_CAP) for q in questions]
-    else:
-        ks = [k] * len(questions)
-    k_max = max(ks, default=0)
-
     if embedder is None:
         from indexers.embedders import load_embedder
 
         embedder = load_embedder(device=device)
-    logger.info("embedding %d chunks of %d corpora", len(chunks), len(dataset.corpora))
-    with tempfile.TemporaryDirectory(prefix="terarag-eval-") as tmp:
-        root = Path(workdir) if workdir is not None else Path(tmp) / "datastore"
-        started = time.perf_counter()
-        datastore = write_eval_datastore(root, chunks, embedder, chunker, batch_size)
-        timings["embed_and_write"] = time.perf_counter() - started
-        started = time.perf_counter()
-        if k_max > 0:
-            hits = datastore.search_many([q.text for q in questions], k=k_max, mode=mode)
-        else:
-            hits = [[] for _ in questions]
-        timings["search"] = time.perf_counter() - started
-
     started = time.perf_counter()
-    group_of, members = duplicate_groups(chunks)
-    rows = []
-    reassigned = 0
-    for question, k_q, found in zip(questions, ks, hits):
-        found = found[:k_q]
-        for h in found:  # the datastore returns the chunks it was given
-            c = chunks[h.chunk_id]
-            if (h.doc_id, h.start, h.end) != (c.doc_id, c.start, c.end):
-                raise RuntimeError(f"datastore hit {h.chunk_id} does not match the chunk written with that id")
-        ids = [h.chunk_id for h in found]
-        if duplicate_ties == "document-order":
-            ids, changed = in_document_order(ids, group_of, members)
-            reassigned += changed
-        retrieved = [RetrievedSpan(chunks[i].doc_id, chunks[i].start, chunks[i].end) for i in ids]
-        rows.append(scorer.score(question.index, question.corpus_id, question.references, retrieved, k_q))
-    timings["score"] = time.perf_counter() - started
-    summary = summarize(rows)
-    settings = {
-        "dataset": str(dataset.path) if dataset.path else None,
-        "corpora": sorted(dataset.corpora),
-        "chunker": chunker.name,
-        "chunk_size": chunker.chunk_size,
-        "overlap": chunker.overlap,
-        "tokenizer": chunker.tokenizer.name,
-        "k": k,
-        "unit": unit,
-        "unit_tokenizer": scorer.tokenizer_name,
-        "mode": mode,
-        "engine": engine,
-        "embedder": getattr(embedder, "name", type(embedder).__name__),
-        "chunks": len(chunks),
-        "chunks_per_corpus": {cid: len(spans) for cid, spans in chunks_by_corpus.items()},
-        "duplicate_chunks": sum(len(m) for m in members if len(m) > 1),
-        "duplicate_ties": duplicate_ties,
-        "duplicate_hits_reassigned": reassigned,
-    }
-    return ChunkingEvaluation(rows, summary, settings, timings)
+    if isinstance(chunker, str):
+        chunker = make_chunker(chunker, chunk_size, overlap, tokenizer,
+                               embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
+    setup = time.perf_counter() - started
+    with ChunkIndex(dataset, chunker, embedder, workdir=workdir, batch_size=batch_size) as index:
+        index.timings["chunk"] += setup
+        return index.evaluate(k, mode, unit, unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
 
 
-__all__ = ["DUPLICATE_TIES", "ENGINES", "MODES", "ChunkingEvaluation", "chunk_corpora", "duplicate_groups",
-           "evaluate_chunking", "in_document_order", "parse_k", "write_eval_datastore"]
+__all__ = ["DUPLICATE_TIES", "ENGINES", "MODES", "ChunkIndex", "ChunkingEvaluation", "chunk_corpora",
+           "duplicate_groups", "evaluate_chunking", "in_document_order", "parse_k", "write_eval_datastore"]

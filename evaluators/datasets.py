@@ -17,7 +17,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 QUESTIONS_FILE = "questions_df.csv"
 CORPORA_DIR = "corpora"
@@ -194,4 +194,264 @@ def load_dataset(path: str | Path, corpora: Iterable[str] | None = None, strict:
     return EvalDataset(questions, texts, root, bad)
 
 
-__all__ = ["BadRow", "EvalDataset", "Question", "load_corpora", "load_dataset", "read_text_exact"]
+# -- BEIR -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR-format retrieval set: ``corpus.jsonl`` (``_id``, ``title``, ``text``),
+    ``queries.jsonl`` (``_id``, ``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``,
+    ``score``; a header line). Grades above 0 are relevant."""
+
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    path: Path | None = None
+    split: str = "test"
+
+    def document_text(self, doc_id: str) -> str:
+        """Title and text joined by a blank line (the text alone when there is no title)."""
+        doc = self.corpus[doc_id]
+        title = (doc.get("title") or "").strip()
+        return f"{title}\n\n{doc['text']}" if title else doc["text"]
+
+    @property
+    def evaluated_queries(self) -> list[str]:
+        """Query ids with at least one relevant document, in qrels order."""
+        return [q for q, docs in self.qrels.items() if any(g > 0 for g in docs.values())]
+
+
+def _read_jsonl_records(path: Path, required: Sequence[str]) -> list[dict]:
+    records, problems = [], []
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problems.append(f"line {lineno}: not a JSON object ({exc})")
+                continue
+            if not isinstance(record, dict):
+                problems.append(f"line {lineno}: not a JSON object")
+                continue
+            missing = [k for k in required if k not in record]
+            if missing:
+                problems.append(f"line {lineno}: missing {', '.join(missing)}")
+                continue
+            records.append(record)
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
+                         + (" …" if len(problems) > 10 else ""))
+    return records
+
+
+def load_beir(path: str | Path, split: str | None = None) -> BeirDataset:
+    """Load a BEIR folder. ``split`` names ``qrels/<split>.tsv``; by default ``test``, or the only
+    qrels file when there is just one. Qrels that name an unknown query or document are errors."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"BEIR folder {root} does not exist")
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root} has no {name} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/)")
+    qrels_dir = root / "qrels"
+    available = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    if not available:
+        raise FileNotFoundError(f"{root} has no qrels/*.tsv")
+    if split is None:
+        split = "test" if "test" in available or len(available) != 1 else available[0]
+    if split not in available:
+        raise ValueError(f"{qrels_dir} has no {split}.tsv; it has {', '.join(available)}")
+    corpus: dict[str, dict[str, str]] = {}
+    for record in _read_jsonl_records(root / "corpus.jsonl", ("_id", "text")):
+        doc_id = str(record["_id"])
+        if doc_id in corpus:
+            raise ValueError(f"{root / 'corpus.jsonl'}: document id {doc_id!r} occurs twice")
+        if not isinstance(record["text"], str):
+            raise ValueError(f"{root / 'corpus.jsonl'}: document {doc_id!r} has a non-string text")
+        corpus[doc_id] = {"title": str(record.get("title") or ""), "text": record["text"]}
+    queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl_records(root / "queries.jsonl", ("_id", "text"))}
+    qrels: dict[str, dict[str, int]] = {}
+    problems = []
+    with open(qrels_dir / f"{split}.tsv", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if not line.strip():
+                continue
+            if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
+                continue
+            if len(parts) != 3:
+                problems.append(f"line {lineno}: expected 3 tab-separated fields")
+                continue
+            qid, did, grade = parts
+            try:
+                value = int(float(grade))
+            except ValueError:
+                problems.append(f"line {lineno}: score {grade!r} is not a number")
+                continue
+            if qid not in queries:
+                problems.append(f"line {lineno}: unknown query id {qid!r}")
+                continue
+            if did not in corpus:
+                problems.append(f"line {lineno}: unknown corpus id {did!r}")
+                continue
+            qrels.setdefault(qid, {})[did] = value
+    if problems:
+        raise ValueError(f"{qrels_dir / (split + '.tsv')}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
+                         + (" …" if len(problems) > 10 else ""))
+    if not qrels:
+        raise ValueError(f"{qrels_dir / (split + '.tsv')} has no judgements")
+    return BeirDataset(corpus, queries, qrels, root, split)
+
+
+# -- our JSONL question format -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A half-open character span ``[start, end)`` of one document."""
+
+    doc_id: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SpanQuestion:
+    """A question of the JSONL format: references in any documents, optional gold answers."""
+
+    text: str
+    references: tuple[Reference, ...]
+    answers: tuple[str, ...] = ()
+    id: str = ""
+    index: int = -1
+
+
+def load_corpus_texts(path: str | Path) -> dict[str, str]:
+    """Documents by id: a folder of text files (id = file stem, like Chroma's ``corpora/``) or a
+    JSONL file of ``{"_id" or "id", "text"}`` records (a BEIR ``corpus.jsonl``: text only, the
+    title is not part of the offsets)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_corpora(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus {path} does not exist")
+    texts: dict[str, str] = {}
+    for record in _read_jsonl_records(path, ("text",)):
+        doc_id = record.get("_id", record.get("id"))
+        if doc_id is None:
+            raise ValueError(f"{path}: a record has neither _id nor id")
+        texts[str(doc_id)] = record["text"]
+    return texts
+
+
+def load_questions_jsonl(path: str | Path, corpus: Mapping[str, str] | None = None,
+                         strict: bool = True) -> tuple[list[SpanQuestion], list[BadRow]]:
+    """Read questions ``{"question", "references": [{"doc_id", "start", "end"}], "answers"?, "id"?}``.
+
+    With ``corpus`` (id → text) every reference is checked: the document exists and
+    ``0 <= start <= end <= len(text)``; an optional ``"content"`` must equal ``text[start:end]``.
+    With ``strict`` any bad line raises a ``ValueError`` listing them all; otherwise bad lines are
+    returned as ``BadRow`` (numbered from 0 over non-empty lines) and left out.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file {path} does not exist")
+    questions: list[SpanQuestion] = []
+    bad: list[BadRow] = []
+    index = -1
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            index += 1
+            problems: list[str] = []
+            try:
+                record = json.loads(raw.decode("utf-8-sig" if index == 0 else "utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                bad.append(BadRow(index, f"not valid JSON ({exc})"))
+                continue
+            if not isinstance(record, dict):
+                bad.append(BadRow(index, "not a JSON object"))
+                continue
+            text = record.get("question")
+            if not isinstance(text, str) or not text.strip():
+                problems.append("question is missing or empty")
+            refs_raw = record.get("references")
+            references: list[Reference] = []
+            if not isinstance(refs_raw, list):
+                problems.append("references is missing or not a list")
+                refs_raw = []
+            for j, ref in enumerate(refs_raw):
+                if not isinstance(ref, dict) or not {"doc_id", "start", "end"} <= set(ref):
+                    problems.append(f"reference {j} lacks doc_id/start/end")
+                    continue
+                doc_id, start, end = str(ref["doc_id"]), ref["start"], ref["end"]
+                if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end)):
+                    problems.append(f"reference {j} has non-integer offsets {start!r}, {end!r}")
+                    continue
+                if not 0 <= start <= end:
+                    problems.append(f"reference {j} has bad offsets [{start}, {end})")
+                    continue
+                if corpus is not None:
+                    doc = corpus.get(doc_id)
+                    if doc is None:
+                        problems.append(f"reference {j} names unknown document {doc_id!r}")
+                        continue
+                    if end > len(doc):
+                        problems.append(f"reference {j} ends at {end}, past the end of {doc_id!r} ({len(doc)})")
+                        continue
+                    content = ref.get("content")
+                    if content is not None and doc[start:end] != content:
+                        problems.append(f"reference {j}: {doc_id}[{start}:{end}] != content "
+                                        f"({doc[start:min(end, start + 40)]!r} vs {str(content)[:40]!r})")
+                        continue
+                references.append(Reference(doc_id, start, end))
+            answers = record.get("answers", [])
+            if isinstance(answers, str):
+                answers = [answers]
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                problems.append("answers must be a string or a list of strings")
+                answers = []
+            if problems:
+                bad.append(BadRow(index, "; ".join(problems)))
+                continue
+            questions.append(SpanQuestion(text, tuple(references), tuple(answers),
+                                          str(record.get("id", index)), index))
+    if bad and strict:
+        shown = "\n  ".join(str(b) for b in bad[:20])
+        raise ValueError(f"{path}: {len(bad)} bad line(s) (counted from 0): {', '.join(str(b.index) for b in bad)}"
+                         f"\n  {shown}")
+    return questions, bad
+
+
+def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, strict: bool = True) -> EvalDataset:
+    """Our JSONL questions over a corpus, as an :class:`EvalDataset` for the span metrics.
+
+    Each question's references must lie in ONE document (the span metrics score a question
+    against one corpus); questions without references are left out as bad rows.
+    """
+    corpus = load_corpus_texts(corpus_path)
+    questions, bad = load_questions_jsonl(questions_path, corpus, strict)
+    out: list[Question] = []
+    for q in questions:
+        docs = {r.doc_id for r in q.references}
+        if len(docs) != 1:
+            reason = "no references" if not docs else f"references in {len(docs)} documents"
+            if strict:
+                raise ValueError(f"{questions_path}: question {q.index} has {reason}; the span metrics need "
+                                 "all references of a question in one document")
+            bad.append(BadRow(q.index, reason))
+            continue
+        doc_id = docs.pop()
+        out.append(Question(q.text, doc_id, tuple((r.start, r.end) for r in q.references), q.index,
+                            tuple(corpus[doc_id][r.start:r.end] for r in q.references)))
+    if not out:
+        raise ValueError(f"{questions_path} has no usable questions")
+    # Every document is kept: the chunks of the others act as distractors.
+    return EvalDataset(out, dict(corpus), Path(questions_path), bad)
+
+
+__all__ = ["BadRow", "BeirDataset", "EvalDataset", "Question", "Reference", "SpanQuestion", "jsonl_eval_dataset",
+           "load_beir", "load_corpora", "load_corpus_texts", "load_dataset", "load_questions_jsonl", "read_text_exact"]

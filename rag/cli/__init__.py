@@ -8,10 +8,12 @@ import click
 
 from rag.cli.common import console_handler
 from rag.cli.datastore import datastore_group
+from rag.cli.embed_bench import embed_bench_command
 from rag.cli.eval import eval_group
 from rag.cli.index import index_command
 from rag.cli.info import info_command
 from rag.cli.search import search_command
+from rag.cli.sweep import sweep_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,5 +32,7 @@ main.add_command(info_command)
 main.add_command(search_command)
 main.add_command(datastore_group)
 main.add_command(eval_group)
+main.add_command(sweep_command)
+main.add_command(embed_bench_command)
 
 __all__ = ["main"]

@@ -1,4 +1,5 @@
-"""``rag eval``: evaluation commands. ``rag eval chunking`` scores a chunker with Chroma's span metrics."""
+"""``rag eval``: evaluation commands. ``rag eval chunking`` scores a chunker with Chroma's span metrics;
+``rag eval retrieval`` scores document retrieval on a BEIR folder (nDCG, MRR, recall, MAP)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from evaluators.spans import METRICS, UNITS
-from indexers.chunkers import CHUNKERS
+from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS
 from indexers.tokenizers import DEFAULT_TOKENIZER
 from rag.cli.common import stdout, user_errors
 
@@ -39,9 +40,13 @@ def eval_group() -> None:
 
 
 @eval_group.command("chunking")
-@click.option("--dataset", "dataset", required=True, type=click.Path(),
+@click.option("--dataset", "dataset", default=None, type=click.Path(),
               help="Folder with questions_df.csv and corpora/ (Chroma's format).")
-@click.option("--chunker", type=click.Choice(sorted(CHUNKERS)), default="recursive", show_default=True)
+@click.option("--questions", "questions", default=None, type=click.Path(dir_okay=False),
+              help="Instead of --dataset: JSONL questions {question, references: [{doc_id, start, end}], answers?}.")
+@click.option("--documents", "documents", default=None, type=click.Path(),
+              help="With --questions: a folder of text files (id = file stem) or a JSONL corpus (_id/id, text).")
+@click.option("--chunker", type=click.Choice(list(CHUNKER_NAMES)), default="recursive", show_default=True)
 @click.option("--chunk-size", type=int, default=200, show_default=True, help="Chunk size in tokens.")
 @click.option("--overlap", type=int, default=0, show_default=True, help="Overlap in tokens.")
 @click.option("-k", "k", default="5", show_default=True, help="Chunks retrieved per question, or 'min'.")
@@ -61,7 +66,7 @@ def eval_group() -> None:
               help="Write per-question rows (.parquet, .csv or .jsonl).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @user_errors
-def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, k: str, unit: str, mode: str,
+def chunking_command(dataset: str | None, questions: str | None, documents: str | None, chunker: str, chunk_size: int, overlap: int, k: str, unit: str, mode: str,
                      tokenizer: str, unit_tokenizer: str | None, embedder_name: str, device: str,
                      duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Chunk every corpus, index all chunks in one datastore, retrieve top-k per question and
@@ -72,9 +77,21 @@ def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, 
     from indexers.embedders import load_embedder
 
     k_value = _k_value(k)
-    data = load_dataset(dataset, corpora or None)
-    chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer)
+    if (dataset is None) == (questions is None):
+        raise click.ClickException("give either --dataset (Chroma format) or --questions with --documents")
+    if questions is not None:
+        from evaluators.datasets import jsonl_eval_dataset
+
+        if documents is None:
+            raise click.ClickException("--questions needs --documents (the texts the offsets point into)")
+        data = jsonl_eval_dataset(questions, documents)
+        if corpora:
+            data = data.subset(corpora)
+    else:
+        data = load_dataset(dataset, corpora or None)
     embedder = load_embedder(embedder_name, device=device)
+    chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer,
+                               embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
     result = evaluate_chunking(data, chunker_obj, k=k_value, unit=unit, mode=mode, embedder=embedder,
                                unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
     if out:
@@ -107,4 +124,57 @@ def chunking_command(dataset: str, chunker: str, chunk_size: int, overlap: int, 
         stdout.print(f"rows written to {out}")
 
 
-__all__ = ["chunking_command", "eval_group"]
+@eval_group.command("retrieval")
+@click.option("--dataset", "dataset", required=True, type=click.Path(),
+              help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+@click.option("--split", default=None, help="qrels split (default: test, or the only one).")
+@click.option("--mode", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Cut-off of nDCG, MRR and recall.")
+@click.option("--recall-k", type=int, default=100, show_default=True, help="A second recall cut-off.")
+@click.option("--chunker", type=click.Choice(list(CHUNKER_NAMES)), default="recursive", show_default=True)
+@click.option("--chunk-size", type=int, default=512, show_default=True,
+              help="Chunk size in tokens (documents longer than this are split; a document ranks by its best chunk).")
+@click.option("--overlap", type=int, default=0, show_default=True)
+@click.option("--tokenizer", default=DEFAULT_TOKENIZER, show_default=True)
+@click.option("--embedder", "embedder_name", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--index-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the datastore here (default: a temporary folder).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write per-query metrics (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@user_errors
+def retrieval_command(dataset: str, split: str | None, mode: str, k: int, recall_k: int, chunker: str,
+                      chunk_size: int, overlap: int, tokenizer: str, embedder_name: str, device: str,
+                      index_dir: str | None, out: str | None, as_json: bool) -> None:
+    """Index a BEIR corpus in one datastore, retrieve for every judged query and report nDCG@k,
+    MRR@k, recall@k, recall@recall-k and MAP (mean ×100, pytrec_eval)."""
+    from evaluators.datasets import load_beir
+    from evaluators.retrieval import evaluate_beir
+    from indexers.embedders import load_embedder
+
+    if k < 1 or recall_k < 1:
+        raise click.ClickException(f"-k and --recall-k must be at least 1 (got {k}, {recall_k})")
+    data = load_beir(dataset, split)
+    embedder = load_embedder(embedder_name, device=device)
+    result = evaluate_beir(data, mode, k, recall_k, embedder=embedder, chunker=chunker, chunk_size=chunk_size,
+                           overlap=overlap, tokenizer=tokenizer, index_dir=index_dir, progress=not as_json)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps(result.to_dict(per_query=True), ensure_ascii=False), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    s = result.settings
+    table = Table(title=f"{s['dataset']} ({s['split']}) · {s['mode']} ({s['engine']}) · {s['queries']} queries",
+                  title_justify="left",
+                  caption=(f"{s['documents']} documents, {s['chunks']} chunks ({s['chunker']} {s['chunk_size']}/"
+                           f"{s['overlap']}) · embedder {s['embedder']} · mean ×100 (pytrec_eval); MAP over the "
+                           f"top {s['depth']}"), caption_justify="left")
+    for name in result.metrics:
+        table.add_column(name.replace("ndcg", "nDCG").replace("mrr", "MRR").replace("map", "MAP"), justify="right")
+    table.add_row(*(f"{v:.2f}" for v in result.metrics.values()))
+    stdout.print(table)
+
+
+__all__ = ["chunking_command", "eval_group", "retrieval_command"]

@@ -1,0 +1,220 @@
+"""Chunking sweeps: YAML validation, one index per chunker/size/overlap/embedder, DuckDB rows,
+resume after an interruption, reports and plots."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import CHROMA
+from evaluators.sweep import (RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore, load_sweep_config, run_sweep,
+                              sweep_config)
+from indexers.config import ConfigError
+
+GRID = {
+    "name": "tiny",
+    "dataset": str(CHROMA),
+    "corpora": ["state_of_the_union"],
+    "modes": ["dense", "bm25"],
+    "k": [1, 5],
+    "units": "char",
+    "chunkers": [
+        {"name": "token", "sizes": [100, 200], "overlaps": [0, 150]},   # 100/150 is left out
+        {"name": "cluster", "sizes": [100, 200]},
+    ],
+}
+BUILDS = 5                      # token 100/0, 200/0, 200/150; cluster 100, 200
+ROWS = BUILDS * 2 * 2           # × modes × k
+
+
+class CountingEmbedder:
+    """The session embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.texts = 0
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, texts, *args, **kwargs):
+        texts = list(texts)
+        self.calls += 1
+        self.texts += len(texts)
+        return self.inner.encode(texts, *args, **kwargs)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def config():
+    return sweep_config(GRID)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, config, embedder):
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    counting = CountingEmbedder(embedder)
+    result = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    return out, result, counting
+
+
+def test_outputs_and_row_count(first_run):
+    out, result, counting = first_run
+    assert result.configurations == ROWS and result.rows_written == ROWS and result.rows_skipped == 0
+    assert result.builds == BUILDS
+    for name in (RESULTS_DB, RESULTS_CSV, REPORT_MD):
+        assert (out / name).is_file()
+    store = ResultsStore(out / RESULTS_DB)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    assert len(rows) == ROWS and len({r["config_key"] for r in rows}) == ROWS
+    assert {(r["chunker"], r["chunk_size"], r["overlap"]) for r in rows} == {
+        ("token", 100, 0), ("token", 200, 0), ("token", 200, 150), ("cluster", 100, 0), ("cluster", 200, 0)}
+    for r in rows:
+        assert r["questions"] == 76 and r["skipped"] == 0 and r["unit"] == "char"
+        assert r["engine"] == {"dense": "faiss-flat-ip", "bm25": "bm25"}[r["mode"]]
+        for metric in ("recall", "precision", "precision_omega", "iou"):
+            assert 0.0 <= r[f"{metric}_mean"] <= 100.0 and 0.0 <= r[f"{metric}_std"] <= 100.0
+        assert r["chunks"] > 0 and 0 < r["mean_chunk_tokens"] <= r["chunk_size"]
+        for t in ("chunk_s", "embed_s", "write_s", "retrieval_s", "score_s"):
+            assert r[t] >= 0.0
+        assert r["git_revision"] and "numpy" in r["versions"] and "state_of_the_union" in r["per_corpus"]
+    # Precision-Ω is retrieval-free: the same for every mode and k of one index.
+    for key in {(r["chunker"], r["chunk_size"], r["overlap"]) for r in rows}:
+        omegas = {r["precision_omega_mean"] for r in rows if (r["chunker"], r["chunk_size"], r["overlap"]) == key}
+        assert len(omegas) == 1
+    with open(out / RESULTS_CSV, newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == ROWS
+    report = (out / REPORT_MD).read_text(encoding="utf-8")
+    assert "| chunker | size | overlap |" in report and report.count("| cluster |") == 8
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert len(plots) == 4 and all(p.startswith("plot_all-MiniLM-L6-v2_") for p in plots)
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+
+
+def test_each_index_is_embedded_once(first_run):
+    out, result, counting = first_run
+    # Per index: one encode call for its chunks; cluster adds one call for the pieces of the first
+    # size only (the pieces of 100 and 200 are the same and cached); the questions are encoded
+    # once per dense search, i.e. once per index.
+    assert counting.calls == BUILDS + 1 + BUILDS
+
+
+def test_rerun_skips_every_row(first_run, config):
+    out, result, counting = first_run
+    calls, texts = counting.calls, counting.texts
+    again = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    assert again.rows_written == 0 and again.rows_skipped == ROWS and again.builds == 0
+    assert again.builds_skipped == BUILDS
+    assert (counting.calls, counting.texts) == (calls, texts)      # nothing chunked or embedded again
+    assert len(again.rows) == ROWS
+
+
+def test_interrupted_sweep_resumes(tmp_path, config, embedder, first_run):
+    out = tmp_path / "interrupted"
+    counting = CountingEmbedder(embedder)
+    seen = []
+
+    def stop_after_first(row):
+        seen.append(row["config_key"])
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False, on_row=stop_after_first)
+    store = ResultsStore(out / RESULTS_DB)
+    try:
+        assert [r["config_key"] for r in store.rows()] == seen
+    finally:
+        store.close()
+    resumed = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    assert resumed.rows_written == ROWS - 1 and resumed.rows_skipped == 1
+    assert resumed.builds == BUILDS        # the first index still had unfinished rows
+    assert len(resumed.rows) == ROWS
+    # The resumed results equal an uninterrupted run's.
+    reference = {r["config_key"]: r for r in first_run[1].rows}
+    for row in resumed.rows:
+        ref = reference[row["config_key"]]
+        for metric in ("recall_mean", "precision_mean", "precision_omega_mean", "iou_mean"):
+            assert row[metric] == pytest.approx(ref[metric], abs=1e-9), (row["chunker"], row["chunk_size"], metric)
+
+
+# -- config validation ------------------------------------------------------------------------------
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"chunk_sizes": [100]}, "unknown key(s) chunk_sizes"),
+    ({"chunkers": [{"name": "token", "size": [100]}]}, "unknown key(s) chunkers[0].size"),
+    ({"chunkers": [{"name": "words", "sizes": [100]}]}, "chunkers[0].name is 'words'"),
+    ({"chunkers": [{"name": "cluster", "sizes": [200], "overlaps": [0, 50]}]}, "chunkers[0].overlaps must be 0"),
+    ({"chunkers": [{"name": "token", "sizes": [0]}]}, "chunkers[0].sizes must be integers of at least 1"),
+    ({"chunkers": [{"name": "token", "sizes": [10], "overlaps": [10]}]}, "the grid is empty"),
+    ({"modes": ["sparse"]}, "modes has 'sparse'"),
+    ({"k": [5, "all"]}, "k: k must be a positive integer or 'min'"),
+    ({"units": ["bytes"]}, "units has 'bytes'"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError) as info:
+        load_sweep_config(write(tmp_path, {**GRID, **change}))
+    assert message in str(info.value)
+
+
+def test_missing_keys_and_relative_paths(tmp_path):
+    with pytest.raises(ConfigError, match="missing key dataset"):
+        sweep_config({"chunkers": [{"name": "token", "sizes": [100]}]})
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "grid.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "../data", "output": "out",
+                                    "chunkers": [{"name": "token", "sizes": 100}]}), encoding="utf-8")
+    cfg = load_sweep_config(path)
+    assert cfg.name == "grid" and cfg.dataset == tmp_path / "data" and cfg.output == tmp_path / "sub" / "out"
+    assert cfg.k == (5,) and cfg.modes == ("dense",) and cfg.units == ("char",)
+    assert len(cfg.configurations()) == 1
+
+
+def test_shipped_reproduction_config_is_valid():
+    from conftest import REPO
+
+    cfg = load_sweep_config(REPO / "configs" / "sweeps" / "chroma-minilm.yaml")
+    labels = [(b.chunker, b.chunk_size, b.overlap) for b in cfg.builds()]
+    assert sorted(labels) == sorted([("recursive", 250, 125), ("token", 250, 125), ("recursive", 250, 0),
+                                     ("recursive", 200, 0), ("token", 250, 0), ("token", 200, 0),
+                                     ("cluster", 250, 0), ("cluster", 200, 0)])
+    assert cfg.k == (5,) and cfg.modes == ("dense",) and cfg.units == ("char",)
+    assert cfg.dataset == CHROMA.resolve()
+
+
+def test_cli_dry_run_and_report_only(tmp_path, first_run):
+    from rag.cli.sweep import sweep_command
+
+    out, result, _ = first_run
+    path = write(tmp_path, GRID)
+    runner = CliRunner()
+    dry = runner.invoke(sweep_command, [path, "-o", str(out), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"{ROWS} of {ROWS} configuration(s) finished" in " ".join(dry.output.split())
+    report = runner.invoke(sweep_command, [path, "-o", str(tmp_path / "fresh"), "--report-only"])
+    assert report.exit_code == 0 and "0 finished row(s)" in report.output
+    bad = runner.invoke(sweep_command, [write(tmp_path, {**GRID, "colour": "red"})])
+    assert bad.exit_code == 1 and "unknown key(s) colour" in bad.output
+
+
+def test_rows_are_not_nan(first_run):
+    assert all(not math.isnan(r["recall_mean"]) for r in first_run[1].rows)
+    assert np.isfinite([r["mean_chunk_chars"] for r in first_run[1].rows]).all()
