@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable
+import re
+from typing import Any, Iterable, Sequence
 
 from datastores.records import Chunk, Document
 from indexers.tokenizers import Tokenizer
@@ -16,6 +17,28 @@ def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
     while end > start and text[end - 1].isspace():
         end -= 1
     return start, end
+
+
+def split_after(text: str, pattern: "re.Pattern[str]") -> list[tuple[int, int]]:
+    """Non-empty, whitespace-stripped spans of ``text``, cut just after every match of ``pattern``."""
+    spans, start = [], 0
+    for cut in [m.end() for m in pattern.finditer(text)] + [len(text)]:
+        s, e = strip_span(text, start, cut)
+        if e > s:
+            spans.append((s, e))
+        start = cut
+    return spans
+
+
+def join_piece_runs(text: str, pieces: Sequence[tuple[int, int]],
+                    runs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """One stripped span per run ``(first, last)`` of consecutive pieces (inclusive); empty ones dropped."""
+    out = []
+    for first, last in runs:
+        start, end = strip_span(text, pieces[first][0], pieces[last][1])
+        if end > start:
+            out.append((start, end))
+    return out
 
 
 class Chunker(ABC):

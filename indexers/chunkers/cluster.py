@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexers.chunkers.base import Chunker, strip_span
+from indexers.chunkers.base import Chunker, join_piece_runs
 from indexers.chunkers.recursive import DEFAULT_SEPARATORS, RecursiveChunker
 from indexers.tokenizers import Tokenizer
 
@@ -152,12 +152,7 @@ class ClusterSemanticChunker(Chunker):
             return list(pieces)
         vectors = self.embed([text[a:b] for a, b in pieces])
         segments = optimal_segmentation(None, self.max_pieces, vectors=vectors)
-        out = []
-        for first, last in segments:
-            start, end = strip_span(text, pieces[first][0], pieces[last][1])
-            if end > start:
-                out.append((start, end))
-        return out
+        return join_piece_runs(text, pieces, segments)
 
     @property
     def spec(self) -> dict[str, Any]:

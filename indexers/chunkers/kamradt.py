@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexers.chunkers.base import Chunker, strip_span
+from indexers.chunkers.base import Chunker, join_piece_runs
 from indexers.chunkers.cluster import PIECE_SIZE
 from indexers.chunkers.recursive import DEFAULT_SEPARATORS, RecursiveChunker
 from indexers.tokenizers import Tokenizer
@@ -91,12 +91,7 @@ class KamradtModifiedChunker(Chunker):
         distances = 1.0 - np.einsum("ij,ij->i", vectors[:-1], vectors[1:])
         total_tokens = sum(self.tokenizer.count(t) for t in texts)
         threshold = find_threshold(distances, total_tokens // self.chunk_size)
-        out = []
-        for first, last in breakpoint_segments(distances, threshold, len(pieces)):
-            start, end = strip_span(text, pieces[first][0], pieces[last][1])
-            if end > start:
-                out.append((start, end))
-        return out
+        return join_piece_runs(text, pieces, breakpoint_segments(distances, threshold, len(pieces)))
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from indexers.chunkers.base import Chunker, strip_span
+from indexers.chunkers.base import Chunker, split_after, strip_span
 from indexers.chunkers.recursive import RecursiveChunker
 
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -22,16 +22,7 @@ Span = tuple[int, int]
 
 def paragraph_spans(text: str) -> list[Span]:
     """Whitespace-stripped spans of the blank-line separated paragraphs of ``text``."""
-    spans, start = [], 0
-    for match in _BLANK_LINE.finditer(text):
-        s, e = strip_span(text, start, match.start())
-        if e > s:
-            spans.append((s, e))
-        start = match.end()
-    s, e = strip_span(text, start, len(text))
-    if e > s:
-        spans.append((s, e))
-    return spans
+    return split_after(text, _BLANK_LINE)
 
 
 class ParagraphChunker(Chunker):

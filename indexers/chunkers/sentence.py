@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from indexers.chunkers.base import Chunker, strip_span
+from indexers.chunkers.base import Chunker, split_after
 
 # A sentence ends at . ! ? (and closing quotes/brackets) followed by whitespace, or at a blank line.
 _SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)|\n\s*\n""")
@@ -15,16 +15,7 @@ Span = tuple[int, int]
 
 def sentence_spans(text: str) -> list[Span]:
     """Whitespace-stripped sentence spans covering every non-space character of ``text``."""
-    spans, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        s, e = strip_span(text, start, match.end())
-        if e > s:
-            spans.append((s, e))
-        start = match.end()
-    s, e = strip_span(text, start, len(text))
-    if e > s:
-        spans.append((s, e))
-    return spans
+    return split_after(text, _SENTENCE_END)
 
 
 class SentenceChunker(Chunker):
