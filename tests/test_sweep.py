@@ -197,7 +197,7 @@ def test_shipped_reproduction_config_is_valid():
                                      ("recursive", 200, 0), ("token", 250, 0), ("token", 200, 0),
                                      ("cluster", 250, 0), ("cluster", 200, 0)])
     assert cfg.k == (5,) and cfg.modes == ("dense",) and cfg.units == ("char",)
-    assert cfg.dataset == CHROMA.resolve()
+    assert cfg.dataset.resolve() == CHROMA.resolve()
 
 
 def test_cli_dry_run_and_report_only(tmp_path, first_run):
