@@ -1,6 +1,6 @@
 """Span metrics for chunking: Recall, Precision, IoU and Precision-Ω (Smith & Troynikov, Chroma 2024).
 
-Definitions (``/work/shared/METRICS.md``), for one question q with reference spans ``R`` in its
+Definitions (``shared/METRICS.md`` beside the repository), for one question q with reference spans ``R`` in its
 corpus, the chunks ``C`` of that corpus, and a ranked retrieval ``r_1..r_k`` from an index that
 holds the chunks of every corpus:
 
