@@ -40,12 +40,10 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +53,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+from _common import git_state, package_versions  # noqa: E402
 from datastores import Bm25Params, Datastore, DatastoreWriter, Document  # noqa: E402
 from datastores.bm25 import (  # noqa: E402
     Bm25Scorer,
@@ -332,18 +331,6 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     }
 
 
-def git_state() -> dict:
-    """Commit of the checkout and whether the library code differs from it (results depend on it)."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    changed = git("status", "--porcelain", "--", "datastores", "indexers", "rag")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "library_changes_not_committed": bool(changed) if changed is not None else None}
-
-
 def _short(p: Path) -> str:
     """A path relative to the checkout (or its parent), so results name no machine paths."""
     p = Path(p).resolve()
@@ -351,16 +338,6 @@ def _short(p: Path) -> str:
         if p.is_relative_to(base):
             return f"{label}/{p.relative_to(base)}"
     return str(p)
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("numpy", "scipy", "rank-bm25", "bm25s", "numba", "terarag"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def print_table(results: list[dict], k: int) -> None:
@@ -420,7 +397,7 @@ def main() -> None:
         "benchmark": "bm25",
         "machine": {"nproc": os.cpu_count(), "sched_affinity": len(os.sched_getaffinity(0)),
                     "platform": platform.platform(), "processor": platform.processor()},
-        "versions": versions(),
+        "versions": package_versions("numpy", "scipy", "rank-bm25", "bm25s", "numba", "terarag"),
         "git": git_state(),
         "data": _short(args.data),
         "corpus_files": files,

@@ -37,13 +37,14 @@ import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _common import git_state, package_versions  # noqa: E402  (benchmarks/ is sys.path[0])
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "build.json"
@@ -270,28 +271,6 @@ def print_table(results: list[dict], args) -> None:
               f"{(b['build_over_model'] - a['build_over_model']) / MIB:+.0f} MiB")
 
 
-def git_state() -> dict:
-    """Commit of the checkout and whether the library code differs from it (results depend on it)."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    changed = git("status", "--porcelain", "--", "datastores", "indexers", "rag")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "library_changes_not_committed": bool(changed) if changed is not None else None}
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "sentence-transformers", "numpy", "faiss-cpu", "pyarrow", "duckdb", "terarag"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
@@ -339,7 +318,7 @@ def main() -> None:
         "benchmark": "build",
         "machine": {"nproc": os.cpu_count(), "sched_affinity": len(os.sched_getaffinity(0)),
                     "platform": platform.platform(), "processor": platform.processor()},
-        "versions": versions(),
+        "versions": package_versions("torch", "sentence-transformers", "numpy", "faiss-cpu", "pyarrow", "duckdb", "terarag"),
         "git": git_state(),
         "data": _short(args.data),
         "settings": {k: ([_short(p) for p in v] if isinstance(v, list) else (_short(v) if isinstance(v, Path) else v))

@@ -44,16 +44,16 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _common import git_state, package_versions  # noqa: E402  (benchmarks/ is sys.path[0])
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -64,27 +64,6 @@ from rag.cli.embed_bench import count_tokens, load_texts, quality_against, resul
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 MODEL = "all-MiniLM-L6-v2"
 console = Console(width=120)
-
-
-def git_state() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    changed = git("status", "--porcelain", "--", "indexers", "rag")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "library_changes_not_committed": bool(changed) if changed is not None else None}
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("numpy", "torch", "transformers", "sentence-transformers", "onnxruntime", "onnx", "tokenizers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def padding_study(texts: list[str], batch_size: int = 64) -> dict:
@@ -293,7 +272,7 @@ def main() -> None:
                                                    "validation_min_cosine", "int8")},
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after,
                     "platform": platform.platform(), "processor": platform.processor()},
-        "versions": versions(), "git": git_state(),
+        "versions": package_versions("numpy", "torch", "transformers", "sentence-transformers", "onnxruntime", "onnx", "tokenizers"), "git": git_state(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
