@@ -219,9 +219,41 @@ class BaseEmbedder:
             return np.arange(len(lengths))
         return np.argsort(-lengths, kind="stable")
 
-    def __call__(self, texts: Sequence[str], batch_size: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-        return self.encode(texts, batch_size, progress)  # type: ignore[attr-defined]
+    def _prepare(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """Per-text batching lengths, truncated flags (None when token counts are unknown) and
+        whatever state ``_embed_batch`` needs (e.g. token ids)."""
+        raise NotImplementedError
+
+    def _embed_batch(self, texts: list[str], idx: np.ndarray, state: Any) -> np.ndarray:
+        """Unit-length float32 vectors of ``texts[i] for i in idx``."""
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-length float32 embeddings [len(texts), dim]; batches are formed longest-first."""
+        started = time.perf_counter()
+        texts = list(texts)
+        stats = EncodeStats(texts=len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if texts:
+            batch_size = batch_size or self.batch_size
+            lengths, truncated, state = self._prepare(texts)
+            if truncated is not None:
+                stats.truncated = int(truncated.sum())
+            order = self._order(lengths)
+            for lo in range(0, len(texts), batch_size):
+                idx = order[lo:lo + batch_size]
+                out[idx] = self._embed_batch(texts, idx, state)
+                if truncated is not None:
+                    stats.tokens += int(lengths[idx].sum())
+                    stats.padded_tokens += int(lengths[idx].max()) * len(idx)
+                stats.batches += 1
+                if progress is not None:
+                    progress(len(idx))
+        self._finish_stats(stats, started)
+        return out
+
+    __call__ = encode
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, backend={self.backend!r}, dim={self.dim})"
@@ -240,14 +272,24 @@ def _length_tokenizer(hf_tokenizer: Any, max_length: int) -> Any | None:
     return tokenizer
 
 
-def token_lengths(tokenizer: Any, texts: Sequence[str], slice_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Token counts after truncation and a truncated flag per text (``tokenizers.Tokenizer``)."""
+def tokenize(tokenizer: Any, texts: Sequence[str], slice_size: int = 4096
+             ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Token ids (int32 per text), token counts after truncation and truncated flags
+    (``tokenizers.Tokenizer``), tokenized in slices."""
+    ids: list[np.ndarray] = []
     lengths = np.zeros(len(texts), dtype=np.int64)
     truncated = np.zeros(len(texts), dtype=bool)
     for lo in range(0, len(texts), slice_size):
         for i, enc in enumerate(tokenizer.encode_batch(list(texts[lo:lo + slice_size])), lo):
+            ids.append(np.asarray(enc.ids, dtype=np.int32))
             lengths[i] = len(enc.ids)
             truncated[i] = bool(enc.overflowing)
+    return ids, lengths, truncated
+
+
+def token_lengths(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token counts after truncation and a truncated flag per text."""
+    _, lengths, truncated = tokenize(tokenizer, texts)
     return lengths, truncated
 
 
@@ -295,41 +337,19 @@ class SentenceTransformerEmbedder(BaseEmbedder):
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit-length float32 embeddings [len(texts), dim]; batches are formed longest-first."""
-        started = time.perf_counter()
-        texts = list(texts)
-        stats = EncodeStats(texts=len(texts))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            self._finish_stats(stats, started)
-            return out
-        batch_size = batch_size or self.batch_size
-        if self._tokenizer is not None:
-            lengths, truncated = token_lengths(self._tokenizer, texts)
-            stats.truncated = int(truncated.sum())
-        else:
-            lengths = np.array([len(t) for t in texts], dtype=np.int64)
-        order = self._order(lengths)
-        for lo in range(0, len(texts), batch_size):
-            idx = order[lo:lo + batch_size]
-            vectors = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=False)
-            if self.half:
-                vectors = vectors.astype(np.float32)
-                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            out[idx] = vectors
-            if self._tokenizer is not None:
-                stats.tokens += int(lengths[idx].sum())
-                stats.padded_tokens += int(lengths[idx].max()) * len(idx)
-            stats.batches += 1
-            if progress is not None:
-                progress(len(idx))
-        self._finish_stats(stats, started)
-        return out
+    def _prepare(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        if self._tokenizer is None:
+            return np.array([len(t) for t in texts], dtype=np.int64), None, None
+        lengths, truncated = token_lengths(self._tokenizer, texts)
+        return lengths, truncated, None
 
-    __call__ = encode
+    def _embed_batch(self, texts: list[str], idx: np.ndarray, state: Any) -> np.ndarray:
+        vectors = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+        if self.half:
+            vectors = vectors.astype(np.float32)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
 
 def onnxruntime_available() -> bool:

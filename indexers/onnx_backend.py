@@ -34,17 +34,17 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from indexers.embedders import (
     BaseEmbedder,
     EmbedderError,
-    EncodeStats,
     ModelLocation,
     locate_model,
     pick_device,
+    tokenize,
     verify_weights,
 )
 
@@ -214,20 +214,6 @@ def load_fast_tokenizer(model_folder: str | Path, max_length: int) -> Any:
     tokenizer.no_padding()
     tokenizer.enable_truncation(int(max_length))
     return tokenizer
-
-
-def tokenize(tokenizer: Any, texts: Sequence[str], slice_size: int = 4096
-             ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Token ids (int32 per text), token counts and truncated flags; tokenized in slices."""
-    ids: list[np.ndarray] = []
-    lengths = np.zeros(len(texts), dtype=np.int64)
-    truncated = np.zeros(len(texts), dtype=bool)
-    for lo in range(0, len(texts), slice_size):
-        for i, enc in enumerate(tokenizer.encode_batch(list(texts[lo:lo + slice_size])), lo):
-            ids.append(np.asarray(enc.ids, dtype=np.int32))
-            lengths[i] = len(enc.ids)
-            truncated[i] = bool(enc.overflowing)
-    return ids, lengths, truncated
 
 
 def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -545,30 +531,10 @@ class OnnxEmbedder(BaseEmbedder):
     def max_seq_length(self) -> int:
         return self._max_seq_length
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit-length float32 embeddings [len(texts), dim]; batches sorted by token length."""
-        started = time.perf_counter()
-        texts = list(texts)
-        stats = EncodeStats(texts=len(texts))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            self._finish_stats(stats, started)
-            return out
-        batch_size = batch_size or self.batch_size
+    def _prepare(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, Any]:
         ids, lengths, truncated = tokenize(self.tokenizer, texts)
-        stats.truncated = int(truncated.sum())
-        stats.tokens = int(lengths.sum())
-        order = self._order(lengths)
-        for lo in range(0, len(texts), batch_size):
-            idx = order[lo:lo + batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
-            out[idx] = _run(self.session, self.input_names, input_ids, mask)
-            stats.padded_tokens += input_ids.size
-            stats.batches += 1
-            if progress is not None:
-                progress(len(idx))
-        self._finish_stats(stats, started)
-        return out
+        return lengths, truncated, ids
 
-    __call__ = encode
+    def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
+        input_ids, mask = pad_batch([ids[i] for i in idx], self.pad_id)
+        return _run(self.session, self.input_names, input_ids, mask)
