@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from datastores.records import Chunk, Document
 from indexers.tokenizers import Tokenizer
@@ -39,6 +39,25 @@ def join_piece_runs(text: str, pieces: Sequence[tuple[int, int]],
         if end > start:
             out.append((start, end))
     return out
+
+
+def pack_units(text: str, units: Iterable[tuple[int, int]], count: "Callable[[str], int]",
+               chunk_size: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """Greedily join consecutive unit spans (sentences, paragraphs) into chunks of at most
+    ``chunk_size`` tokens; each new chunk starts with the trailing units of the previous one that
+    fit in ``overlap`` tokens and leave room for the unit that did not fit."""
+    current: list[tuple[int, int]] = []
+    for unit in units:
+        if current and count(text[current[0][0]:unit[1]]) > chunk_size:
+            yield current[0][0], current[-1][1]
+            first = len(current)
+            while first > 0 and count(text[current[first - 1][0]:current[-1][1]]) <= overlap \
+                    and count(text[current[first - 1][0]:unit[1]]) <= chunk_size:
+                first -= 1
+            current = current[first:]
+        current.append(unit)
+    if current:
+        yield current[0][0], current[-1][1]
 
 
 class Chunker(ABC):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from indexers.chunkers.base import Chunker, split_after, strip_span
+from indexers.chunkers.base import Chunker, pack_units, split_after, strip_span
 from indexers.chunkers.recursive import RecursiveChunker
 
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -43,19 +43,7 @@ class ParagraphChunker(Chunker):
                     yield a, b
 
     def spans(self, text: str) -> Iterator[Span]:
-        count = self.tokenizer.count
-        current: list[Span] = []
-        for unit in self._units(text):
-            if current and count(text[current[0][0]:unit[1]]) > self.chunk_size:
-                yield current[0][0], current[-1][1]
-                first = len(current)
-                while first > 0 and count(text[current[first - 1][0]:current[-1][1]]) <= self.overlap \
-                        and count(text[current[first - 1][0]:unit[1]]) <= self.chunk_size:
-                    first -= 1
-                current = current[first:]
-            current.append(unit)
-        if current:
-            yield current[0][0], current[-1][1]
+        return pack_units(text, self._units(text), self.tokenizer.count, self.chunk_size, self.overlap)
 
 
 __all__ = ["ParagraphChunker", "paragraph_spans"]

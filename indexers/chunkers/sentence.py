@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from indexers.chunkers.base import Chunker, split_after
+from indexers.chunkers.base import Chunker, pack_units, split_after
 
 # A sentence ends at . ! ? (and closing quotes/brackets) followed by whitespace, or at a blank line.
 _SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s)|\n\s*\n""")
@@ -23,11 +23,10 @@ class SentenceChunker(Chunker):
 
     name = "sentence"
 
-    def _units(self, text: str) -> Iterator[tuple[Span, int]]:
+    def _units(self, text: str) -> Iterator[Span]:
         for start, end in sentence_spans(text):
-            length = self.tokenizer.count(text[start:end])
-            if length <= self.chunk_size:
-                yield (start, end), length
+            if self.tokenizer.count(text[start:end]) <= self.chunk_size:
+                yield start, end
                 continue
             # Cut into token windows; shrink a window whose text re-tokenizes longer (a character
             # split across tokens is taken whole by the span).
@@ -38,21 +37,8 @@ class SentenceChunker(Chunker):
                 while last > first + 1 and self.tokenizer.count(
                         text[start + int(starts[first]):start + int(ends[last - 1])]) > self.chunk_size:
                     last -= 1
-                yield (start + int(starts[first]), start + int(ends[last - 1])), last - first
+                yield start + int(starts[first]), start + int(ends[last - 1])
                 first = last
 
     def spans(self, text: str) -> Iterator[Span]:
-        count = self.tokenizer.count
-        current: list[Span] = []
-        for unit, _ in self._units(text):
-            if current and count(text[current[0][0]:unit[1]]) > self.chunk_size:
-                yield current[0][0], current[-1][1]
-                # Carry trailing sentences that fit in the overlap and leave room for this one.
-                first = len(current)
-                while first > 0 and count(text[current[first - 1][0]:current[-1][1]]) <= self.overlap \
-                        and count(text[current[first - 1][0]:unit[1]]) <= self.chunk_size:
-                    first -= 1
-                current = current[first:]
-            current.append(unit)
-        if current:
-            yield current[0][0], current[-1][1]
+        return pack_units(text, self._units(text), self.tokenizer.count, self.chunk_size, self.overlap)
