@@ -32,6 +32,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bm25.py
 	$(BIN)/python benchmarks/build.py
+	$(BIN)/python benchmarks/embedding.py
 
 clean:
 	rm -rf $(VENV) $(DS)
