@@ -275,7 +275,7 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     ds_agree = None
     if ds is not None:
         def ds_ids(query):
-            return [ds.shards[shard].info.chunk_id_start + row for shard, row, _ in ds._bm25_top_k(query, k)]
+            return [ds.shards[shard].info.chunk_id_start + row for shard, row, _ in ds._bm25_top_k(query, k, ds.row_masks())]
 
         same = ds_agree = sum(ds_ids(q) == o for q, o in zip(questions, ours_lists))
         print(f"  Datastore._bm25_top_k: same top-{k} as ours for {same}/{len(questions)} queries", flush=True)
@@ -289,7 +289,7 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     if b_nb is not None:
         runners["bm25s_numba"] = (questions, lambda qs: bm25s_retrieve(b_nb, qs, k))
     if ds is not None:
-        runners["datastore_top_k"] = (questions, lambda qs: [ds._bm25_top_k(q, k) for q in qs])
+        runners["datastore_top_k"] = (questions, lambda qs: [ds._bm25_top_k(q, k, ds.row_masks()) for q in qs])
         runners["datastore_search"] = (rank_queries, lambda qs: ds.search_many(qs, k=k, mode="bm25"))
     for name, (qs, fn) in runners.items():  # warm-up (numba compiles here)
         fn(qs[: max(1, len(qs) // 10)])

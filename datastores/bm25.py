@@ -197,17 +197,24 @@ class Bm25Scorer:
         matched = np.flatnonzero(np.bincount(rows, minlength=self.num_docs))
         return matched, scores[matched]
 
-    def top_k(self, query_idf: dict[str, float], query_counts: Counter, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best (scores, rows) among rows that contain a query term."""
+    def top_k(self, query_idf: dict[str, float], query_counts: Counter, k: int,
+              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best (scores, rows) among rows that contain a query term (and are ``allowed``,
+        a boolean mask over this shard's rows, when one is given)."""
         postings = self._postings(query_idf, query_counts)
         if not postings:
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
         if any(weight <= 0 for _, _, weight in postings):
             # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
             rows, scores = self.score(query_idf, query_counts)
+            if allowed is not None:
+                keep = allowed[rows]
+                rows, scores = rows[keep], scores[keep]
             return top_k_rows(scores, rows, k)
         # Every weight is positive, so a row matches exactly when its score is positive.
         scores, _ = self._dense_scores(postings)
+        if allowed is not None:
+            scores[~allowed] = 0.0
         return top_k_dense(scores, k)
 
 

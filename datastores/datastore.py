@@ -12,11 +12,13 @@ import numpy as np
 from datastores.bm25 import Bm25GlobalStats, Bm25Params, load_global_idf
 from datastores.chunks import chunk_statistics, read_chunk_rows
 from datastores.errors import DatastoreError
+from datastores.filters import combine_masks, shard_masks, where_chunk_ids
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest, read_manifest
 from datastores.records import Hit
 from datastores.search import ShardResult, merge_top_k
 from datastores.shard import ShardReader, check_shard_files
+from datastores.sql import open_sql
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 SEARCH_MODES = ("dense", "bm25")
@@ -40,6 +42,7 @@ class Datastore:
         self.bm25_stats = Bm25GlobalStats.from_dict(manifest.bm25["stats"])
         self._idf: dict[str, float] | None = None
         self._duckdb: duckdb.DuckDBPyConnection | None = None
+        self._sql: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
     def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None) -> "Datastore":
@@ -63,37 +66,59 @@ class Datastore:
 
     # -- search -----------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5, mode: str = "dense") -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "dense", where: str | None = None) -> list[Hit]:
         """Top-``k`` chunks for one query text, best first."""
-        return self.search_many([query], k=k, mode=mode)[0]
+        return self.search_many([query], k=k, mode=mode, where=where)[0]
 
-    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense") -> list[list[Hit]]:
-        """Top-``k`` chunks for each query text."""
+    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense",
+                    where: str | None = None) -> list[list[Hit]]:
+        """Top-``k`` chunks for each query text; ``where`` is a SQL filter over chunk columns."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         if k < 1:
             raise ValueError(f"k must be at least 1 (got {k})")
+        masks = self.row_masks(where)
         if mode == "bm25":
-            return [self._hits(self._bm25_top_k(q, k)) for q in queries]
+            return [self._hits(self._bm25_top_k(q, k, masks)) for q in queries]
         if self.query_encoder is None:
             raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
         vectors = np.asarray(self.query_encoder(list(queries)), dtype=np.float32)
-        return self.search_vectors(vectors, k)
+        return self._search_vectors_masked(vectors, k, masks)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
+    def row_masks(self, where: str | None = None) -> list[np.ndarray | None]:
+        """Per shard, the rows a search may return: live (not tombstoned) and matching ``where``.
+
+        None stands for "every row"."""
+        masks = [shard.live_mask() for shard in self.shards]
+        if where is not None:
+            ids = where_chunk_ids(self.sql(), where)
+            masks = [combine_masks(m, w) for m, w in zip(masks, shard_masks(self.manifest.shards, ids))]
+        return masks
+
+    def sql(self) -> duckdb.DuckDBPyConnection:
+        """A read-only DuckDB connection with the views ``chunks``, ``docs`` and ``shards``."""
+        if self._sql is None:
+            self._sql = open_sql(self.root, self.manifest)
+        return self._sql
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
         """Exact inner-product top-``k`` for each row of ``vectors`` [n, dim], across all shards."""
+        return self._search_vectors_masked(vectors, k, self.row_masks(where))
+
+    def _search_vectors_masked(self, vectors: np.ndarray, k: int,
+                               masks: list[np.ndarray | None]) -> list[list[Hit]]:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = int(self.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
             raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
-        per_shard = [shard.search_dense(vectors, k) for shard in self.shards]
+        per_shard = [shard.search_dense(vectors, k, mask) for shard, mask in zip(self.shards, masks)]
         merged = []
         for q in range(len(vectors)):
             results = [ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)]
             merged.append(merge_top_k(results, k))
         return self._hits_many(merged)
 
-    def _bm25_top_k(self, query: str, k: int) -> list[tuple[int, int, float]]:
+    def _bm25_top_k(self, query: str, k: int, masks: list[np.ndarray | None]) -> list[tuple[int, int, float]]:
         if self._idf is None:
             self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
         counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
@@ -101,8 +126,8 @@ class Datastore:
             return []
         args = (self.bm25_params, self.bm25_stats)
         results = []
-        for i, shard in enumerate(self.shards):
-            scores, rows = shard.search_bm25(args, self._idf, counts, k)
+        for i, (shard, mask) in enumerate(zip(self.shards, masks)):
+            scores, rows = shard.search_bm25(args, self._idf, counts, k, mask)
             results.append(ShardResult(i, scores, rows))
         return merge_top_k(results, k)
 

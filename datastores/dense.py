@@ -51,11 +51,24 @@ def read_embeddings(path: Path) -> np.ndarray:
         raise DatastoreError(f"{path} is not a readable .npy file: {exc}") from exc
 
 
-def search_dense(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, rows) per query; rows are -1 where the shard has fewer than ``k``."""
-    k = min(k, index.ntotal)
+def selector_params(allowed: np.ndarray) -> faiss.SearchParameters:
+    """FAISS search parameters that restrict a search to the rows where ``allowed`` is true."""
+    bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+    params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)))
+    params.bitmap = bitmap  # keep the buffer alive as long as the selector that points into it
+    return params
+
+
+def search_dense(index: faiss.Index, queries: np.ndarray, k: int,
+                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, rows) per query, over the rows where ``allowed`` is true (all rows when
+    None); rows are -1 where fewer than ``k`` rows are allowed."""
+    n_allowed = index.ntotal if allowed is None else int(np.count_nonzero(allowed))
+    k = min(k, n_allowed)
     if k <= 0:
         n = len(queries)
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return scores, rows
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if allowed is None or n_allowed == index.ntotal:
+        return index.search(queries, k)
+    return index.search(queries, k, params=selector_params(allowed))

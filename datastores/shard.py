@@ -65,9 +65,14 @@ class ShardReader:
             self._bm25 = Bm25Scorer(matrix, params, stats)
         return self._bm25
 
-    def search_dense(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search_dense(self.dense(), queries, k)
+    def live_mask(self) -> np.ndarray | None:
+        """Rows that are not tombstoned, or None when every row is live."""
+        return None
+
+    def search_dense(self, queries: np.ndarray, k: int,
+                     allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return search_dense(self.dense(), queries, k, allowed)
 
     def search_bm25(self, scorer_args: tuple[Bm25Params, Bm25GlobalStats], idf: dict[str, float],
-                    counts: Counter, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.bm25(*scorer_args).top_k(idf, counts, k)
+                    counts: Counter, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.bm25(*scorer_args).top_k(idf, counts, k, allowed)

@@ -48,8 +48,8 @@ def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of one read-only statement; anything else raises ``SqlError``."""
+def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Raise ``SqlError`` unless ``query`` parses as exactly one SELECT or EXPLAIN statement."""
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
@@ -58,6 +58,11 @@ def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list
         raise SqlError(f"expected exactly one statement, got {len(statements)}")
     if statements[0].type not in READ_ONLY_STATEMENTS:
         raise SqlError(f"only SELECT queries are allowed (got {statements[0].type.name})")
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, rows) of one read-only statement; anything else raises ``SqlError``."""
+    check_read_only(con, query)
     try:
         result = con.execute(query)
         return [d[0] for d in result.description], result.fetchall()

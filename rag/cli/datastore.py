@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from datastores import Datastore
-from datastores.sql import open_sql, run_sql
+from datastores.sql import run_sql
 from datastores.verify import verify_datastore
 from rag.cli.common import stdout, user_errors
 from rag.cli.info import info_command
@@ -49,7 +49,7 @@ def verify_command(datastore: str) -> None:
 def sql_command(datastore: str, query: str, as_json: bool, max_width: int) -> None:
     """Run a read-only SQL QUERY over the views chunks, docs and shards of DATASTORE."""
     ds = Datastore.open(datastore)
-    columns, rows = run_sql(open_sql(ds.root, ds.manifest), query)
+    columns, rows = run_sql(ds.sql(), query)
     if as_json:
         click.echo(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str, ensure_ascii=False))
         return

@@ -1,0 +1,1 @@
+"""Operations that reshape an existing datastore without re-embedding it."""
