@@ -21,6 +21,7 @@ from datastores.layout import (
     sha256_file,
 )
 from datastores.manifest import Manifest, ShardInfo, read_manifest
+from datastores.ops.tombstones import read_deleted_mask
 from datastores.rowstore import ROW_OFFSETS_FILE
 
 
@@ -68,12 +69,13 @@ def _check_hashes(folder: Path, info: ShardInfo, report: VerifyReport, progress:
 
 def _check_counts(folder: Path, info: ShardInfo, dim: int, report: VerifyReport) -> None:
     """Row counts of every structure equal the manifest's (files already hash-checked)."""
-    import faiss
+    from datastores.dense import RESCORING_FILES, open_faiss_index
 
     checks = {
         CHUNKS_FILE: lambda p: pq.ParquetFile(p).metadata.num_rows,
         EMBEDDINGS_FILE: lambda p: np.load(p, mmap_mode="r").shape[0],
-        DENSE_INDEX_FILE: lambda p: faiss.read_index(str(p)).ntotal,
+        DENSE_INDEX_FILE: lambda p: open_faiss_index(p).ntotal,
+        **{name: lambda p: np.load(p, mmap_mode="r").shape[0] for name in RESCORING_FILES},
         ROW_OFFSETS_FILE: lambda p: len(np.load(p, mmap_mode="r")) - 1,
         f"{BM25_DIR}/doc_len.npy": lambda p: len(np.load(p, mmap_mode="r")),
     }
@@ -97,6 +99,28 @@ def _check_counts(folder: Path, info: ShardInfo, dim: int, report: VerifyReport)
                 report.problems.append(Problem(str(embeddings), f"shape {shape}, expected (rows, {dim})"))
         except Exception as exc:
             report.problems.append(Problem(str(embeddings), f"unreadable: {exc}"))
+
+
+def _check_tombstones(layout: DatastoreLayout, manifest: Manifest, report: VerifyReport) -> None:
+    """Every deletion bitmap the manifest references exists, hashes right and fits its shard."""
+    rows = {s.name: s.rows for s in manifest.shards}
+    for name, info in sorted(manifest.tombstones.items()):
+        path = layout.root / info.file
+        if name not in rows:
+            report.problems.append(Problem(str(layout.manifest), f"tombstones for unknown shard {name}"))
+            continue
+        if not path.is_file():
+            report.problems.append(Problem(str(path), "missing"))
+            continue
+        report.files += 1
+        report.bytes += path.stat().st_size
+        if path.stat().st_size != info.bytes or sha256_file(path) != info.sha256:
+            report.problems.append(Problem(str(path), "size or sha256 differs from the manifest (altered)"))
+            continue
+        try:
+            read_deleted_mask(layout.root, info, rows[name])
+        except DatastoreError as exc:
+            report.problems.append(Problem(str(path), str(exc)))
 
 
 def verify_datastore(root: str | Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -133,6 +157,7 @@ def verify_datastore(root: str | Path, progress: Callable[[int], None] | None = 
         report.bytes += terms.stat().st_size
         if sha256_file(terms) != recorded.get("sha256"):
             report.problems.append(Problem(str(terms), "sha256 differs from the manifest (altered)"))
+    _check_tombstones(layout, manifest, report)
     if sum(s.rows for s in manifest.shards) != manifest.bm25["stats"]["documents"]:
         report.problems.append(Problem(str(layout.manifest), "BM25 document count differs from the shard rows"))
     report.seconds = time.perf_counter() - started

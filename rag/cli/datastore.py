@@ -1,4 +1,5 @@
-"""``rag datastore``: inspect and audit a datastore (info, verify, sql, export)."""
+"""``rag datastore``: inspect, audit and reshape a datastore (info, verify, sql, export, dedup,
+decontaminate, filter, prune-importance, compact, subsample, merge)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import click
 from rich.table import Table
 
 from datastores import Datastore
+from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.sql import run_sql
 from datastores.verify import verify_datastore
-from rag.cli.common import stdout, user_errors
+from rag.cli.common import snippet, stdout, user_errors
 from rag.cli.info import info_command
 
 
 @click.group("datastore")
 def datastore_group() -> None:
-    """Inspect and audit datastores."""
+    """Inspect, audit and reshape datastores without re-embedding them."""
 
 
 datastore_group.add_command(info_command, "info")
@@ -68,7 +70,7 @@ def sql_command(datastore: str, query: str, as_json: bool, max_width: int) -> No
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
 @user_errors
 def export_command(datastore: str, output: str, fmt: str) -> None:
-    """Write all chunk rows of DATASTORE, in chunk-id order, to OUTPUT/chunks.parquet or .jsonl."""
+    """Write the live chunk rows of DATASTORE, in chunk-id order, to OUTPUT/chunks.parquet or .jsonl."""
     import duckdb
 
     ds = Datastore.open(datastore)
@@ -78,8 +80,284 @@ def export_command(datastore: str, output: str, fmt: str) -> None:
     tmp = out / f".chunks.{fmt}.tmp"
     paths = ", ".join("'" + str(s.chunks_path).replace("'", "''") + "'" for s in ds.shards)
     option = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT json"
+    deleted = deleted_chunk_ids(ds.root, ds.manifest).tolist()  # tombstoned chunks are not exported
     with duckdb.connect() as con:
-        con.execute(f"COPY (SELECT * FROM read_parquet([{paths}]) ORDER BY chunk_id) TO "
-                    f"'{str(tmp).replace(chr(39), chr(39) * 2)}' ({option})")
+        con.execute(f"COPY (SELECT * FROM read_parquet([{paths}]) WHERE NOT (chunk_id = ANY(?)) ORDER BY chunk_id) "
+                    f"TO '{str(tmp).replace(chr(39), chr(39) * 2)}' ({option})", [deleted])
     tmp.replace(target)
-    stdout.print(f"wrote {len(ds):,} chunks to {target}")
+    stdout.print(f"wrote {ds.manifest.num_live:,} chunks to {target}")
+
+
+# -- operations that tombstone chunks ------------------------------------------------------------
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="chunk", dynamic_ncols=True, file=sys.stderr, disable=None)
+
+
+def _finish_operation(datastore: str, before, ids, operation, dry_run: bool, compact_after: bool,
+                      report: dict, as_json: bool, table: Table) -> None:
+    """Commit the tombstones (unless --dry-run), optionally compact, then print the report."""
+    from datastores.ops.compact import compact
+    from datastores.ops.tombstones import commit_tombstones
+
+    report = {"datastore": datastore, "operation": operation.operation, "parameters": operation.parameters,
+              "dry_run": dry_run, "would_remove" if dry_run else "removed": len(ids), **report}
+    if not dry_run:
+        after = commit_tombstones(datastore, before, ids, operation)
+        report["live"] = after.num_live
+        if compact_after:
+            report["compacted_chunks"] = compact(datastore).num_chunks
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
+        return
+    stdout.print(table)
+    verb = "would tombstone" if dry_run else "tombstoned"
+    tail = f"; {report['live']:,} live chunks" if "live" in report else ""
+    tail += f"; compacted to {report['compacted_chunks']:,} chunks" if "compacted_chunks" in report else ""
+    stdout.print(f"{verb} {len(ids):,} chunk(s) of {datastore}{tail}")
+
+
+def _open_manifest(datastore: str):
+    from datastores.layout import DatastoreLayout
+    from datastores.manifest import read_manifest
+
+    Datastore.open(datastore)  # checks the files before anything is computed
+    return read_manifest(DatastoreLayout(Path(datastore)))
+
+
+_dry_run = click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
+_compact = click.option("--compact", "compact_after", is_flag=True,
+                        help="Afterwards rewrite the shards without tombstoned chunks (renumbers chunk ids).")
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+
+@datastore_group.command("dedup")
+@click.argument("datastore", type=click.Path())
+@click.option("--exact/--no-exact", default=True, show_default=True, help="Normalised-text hash duplicates.")
+@click.option("--near/--no-near", default=True, show_default=True, help="MinHash LSH near-duplicates.")
+@click.option("--threshold", default=0.8, show_default=True, help="Jaccard threshold of near-duplicates.")
+@click.option("--shingle", default=13, show_default=True, help="Words per shingle.")
+@click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
+@click.option("--examples", default=5, show_default=True, help="Example pairs to show.")
+@_dry_run
+@_compact
+@_as_json
+@user_errors
+def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shingle: int, num_perm: int,
+                  examples: int, dry_run: bool, compact_after: bool, as_json: bool) -> None:
+    """Tombstone exact and near-duplicate chunks of DATASTORE, keeping the first occurrence."""
+    from datastores.ops.dedup import find_duplicates
+    from datastores.ops.tombstones import Operation
+
+    before = _open_manifest(datastore)
+    params = {"exact": exact, "near": near, "threshold": threshold, "shingle": shingle, "num_perm": num_perm}
+    operation = Operation("dedup", params)
+    with _progress_bar(before.num_live, "dedup") as bar:
+        result = find_duplicates(datastore, exact, near, threshold, shingle, num_perm, max_examples=examples,
+                                 progress=bar.update)
+    operation.counts = result.counts()
+    rows = Datastore.open(datastore).get_chunks([i for p in result.examples for i in (p.removed, p.kept)])
+    table = Table(title=f"dedup: {result.exact:,} exact, {result.near:,} near of {result.scanned:,} scanned",
+                  title_justify="left")
+    for column in ("removed", "kept", "kind", "similarity", "removed text"):
+        table.add_column(column)
+    pairs = []
+    for p in result.examples:
+        table.add_row(str(p.removed), str(p.kept), p.kind, f"{p.similarity:.3f}", snippet(rows[p.removed]["text"], 60))
+        pairs.append({**p.__dict__, "removed_text": rows[p.removed]["text"], "kept_text": rows[p.kept]["text"]})
+    _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
+                      {**result.counts(), "examples": pairs}, as_json, table)
+
+
+@datastore_group.command("decontaminate")
+@click.argument("datastore", type=click.Path())
+@click.option("--against", required=True, type=click.Path(exists=True),
+              help="Evaluation set: questions JSONL, or a Chroma-format folder / questions_df.csv.")
+@click.option("--method", type=click.Choice(["ngram", "longest"]), default="ngram", show_default=True)
+@click.option("--n", "n", default=13, show_default=True, help="Words per n-gram (ngram method).")
+@click.option("--threshold", default=0.8, show_default=True, help="n-gram Jaccard threshold (ngram method).")
+@click.option("--min-words", default=32, show_default=True, help="Shortest shared word run (longest method).")
+@click.option("--fields", default="question,answers", show_default=True,
+              help="Evaluation fields to compare: question, answers, references.")
+@click.option("--corpus", type=click.Path(exists=True), default=None,
+              help="Documents of a JSONL set, to resolve its reference spans.")
+@click.option("--examples", default=10, show_default=True, help="Matches to show.")
+@_dry_run
+@_compact
+@_as_json
+@user_errors
+def decontaminate_command(datastore: str, against: str, method: str, n: int, threshold: float, min_words: int,
+                          fields: str, corpus: str | None, examples: int, dry_run: bool, compact_after: bool,
+                          as_json: bool) -> None:
+    """Tombstone chunks of DATASTORE that overlap an evaluation set, and say why."""
+    from datastores.ops.decontaminate import find_contaminated, load_eval_texts
+    from datastores.ops.tombstones import Operation
+
+    before = _open_manifest(datastore)
+    texts = load_eval_texts(against, [f.strip() for f in fields.split(",") if f.strip()], corpus)
+    params = {"against": against, "method": method, "fields": fields,
+              **({"n": n, "threshold": threshold} if method == "ngram" else {"min_words": min_words})}
+    with _progress_bar(before.num_live, "decontaminate") as bar:
+        result = find_contaminated(datastore, texts, method, n, threshold, min_words, progress=bar.update)
+    operation = Operation("decontaminate", params, {"scanned": result.scanned, "eval_texts": result.eval_texts})
+    rows = Datastore.open(datastore).get_chunks([m.chunk_id for m in result.matches[:examples]])
+    table = Table(title=f"decontaminate: {len(result.matches):,} of {result.scanned:,} chunks match "
+                        f"{result.eval_texts:,} evaluation texts", title_justify="left")
+    for column in ("chunk", "matches", "why", "text"):
+        table.add_column(column)
+    for m in result.matches[:examples]:
+        table.add_row(str(m.chunk_id), m.label, m.evidence, snippet(rows[m.chunk_id]["text"], 60))
+    matches = [m.__dict__ for m in result.matches]
+    _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
+                      {"scanned": result.scanned, "matches": matches}, as_json, table)
+
+
+@datastore_group.command("filter")
+@click.argument("datastore", type=click.Path())
+@click.option("--min-words", type=int, default=None, help="Drop chunks with fewer words.")
+@click.option("--max-words", type=int, default=None, help="Drop chunks with more words.")
+@click.option("--max-symbol-ratio", type=float, default=None, help="Drop chunks with more symbol characters.")
+@click.option("--max-repetition", type=float, default=None, help="Drop chunks with more repeated word 3-grams.")
+@click.option("--max-non-alpha", type=float, default=None, help="Drop chunks with more words without letters.")
+@click.option("--where", default=None, help="Keep only chunks satisfying this SQL expression over chunk columns.")
+@click.option("--samples", default=5, show_default=True, help="Removed chunks to show.")
+@_dry_run
+@_compact
+@_as_json
+@user_errors
+def filter_command(datastore: str, min_words: int | None, max_words: int | None, max_symbol_ratio: float | None,
+                   max_repetition: float | None, max_non_alpha: float | None, where: str | None, samples: int,
+                   dry_run: bool, compact_after: bool, as_json: bool) -> None:
+    """Tombstone chunks of DATASTORE that fail quality rules or a SQL expression."""
+    from datastores.ops.quality import QualityRules, find_low_quality
+    from datastores.ops.tombstones import Operation
+
+    before = _open_manifest(datastore)
+    rules = QualityRules(min_words, max_words, max_symbol_ratio, max_repetition, max_non_alpha, where)
+    with _progress_bar(before.num_live, "filter") as bar:
+        result = find_low_quality(datastore, rules, samples, progress=bar.update)
+    operation = Operation("filter", rules.active(), {"scanned": result.scanned, **result.per_rule})
+    table = Table(title=f"filter: {len(result.removed_ids):,} of {result.scanned:,} chunks fail "
+                        + ", ".join(f"{k} ({v:,})" for k, v in result.per_rule.items()), title_justify="left")
+    for column in ("chunk", "fails", "text"):
+        table.add_column(column)
+    for s in result.samples:
+        table.add_row(str(s.chunk_id), ", ".join(s.rules), snippet(s.text, 70))
+    _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
+                      {"scanned": result.scanned, "per_rule": result.per_rule,
+                       "samples": [s.__dict__ for s in result.samples]}, as_json, table)
+
+
+@datastore_group.command("prune-importance")
+@click.argument("datastore", type=click.Path())
+@click.option("--dataset", required=True, type=click.Path(exists=True),
+              help="Validation questions JSONL with gold answers.")
+@click.option("--drop-below", type=float, required=True, help="Tombstone retrieved chunks whose importance is lower.")
+@click.option("-k", "--k", "k", default=5, show_default=True, help="Top-K of the retrieval utility.")
+@click.option("--candidates", default=50, show_default=True, help="Retrieved candidates per question.")
+@click.option("--mode", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--method", type=click.Choice(["exact", "sampled"]), default="exact", show_default=True)
+@click.option("--samples", default=1000, show_default=True, help="Subsets drawn by the sampled method.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--learn-steps", default=0, show_default=True,
+              help="Learn the weights by projected gradient ascent; importance is then the weight in [0, 1].")
+@click.option("--learning-rate", default=1.0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="Device of the query embedder.")
+@click.option("--show", default=10, show_default=True, help="Least important chunks to show.")
+@_dry_run
+@_compact
+@_as_json
+@user_errors
+def prune_importance_command(datastore: str, dataset: str, drop_below: float, k: int, candidates: int, mode: str,
+                             method: str, samples: int, seed: int, learn_steps: int, learning_rate: float,
+                             device: str, show: int, dry_run: bool,
+                             compact_after: bool, as_json: bool) -> None:
+    """Tombstone retrieved chunks of DATASTORE whose data importance on DATASET is below a bound."""
+    from datastores.ops.importance import datastore_importance, load_validation
+    from datastores.ops.tombstones import Operation
+    from rag import Datastore as EmbeddingDatastore
+
+    before = _open_manifest(datastore)
+    questions, answers = load_validation(dataset)
+    ds = EmbeddingDatastore.open(datastore, device=device)
+    result = datastore_importance(ds, questions, answers, k, candidates, mode, method, samples=samples, seed=seed,
+                                  learn_steps=learn_steps, learning_rate=learning_rate)
+    drop = result.chunk_ids[result.importance < drop_below]
+    params = {"dataset": dataset, "drop_below": drop_below, "k": k, "candidates": candidates, "mode": mode,
+              "method": method, **({"samples": samples, "seed": seed} if method == "sampled" else {}),
+              **({"learn_steps": learn_steps, "learning_rate": learning_rate} if learn_steps else {})}
+    operation = Operation("prune-importance", params,
+                          {"questions": len(questions), "scored": len(result.chunk_ids), "utility": result.utility})
+    order = result.order()[:show]
+    rows = ds.get_chunks(result.chunk_ids[order].tolist())
+    table = Table(title=f"importance of {len(result.chunk_ids):,} retrieved chunks over {len(questions):,} "
+                        f"questions (expected top-{k} utility {result.utility:.3f})", title_justify="left")
+    for column in ("chunk", "importance", "retrieved by", "text"):
+        table.add_column(column)
+    for i in order:
+        cid = int(result.chunk_ids[i])
+        table.add_row(str(cid), f"{result.importance[i]:+.4f}", str(result.retrieved[i]), snippet(rows[cid]["text"], 60))
+    least = [{"chunk_id": int(result.chunk_ids[i]), "importance": float(result.importance[i])} for i in order]
+    _finish_operation(datastore, before, drop, operation, dry_run, compact_after,
+                      {"scored": len(result.chunk_ids), "utility": result.utility, "least_important": least},
+                      as_json, table)
+
+
+# -- operations that write a new datastore -------------------------------------------------------
+
+def _written(manifest, output: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"output": output, "chunks": manifest.num_chunks, "shards": len(manifest.shards),
+                               "lineage": manifest.lineage}, indent=2, default=str))
+    else:
+        stdout.print(f"wrote {output}: {manifest.num_chunks:,} chunks in {len(manifest.shards)} shard(s)")
+
+
+@datastore_group.command("compact")
+@click.argument("datastore", type=click.Path())
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Write the compacted datastore here instead of replacing DATASTORE.")
+@_as_json
+@user_errors
+def compact_command(datastore: str, output: str | None, as_json: bool) -> None:
+    """Rewrite DATASTORE without its tombstoned chunks (chunk ids are renumbered)."""
+    from datastores.ops.compact import compact
+
+    before = _open_manifest(datastore)
+    with _progress_bar(before.num_live, "compact") as bar:
+        manifest = compact(datastore, output, progress=bar.update)
+    _written(manifest, output or datastore, as_json)
+
+
+@datastore_group.command("subsample")
+@click.argument("datastore", type=click.Path())
+@click.option("-p", "--fraction", type=float, required=True, help="Share of the live chunks to keep, in (0, 1].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@_as_json
+@user_errors
+def subsample_command(datastore: str, fraction: float, seed: int, output: str, as_json: bool) -> None:
+    """Write a seeded random FRACTION of DATASTORE's chunks to a new datastore OUTPUT."""
+    from datastores.ops.subsample import subsample
+
+    before = _open_manifest(datastore)
+    with _progress_bar(round(before.num_live * fraction), "subsample") as bar:
+        manifest = subsample(datastore, output, fraction, seed, progress=bar.update)
+    _written(manifest, output, as_json)
+
+
+@datastore_group.command("merge")
+@click.argument("datastores", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@_as_json
+@user_errors
+def merge_command(datastores: tuple[str, ...], output: str, as_json: bool) -> None:
+    """Merge DATASTORES (same embedder and chunker) into OUTPUT, recomputing BM25 statistics."""
+    from datastores.ops.merge import merge
+
+    total = sum(_open_manifest(d).num_live for d in datastores)
+    with _progress_bar(total, "merge") as bar:
+        manifest = merge(datastores, output, progress=bar.update)
+    _written(manifest, output, as_json)

@@ -39,6 +39,8 @@ def info_command(datastore: str, as_json: bool) -> None:
         ("corpus", f"{manifest.stats.get('characters', 0):,} characters, "
                    f"{manifest.stats.get('tokens', 0):,} tokens"),
         ("checksum", manifest.content_checksum[:16]),
+        *([("tombstoned", f"{manifest.num_deleted:,} of {manifest.num_chunks:,} chunks")]
+          if manifest.tombstones else []),
     ]))
     shards = Table(title="shards", title_justify="left")
     for column in ("shard", "rows", "first chunk id", "size"):
@@ -47,3 +49,18 @@ def info_command(datastore: str, as_json: bool) -> None:
         size = sum(f.bytes for f in shard.files.values())
         shards.add_row(shard.name, f"{shard.rows:,}", f"{shard.chunk_id_start:,}", f"{size / 1e6:.1f} MB")
     stdout.print(shards)
+    if manifest.lineage:
+        stdout.print(lineage_table(manifest.lineage))
+
+
+def lineage_table(lineage: list[dict]) -> Table:
+    """Every operation applied to the datastore, oldest first, with its parameters and counts."""
+    table = Table(title="lineage", title_justify="left")
+    for column in ("#", "operation", "time", "parameters", "counts"):
+        table.add_column(column)
+    for i, entry in enumerate(lineage, 1):
+        params = ", ".join(f"{k}={v}" for k, v in entry.get("parameters", {}).items())
+        counts = ", ".join(f"{k}={v}" for k, v in entry.get("counts", {}).items() if not isinstance(v, (list, dict)))
+        table.add_row(str(i), entry.get("operation", "?"), f"{entry.get('time', '')} ({entry.get('seconds', 0):.1f}s)",
+                      params, counts)
+    return table

@@ -1,0 +1,202 @@
+"""Writing a new datastore from selected rows of existing ones, without re-embedding.
+
+Used by ``compact`` (drop tombstoned rows), ``subsample`` and ``merge``. Each source shard with
+at least one selected row becomes one output shard:
+
+- every row kept, same first chunk id: the shard's files are hard-linked (copied across devices);
+- every row kept, new first chunk id: only the chunk table and row store (which carry chunk ids)
+  are rewritten, every index file is hard-linked;
+- some rows dropped: the kept rows and their stored vectors go through ``DatastoreWriter``'s own
+  shard writer, so every index type it writes is rebuilt the same way as in a build.
+
+Global BM25 statistics are recomputed by the writer from the output shards' term tables, and the
+manifest is committed last, so a killed run leaves a directory that reads as an unfinished build.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+
+from datastores.bm25 import Bm25Params
+from datastores.errors import DatastoreError
+from datastores.layout import (
+    CHUNKS_FILE,
+    DENSE_INDEX_FILE,
+    EMBEDDINGS_FILE,
+    SHARD_INFO,
+    DatastoreLayout,
+    atomic_directory,
+    atomic_write_json,
+    sha256_file,
+    shard_name,
+)
+from datastores.chunks import write_chunk_table
+from datastores.dense import TRAINED_FILE, DenseSpec, training_from_manifest
+from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
+from datastores.ops.tombstones import Operation
+from datastores.records import Chunk
+from datastores.rowstore import ROW_OFFSETS_FILE, ROWS_FILE, write_row_store
+from datastores.writer import DatastoreWriter
+
+ID_FILES = (CHUNKS_FILE, ROWS_FILE, ROW_OFFSETS_FILE, SHARD_INFO)
+
+
+@dataclass(frozen=True)
+class SourceShard:
+    """Rows of one stored shard to carry over: ``keep`` is a boolean mask, None for every row."""
+
+    root: Path
+    info: ShardInfo
+    keep: np.ndarray | None = None
+
+    @property
+    def folder(self) -> Path:
+        return DatastoreLayout(self.root).shard(self.info.name)
+
+    @property
+    def kept(self) -> int:
+        return self.info.rows if self.keep is None else int(np.count_nonzero(self.keep))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target``; copy when a link is impossible (another device)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def read_shard_chunks(folder: Path, keep: np.ndarray | None) -> list[Chunk]:
+    """The (kept) rows of a shard's chunk table as ``Chunk`` records."""
+    table = pq.read_table(folder / CHUNKS_FILE).to_pylist()
+    rows = table if keep is None else [r for r, k in zip(table, keep) if k]
+    return [Chunk(r["doc_id"], r["start"], r["end"], r["text"], r["source"] or "",
+                  json.loads(r["metadata"]) if r["metadata"] else {}) for r in rows]
+
+
+def shard_vectors(folder: Path, dim: int) -> np.ndarray:
+    """The shard's float32 vectors: exact from a flat FAISS index, else the float16 embeddings."""
+    index_path = folder / DENSE_INDEX_FILE
+    with open(index_path, "rb") as handle:
+        binary = handle.read(2) == b"IB"
+    if not binary:
+        index = faiss.read_index(str(index_path))
+        if isinstance(index, faiss.IndexFlat) and index.d == dim:
+            return index.reconstruct_n(0, index.ntotal)
+    embeddings = folder / EMBEDDINGS_FILE
+    if embeddings.is_file():
+        return np.load(embeddings).astype(np.float32)
+    raise DatastoreError(f"{folder} keeps no float vectors ({DENSE_INDEX_FILE} is not a flat index and "
+                         f"{EMBEDDINGS_FILE} is absent), so its rows cannot be rewritten without re-embedding")
+
+
+def _shard_record(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / SHARD_INFO).read_text(encoding="utf-8"))
+
+
+def _link_shard(source: SourceShard, writer: DatastoreWriter, index: int, first_chunk_id: int) -> ShardInfo:
+    """Carry a fully kept shard over by hard links, rewriting only files that hold chunk ids."""
+    name = shard_name(index)
+    record = _shard_record(source.folder)
+    same_ids = first_chunk_id == source.info.chunk_id_start
+    with atomic_directory(writer.layout.shard(name)) as tmp:
+        files = dict(source.info.files)
+        for rel in source.info.files:
+            if same_ids or rel not in ID_FILES:
+                link_or_copy(source.folder / rel, tmp / rel)
+        if not same_ids:
+            chunks = read_shard_chunks(source.folder, None)
+            write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
+            write_row_store(tmp, chunks, first_chunk_id)
+            for rel in (CHUNKS_FILE, ROWS_FILE, ROW_OFFSETS_FILE):
+                files[rel] = FileInfo((tmp / rel).stat().st_size, sha256_file(tmp / rel))
+        info = ShardInfo(name, source.info.rows, first_chunk_id, files)
+        atomic_write_json(tmp / SHARD_INFO, {**record, "shard": asdict(info), "chunk_id_start": first_chunk_id,
+                                             "fingerprint": writer.fingerprint})
+    return info
+
+
+def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any]) -> DatastoreWriter:
+    """A writer with the base datastore's embedder, chunker, BM25 and dense index settings; a
+    trained dense index (IVF centroids, int8 range) reuses the base's training, so rewritten and
+    linked shards agree."""
+    embedder = {k: v for k, v in base.embedder.items() if k != "dim"}
+    bm25 = Bm25Params(**{k: base.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
+    writer = DatastoreWriter(output, params, embedder, base.chunker, bm25,
+                             DenseSpec.coerce(base.dense_index or "float-flat"), mode="create")
+    if writer.needs_dense_training():
+        training = training_from_manifest(base.dense_index)
+        trained = base_root / TRAINED_FILE
+        if trained.is_file():
+            link_or_copy(trained, writer.layout.root / TRAINED_FILE)
+            training.trained_index = np.fromfile(trained, dtype=np.uint8)
+        writer.training = training
+    return writer
+
+
+def write_selection(output: str | Path, base: Manifest, sources: Sequence[SourceShard], operation: Operation,
+                    lineage: Sequence[dict[str, Any]] = (), progress: Callable[[int], Any] | None = None) -> Manifest:
+    """Write the selected rows of ``sources`` (in order, ids renumbered from 0) as a new datastore
+    with ``base``'s settings (the manifest of ``sources[0].root``)."""
+    if not sources:
+        raise DatastoreError("the selection is empty: no shard to write")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise DatastoreError(f"{output} already exists and is not empty; choose a new output directory")
+    dim = int(base.embedder["dim"])
+    writer = _writer(output, base, sources[0].root, {"operation": operation.operation, **operation.parameters})
+    next_id = 0
+    doc_ids: set[str] = set()
+    for source in sources:
+        kept = source.kept
+        if kept == 0:
+            continue
+        index = len(writer.shards)
+        if source.keep is None or kept == source.info.rows:
+            writer.append_shard(_link_shard(SourceShard(source.root, source.info), writer, index, next_id))
+            doc_ids.update(pq.read_table(source.folder / CHUNKS_FILE, columns=["doc_id"]).column(0).to_pylist())
+        else:
+            chunks = read_shard_chunks(source.folder, source.keep)
+            vectors = shard_vectors(source.folder, dim)[source.keep]
+            writer.add_shard(chunks, vectors, next_id)
+            doc_ids.update(c.doc_id for c in chunks)
+        next_id += kept
+        if progress is not None:
+            progress(kept)
+    if not writer.shards:
+        shutil.rmtree(output, ignore_errors=True)
+        raise DatastoreError("the selection is empty: no chunk would be left in the new datastore")
+    manifest = writer.finish({"documents": len(doc_ids), "derived": operation.operation}, dim)
+    manifest.lineage = [*lineage]
+    operation.counts = {**operation.counts, "chunks": manifest.num_chunks}
+    manifest.lineage.append(operation.record())
+    write_manifest(writer.layout, manifest)
+    return manifest
+
+
+def exchange_paths(a: Path, b: Path) -> None:
+    """Swap two directories: atomically with Linux ``renameat2(RENAME_EXCHANGE)``, else by renames."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    spare = a.with_name(a.name + ".exchange")
+    os.rename(a, spare)
+    os.rename(b, a)
+    os.rename(spare, b)

@@ -1,0 +1,41 @@
+"""A seeded, deterministic random subset of a datastore's live chunks, as a new datastore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from datastores.layout import DatastoreLayout
+from datastores.manifest import Manifest, read_manifest
+from datastores.ops.rewrite import SourceShard, write_selection
+from datastores.ops.tombstones import Operation, deleted_masks
+
+
+def subsample_masks(manifest: Manifest, deleted: list[np.ndarray], fraction: float, seed: int) -> list[np.ndarray]:
+    """Per shard, the rows chosen: ``round(fraction × live)`` live rows drawn without replacement
+    by ``numpy.random.default_rng(seed)`` (the same seed always picks the same rows)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"the fraction -p must be in (0, 1] (got {fraction})")
+    live = np.concatenate([np.flatnonzero(~d) + s.chunk_id_start for s, d in zip(manifest.shards, deleted)])
+    chosen = np.sort(np.random.default_rng(seed).choice(live, round(fraction * len(live)), replace=False))
+    masks = []
+    for shard in manifest.shards:
+        mask = np.zeros(shard.rows, bool)
+        lo, hi = np.searchsorted(chosen, [shard.chunk_id_start, shard.chunk_id_start + shard.rows])
+        mask[chosen[lo:hi] - shard.chunk_id_start] = True
+        masks.append(mask)
+    return masks
+
+
+def subsample(root: str | Path, output: str | Path, fraction: float, seed: int = 0,
+              progress: Callable[[int], Any] | None = None) -> Manifest:
+    """Write a ``fraction`` of the live chunks of ``root`` (seeded) to the new datastore ``output``."""
+    root = Path(root)
+    manifest = read_manifest(DatastoreLayout(root))
+    masks = subsample_masks(manifest, deleted_masks(root, manifest), fraction, seed)
+    sources = [SourceShard(root, info, mask) for info, mask in zip(manifest.shards, masks)]
+    operation = Operation("subsample", {"source": str(root), "fraction": fraction, "seed": seed},
+                          {"before": manifest.num_live})
+    return write_selection(output, manifest, sources, operation, manifest.lineage, progress)

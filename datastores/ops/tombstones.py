@@ -1,0 +1,130 @@
+"""Tombstones: per-shard deletion bitmaps recorded in the manifest, committed atomically.
+
+An operation never rewrites shard files. It writes new bitmap files below ``tombstones/`` (names
+the current manifest does not reference), then commits a new manifest that references them and
+records the operation in its lineage. Until that atomic commit the previous manifest, and with it
+the previous state, is what every reader sees; a killed operation leaves only unreferenced files,
+which the next commit removes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datastores.errors import DatastoreError
+from datastores.layout import DatastoreLayout, atomic_write_bytes, sha256_file
+from datastores.manifest import Manifest, TombstoneInfo, read_manifest, write_manifest
+
+TOMBSTONES_DIR = "tombstones"
+
+
+def read_deleted_mask(root: str | Path, info: TombstoneInfo, rows: int) -> np.ndarray:
+    """The boolean [rows] mask of deleted rows stored in ``info.file``."""
+    path = Path(root) / info.file
+    try:
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as exc:
+        raise DatastoreError(f"{path} is unreadable: {exc}") from exc
+    if len(data) != (rows + 7) // 8:
+        raise DatastoreError(f"{path} holds {len(data)} bytes; a bitmap of {rows} rows needs {(rows + 7) // 8}")
+    mask = np.unpackbits(data, count=rows, bitorder="little").astype(bool)
+    if int(mask.sum()) != info.deleted:
+        raise DatastoreError(f"{path} marks {int(mask.sum())} rows deleted; the manifest records {info.deleted}")
+    return mask
+
+
+def deleted_masks(root: str | Path, manifest: Manifest) -> list[np.ndarray]:
+    """Per shard, the boolean mask of tombstoned rows (all false for shards without a bitmap)."""
+    out = []
+    for shard in manifest.shards:
+        info = manifest.tombstones.get(shard.name)
+        out.append(np.zeros(shard.rows, bool) if info is None else read_deleted_mask(root, info, shard.rows))
+    return out
+
+
+def deleted_chunk_ids(root: str | Path, manifest: Manifest) -> np.ndarray:
+    """Global ids of every tombstoned chunk, ascending."""
+    parts = [np.flatnonzero(mask) + shard.chunk_id_start
+             for shard, mask in zip(manifest.shards, deleted_masks(root, manifest)) if mask.any()]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+@dataclass
+class Operation:
+    """One entry of a manifest's lineage; ``started`` is a ``time.perf_counter`` reading."""
+
+    operation: str
+    parameters: dict[str, Any]
+    counts: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def record(self) -> dict[str, Any]:
+        return {"operation": self.operation, "parameters": self.parameters, "counts": self.counts,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - self.started, 3)}
+
+
+def _bitmap_name(manifest: Manifest, shard: str) -> str:
+    """A bitmap file name that the current manifest does not reference."""
+    taken = {t.file for t in manifest.tombstones.values()}
+    n = len(manifest.lineage) + 1
+    while f"{TOMBSTONES_DIR}/{shard}.op{n:04d}.bits" in taken:
+        n += 1
+    return f"{TOMBSTONES_DIR}/{shard}.op{n:04d}.bits"
+
+
+def remove_unreferenced_bitmaps(root: str | Path, manifest: Manifest) -> None:
+    """Delete bitmap files of superseded manifests or killed operations."""
+    folder = Path(root) / TOMBSTONES_DIR
+    if not folder.is_dir():
+        return
+    referenced = {Path(t.file).name for t in manifest.tombstones.values()}
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in referenced:
+            path.unlink(missing_ok=True)
+
+
+def commit_tombstones(root: str | Path, before: Manifest, chunk_ids: np.ndarray, operation: Operation) -> Manifest:
+    """Tombstone ``chunk_ids`` (global ids; already deleted ones are fine) and commit atomically.
+
+    ``before`` is the manifest the operation read; if another operation committed meanwhile the
+    commit is refused. ``operation.counts`` gains ``removed`` (newly deleted rows) and ``live``.
+    """
+    layout = DatastoreLayout(Path(root))
+    chunk_ids = np.unique(np.asarray(chunk_ids, dtype=np.int64))
+    if len(chunk_ids) and (chunk_ids[0] < 0 or chunk_ids[-1] >= before.num_chunks):
+        raise ValueError(f"chunk ids must lie in [0, {before.num_chunks}) (got {chunk_ids[0]}..{chunk_ids[-1]})")
+    masks = deleted_masks(layout.root, before)
+    tombstones = dict(before.tombstones)
+    removed = 0
+    (layout.root / TOMBSTONES_DIR).mkdir(exist_ok=True)
+    for shard, mask in zip(before.shards, masks):
+        lo = np.searchsorted(chunk_ids, shard.chunk_id_start)
+        hi = np.searchsorted(chunk_ids, shard.chunk_id_start + shard.rows)
+        rows = chunk_ids[lo:hi] - shard.chunk_id_start
+        new = rows[~mask[rows]]
+        if not len(new):
+            continue
+        removed += len(new)
+        mask = mask.copy()
+        mask[new] = True
+        name = _bitmap_name(before, shard.name)
+        path = layout.root / name
+        atomic_write_bytes(path, np.packbits(mask, bitorder="little").tobytes())
+        tombstones[shard.name] = TombstoneInfo(name, path.stat().st_size, sha256_file(path), int(mask.sum()))
+    operation.counts = {**operation.counts, "removed": removed}
+    current = read_manifest(layout)
+    if current.content_checksum != before.content_checksum or len(current.lineage) != len(before.lineage):
+        raise DatastoreError(f"{layout.root} was changed by another operation meanwhile; run this one again")
+    after = Manifest(**{**before.__dict__, "tombstones": tombstones, "lineage": list(before.lineage)})
+    operation.counts["live"] = after.num_live
+    after.lineage.append(operation.record())
+    write_manifest(layout, after)
+    remove_unreferenced_bitmaps(layout.root, after)
+    return after
