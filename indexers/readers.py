@@ -118,40 +118,29 @@ def _read_text(path: Path, doc_id: str, options: ReaderOptions, report: ReadRepo
 
 def html_visible_text(html: bytes) -> tuple[str, str]:
     """(title, visible text) of an HTML page: scripts, styles and comments dropped, blocks on lines."""
-    import lxml.etree
-    import lxml.html
-
-    try:
-        root = lxml.html.document_fromstring(html)
-    except (lxml.etree.ParserError, ValueError) as exc:
-        raise SkipInput(f"no HTML content ({exc})") from exc
-    for bad in root.xpath("//script | //style | //noscript | //template | //comment()"):
-        bad.drop_tree()
-    title = " ".join(root.findtext(".//title", default="").split())
-    for head in root.xpath("//head"):
-        head.drop_tree()
-    blocks = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section",
-              "article", "pre", "blockquote", "ul", "ol", "dd", "dt", "header", "footer", "td", "th",
-              "caption", "nav", "aside", "main", "figure", "figcaption", "dl", "hr", "form"}
-    block_break = "\u2029"  # paragraph separator: marks block ends before whitespace is collapsed
-    for element in root.iter():
-        if isinstance(element.tag, str) and element.tag.lower() in blocks:
-            separator = " " if element.tag.lower() in ("td", "th") else block_break
-            element.tail = separator + (element.tail or "")
-            if element.tag.lower() != "br":
-                element.text = separator + (element.text or "")
-    segments = (" ".join(seg.split()) for seg in root.text_content().split(block_break))
-    text = "\n".join(seg for seg in segments if seg)
+    title, text, _ = _html_page(html)
     return title, text
 
 
+def _html_page(html: bytes) -> tuple[str, str, Any]:
+    """(title, visible text, indexers.html.BlockMap) of a page; an empty input is skipped."""
+    from indexers.html import read_html_page
+
+    if not html.strip():
+        raise SkipInput("no HTML content (Document is empty)")
+    return read_html_page(html)
+
+
 def _read_html(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    from indexers.html import HtmlDocument
+
     data = _read_bytes(path)
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         raise SkipInput("binary file (contains NUL bytes)")
-    title, text = html_visible_text(data)
-    # The raw page stays reachable through ``source``; spans refer to the visible text.
-    yield Document(doc_id, text, doc_id, {"format": "html", "title": title})
+    title, text, blocks = _html_page(data)
+    # Spans refer to the visible text; chunks also get their block paths and spans in the cleaned
+    # page (indexers.html.chunk_metadata). The raw page stays reachable through ``source``.
+    yield HtmlDocument(doc_id, text, doc_id, {"format": "html", "title": title}, blocks=blocks)
 
 
 def _record_document(record: Any, doc_id: str, source: str, where: str, options: ReaderOptions) -> Document:

@@ -7,6 +7,7 @@
 
 from datastores import Chunk, DatastoreError, Document, Hit
 from rag.datastore import Datastore
+from rag.pipeline import Answer, Pipeline
 
-__all__ = ["Chunk", "Datastore", "DatastoreError", "Document", "Hit"]
+__all__ = ["Answer", "Chunk", "Datastore", "DatastoreError", "Document", "Hit", "Pipeline"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ import re
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from datastores.records import Chunk, Document
+from indexers.html.document import chunk_metadata
 from indexers.tokenizers import Tokenizer
 
 
@@ -87,7 +88,8 @@ class Chunker(ABC):
         for start, end in self.spans(text):
             piece = text[start:end]
             if piece.strip():
-                chunks.append(Chunk(document.id, start, end, piece, document.source, document.metadata))
+                chunks.append(Chunk(document.id, start, end, piece, document.source,
+                                    chunk_metadata(document, start, end)))
         return chunks
 
     @property

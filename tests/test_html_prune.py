@@ -1,0 +1,168 @@
+"""HTML pruning: budgets hold exactly in the named tokenizer, the lowest-ranked blocks go first,
+output stays valid HTML, step 2 scores block paths with a (tiny, random) causal LM, and the
+``rag prune`` command and the pipeline adapter work."""
+
+from __future__ import annotations
+
+import json
+
+import lxml.etree
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexers.html import build_blocks, clean_html, read_html_page
+from indexers.tokenizers import load_tokenizer
+from rag.cli import main
+from rag.generate.base import Passage
+from rag.html import EmbeddingScorer, HtmlPruner, looks_like_html
+from tests._tiny_models import tiny_causal_lm
+from tests.conftest import REPO
+
+PAGES = REPO / "examples" / "html_pages"
+
+TOPICS = {
+    "volcano": "Volcanoes erupt when magma rises through the crust; lava flows and ash clouds follow the eruption.",
+    "bread": "Bakers knead dough with flour, water, yeast and salt, then let the bread rise before baking it.",
+    "chess": "In chess the king castles with a rook, and a pawn that reaches the last rank is promoted.",
+    "orbit": "Planets orbit the sun on elliptical paths; the orbital period grows with the distance to the star.",
+    "violin": "A violin has four strings tuned in fifths and is played with a bow strung with horsehair.",
+}
+
+
+def topical_page() -> bytes:
+    sections = "".join(f"<div class='s'><h2>{name.title()}</h2><p>{(text + ' ') * 2}</p></div>"
+                       for name, text in TOPICS.items())
+    return (f"<html><head><title>Topics</title><script>x()</script></head><body><nav>menu</nav>{sections}"
+            "<footer>footer text</footer></body></html>").encode()
+
+
+def is_valid(html: str) -> bool:
+    lxml.etree.fromstring(html.replace("<br>", "<br/>").replace("<hr>", "<hr/>"))
+    return clean_html(html).html == html
+
+
+@pytest.fixture(scope="module")
+def pruner(embedder):
+    return HtmlPruner(tokenizer="cl100k_base", embedder=embedder, max_words=40)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    words = "html body head title div p h2 nav footer section table tr td ul li dl dt dd span code pre a em"
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), extra_text=words + " " + " ".join(TOPICS.values()))
+
+
+def test_budget_holds_exactly_and_output_is_valid_html(pruner):
+    cl100k = load_tokenizer("cl100k_base")
+    data = (PAGES / "library_fnmatch.html").read_bytes()
+    full = cl100k.count(clean_html(data).html)
+    for budget in (300, 40):
+        result = pruner.prune(data, "Which function matches case-sensitively?", budget)
+        assert result.tokens_after == cl100k.count(result.html) <= budget
+        assert result.tokens_before == full and result.blocks > result.blocks_kept
+        assert is_valid(result.html)
+    assert pruner.prune(data, "anything", full).html == clean_html(data).html  # fits: nothing removed
+
+
+def test_the_relevant_block_survives_and_the_lowest_go_first(pruner, embedder):
+    data = topical_page()
+    query = "How is a pawn promoted in chess?"
+    result = pruner.prune(data, query, 90)
+    text = read_html_page(result.html)[1]
+    assert "pawn that reaches the last rank is promoted" in text
+    assert "Volcanoes" not in text and "violin" not in text
+    page = clean_html(data)
+    blocks = build_blocks(page, 40)
+    scores = EmbeddingScorer(embedder).score(query, page, blocks)
+    removed = set(result.removed)
+    kept_scores = [s for b, s in zip(blocks, scores) if b.path not in removed]
+    removed_scores = [s for b, s in zip(blocks, scores) if b.path in removed]
+    assert removed_scores and kept_scores and max(removed_scores) <= min(kept_scores)
+
+
+def test_budget_in_a_hugging_face_tokenizer(pruner, embedder, tiny_lm):
+    words = HtmlPruner(tokenizer=str(tiny_lm), embedder=embedder, max_words=40)
+    hf = load_tokenizer(str(tiny_lm))
+    result = words.prune(topical_page(), "bread dough yeast", 100)
+    assert hf.count(result.html) == result.tokens_after <= 100 < result.tokens_before
+    assert "yeast" in result.html
+
+
+def test_removed_cells_leave_empty_cells_in_place(embedder):
+    rows = "".join(f"<tr><td>{'apple ' * 8}{i}</td><td>{'granite ' * 8}{i}</td><td>{'harbor ' * 8}{i}</td></tr>"
+                   for i in range(6))
+    data = f"<table><tr><th>A</th><th>B</th><th>C</th></tr>{rows}</table>".encode()
+    result = HtmlPruner(embedder=embedder, max_words=5).prune(data, "granite stone", 120)
+    table = lxml.etree.fromstring(result.html)
+    kept_rows = table.findall(".//tr")
+    assert kept_rows and all(len(r) == 3 for r in kept_rows)
+    assert any(c.text is None for r in kept_rows for c in r)  # some cells were emptied, none deleted
+    assert "granite" in result.html
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\xff\xfe garbage \x01", b"<p>unclosed <b>bold <table><td>x",
+                                  b"<html><body></body></html>", "<meta charset='latin-1'><p>café</p>".encode()])
+def test_malformed_pages_prune_without_crashing(pruner, data):
+    result = pruner.prune(data, "query", 30)
+    assert result.tokens_after <= 30 and is_valid(result.html)
+
+
+def test_budget_below_an_empty_page_is_a_clear_error(pruner):
+    with pytest.raises(ValueError, match="smaller than an empty page"):
+        pruner.prune(topical_page(), "chess", 2)
+    with pytest.raises(ValueError, match="budget must be a positive"):
+        pruner.prune(topical_page(), "chess", 0)
+
+
+def test_generative_step_scores_block_paths(tiny_lm, embedder):
+    from rag.html.generative import PathScorer
+
+    scorer = PathScorer(str(tiny_lm), device="cpu", batch_size=3)
+    page = clean_html(topical_page())
+    blocks = build_blocks(page, 10)
+    scores = scorer.score("chess pawn", page, blocks)
+    assert scores.shape == (len(blocks),) and np.isfinite(scores).all() and (scores <= 0).all()
+    distinct = {tuple(scorer._ids(b.path)) for b in blocks}
+    if len(distinct) == len(blocks):  # constrained decoding: one distribution over the blocks
+        assert np.isclose(np.logaddexp.reduce(scores.astype(np.float64)), 0.0, atol=1e-3)
+    assert not np.allclose(scores, scores[0])  # the model does tell paths apart
+    two_step = HtmlPruner(embedder=embedder, max_words=40, lm=str(tiny_lm), fine_max_words=10, device="cpu")
+    result = two_step.prune(topical_page(), "chess pawn", 60)
+    assert result.tokens_after <= 60 and is_valid(result.html)
+
+
+def test_apply_prunes_html_passages_and_keeps_plain_ones(pruner):
+    cl100k = load_tokenizer("cl100k_base")
+    plain = Passage(1, "The treaty was signed in Paris in 1783.", 7, "a.txt", 0, 40, "a.txt", 0.9)
+    page = Passage(2, topical_page().decode(), 8, "b.html", 0, 900, "b.html", 0.8)
+    other = Passage(3, (PAGES / "library_glob.html").read_text(encoding="utf-8"), 9, "c.html", 0, 5, "c.html", 0.7)
+    assert not looks_like_html(plain.text) and looks_like_html(page.text)
+    kept = pruner.apply("How is a pawn promoted in chess?", [plain, page, other], 200)
+    assert kept[0] == plain
+    assert sum(cl100k.count(p.text) for p in kept) <= 200
+    assert [p.chunk_id for p in kept][:2] == [7, 8] and "promoted" in kept[1].text
+    unpruned = pruner.apply("chess", [plain, page], None)
+    assert unpruned[1].text == clean_html(page.text).html
+    two = 2 * cl100k.count(plain.text)
+    assert pruner.apply("chess", [plain] * 3, two) == [plain] * 2  # plain text over budget: drop the last
+
+
+def test_rag_prune_command(tmp_path):
+    page = tmp_path / "page.html"
+    page.write_bytes(topical_page())
+    out = tmp_path / "out.html"
+    runner = CliRunner()
+    result = runner.invoke(main, ["prune", str(page), "--query", "violin strings", "--budget", "90",
+                                  "--max-words", "40", "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert load_tokenizer("cl100k_base").count(html) <= 90 and "violin" in html and is_valid(html)
+    result = runner.invoke(main, ["prune", str(page), "-q", "violin", "--budget", "90", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["tokens_after"] <= 90 and report["html"].startswith("<html>")
+    missing = runner.invoke(main, ["prune", str(tmp_path / "nope.html"), "-q", "x"])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+    tiny = runner.invoke(main, ["prune", str(page), "-q", "x", "--budget", "2", "--device", "cpu"])
+    assert tiny.exit_code != 0 and "smaller than an empty page" in tiny.output
