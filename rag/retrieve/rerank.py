@@ -1,0 +1,117 @@
+"""Rerankers: score (query, passage) pairs and reorder candidates.
+
+Specs (``--rerank``): ``cross-encoder:PATH_OR_NAME`` (a sentence-transformers ``CrossEncoder``) and
+``bi-encoder:PATH_OR_NAME`` (cosine between a sentence-transformers embedding of the query and of
+each candidate, encoded at query time). Names load from local files only (a folder, or a model in
+the Hugging Face cache) unless ``allow_download`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from indexers.embedders import load_embedder, pick_device
+
+RERANK_KINDS = ("cross-encoder", "bi-encoder")
+
+
+class RerankerError(ValueError):
+    """The rerank spec is malformed or its model cannot be loaded."""
+
+
+class Reranker(Protocol):
+    spec: str
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"cross-encoder:PATH"`` -> ("cross-encoder", "PATH")."""
+    kind, sep, model = spec.partition(":")
+    if not sep or kind not in RERANK_KINDS or not model.strip():
+        raise RerankerError(f"rerank spec {spec!r} must look like KIND:PATH_OR_NAME with KIND one of "
+                            f"{', '.join(RERANK_KINDS)} (e.g. cross-encoder:cross-encoder/ms-marco-MiniLM-L6-v2)")
+    return kind, model.strip()
+
+
+@dataclass
+class CrossEncoderReranker:
+    """A sentence-transformers ``CrossEncoder``: one relevance logit per (query, passage) pair."""
+
+    model_name: str
+    device: str = "auto"
+    batch_size: int = 32
+    allow_download: bool = False
+    model: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = CrossEncoder(self.model_name, device=pick_device(self.device),
+                                      local_files_only=not self.allow_download)
+        except (OSError, ValueError) as exc:
+            raise RerankerError(f"cannot load cross-encoder {self.model_name!r} from local files ({exc}); "
+                                "give a local folder or a model in the Hugging Face cache") from exc
+
+    @property
+    def spec(self) -> str:
+        return f"cross-encoder:{self.model_name}"
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """One score per passage (the model's, after sentence-transformers' default activation)."""
+        if not passages:
+            return np.zeros(0, dtype=np.float64)
+        scores = self.model.predict([(query, p) for p in passages], batch_size=self.batch_size,
+                                    show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(scores, dtype=np.float64).reshape(len(passages), -1)[:, 0]
+
+
+@dataclass
+class BiEncoderReranker:
+    """Cosine similarity of query and passage embeddings computed at query time (any embedder)."""
+
+    model_name: str
+    device: str = "auto"
+    batch_size: int = 32
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    embedder: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.embedder = load_embedder(self.model_name, device=self.device, batch_size=self.batch_size)
+
+    @property
+    def spec(self) -> str:
+        return f"bi-encoder:{self.model_name}"
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float64)
+        q = self.embedder.encode([self.query_prefix + query])[0]
+        p = self.embedder.encode([self.passage_prefix + t for t in passages])
+        return (p @ q).astype(np.float64)
+
+
+def load_reranker(spec: str, device: str = "auto", batch_size: int = 32, allow_download: bool = False) -> Reranker:
+    """A reranker from a spec string (see the module docstring)."""
+    kind, model = parse_spec(spec)
+    if kind == "cross-encoder":
+        return CrossEncoderReranker(model, device, batch_size, allow_download)
+    from indexers.embedders import default_prefixes
+
+    query_prefix, passage_prefix = default_prefixes(model)
+    return BiEncoderReranker(model, device, batch_size, query_prefix, passage_prefix)
+
+
+def rerank_order(scores: np.ndarray) -> np.ndarray:
+    """Indices by descending score, ties to the earlier (upstream better ranked) candidate."""
+    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
