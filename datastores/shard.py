@@ -10,10 +10,11 @@ import faiss
 import numpy as np
 
 from datastores.bm25 import Bm25GlobalStats, Bm25Params, Bm25Scorer, TermMatrix
-from datastores.dense import read_dense_index, search_dense
+from datastores.dense import DenseShard, DenseSpec, training_from_manifest
 from datastores.errors import DatastoreError
-from datastores.layout import BM25_DIR, CHUNKS_FILE, DENSE_INDEX_FILE
-from datastores.manifest import ShardInfo
+from datastores.layout import BM25_DIR, CHUNKS_FILE
+from datastores.manifest import ShardInfo, TombstoneInfo
+from datastores.ops.tombstones import read_deleted_mask
 from datastores.rowstore import RowStore
 
 
@@ -37,9 +38,14 @@ class ShardReader:
     folder: Path
     info: ShardInfo
     dim: int
+    tombstone: TombstoneInfo | None = None
+    _live: np.ndarray | None = field(default=None, repr=False)
     _dense: faiss.Index | None = field(default=None, repr=False)
     _bm25: Bm25Scorer | None = field(default=None, repr=False)
     _rows: RowStore | None = field(default=None, repr=False)
+    #: the manifest's ``dense_index`` dict (type, rescoring, frozen int8 calibration); {} = float-flat
+    dense_index: dict = field(default_factory=dict, repr=False)
+    _dense_layer: DenseShard | None = field(default=None, repr=False)
 
     @property
     def chunks_path(self) -> Path:
@@ -50,9 +56,17 @@ class ShardReader:
             self._rows = RowStore(self.folder, self.info.rows)
         return self._rows
 
-    def dense(self) -> faiss.Index:
+    def dense_layer(self) -> DenseShard:
+        """The shard's dense index and rescoring layer (memory-mapped), opened on first use."""
+        if self._dense_layer is None:
+            spec = DenseSpec.coerce(self.dense_index or "float-flat")
+            self._dense_layer = DenseShard(self.folder, spec, training_from_manifest(self.dense_index), self.dim,
+                                           self.info.rows)
+        return self._dense_layer
+
+    def dense(self) -> faiss.Index | faiss.IndexBinary:
         if self._dense is None:
-            self._dense = read_dense_index(self.folder / DENSE_INDEX_FILE, self.dim, self.info.rows)
+            self._dense = self.dense_layer().index
         return self._dense
 
     def bm25(self, params: Bm25Params, stats: Bm25GlobalStats) -> Bm25Scorer:
@@ -67,11 +81,18 @@ class ShardReader:
 
     def live_mask(self) -> np.ndarray | None:
         """Rows that are not tombstoned, or None when every row is live."""
-        return None
+        if self.tombstone is None:
+            return None
+        if self._live is None:
+            root = self.folder.parent.parent  # <root>/shards/<name>
+            self._live = ~read_deleted_mask(root, self.tombstone, self.info.rows)
+        return self._live
 
-    def search_dense(self, queries: np.ndarray, k: int,
-                     allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return search_dense(self.dense(), queries, k, allowed)
+    def search_dense(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+                     rescore_multiplier: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-shard top-``k`` (scores, rows): exact for float-flat; otherwise ``k × rescore_multiplier``
+        index candidates rescored with the float query (manifest default multiplier when None)."""
+        return self.dense_layer().search(queries, k, allowed, rescore_multiplier)
 
     def search_bm25(self, scorer_args: tuple[Bm25Params, Bm25GlobalStats], idf: dict[str, float],
                     counts: Counter, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

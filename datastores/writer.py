@@ -13,16 +13,23 @@ import numpy as np
 
 from datastores.bm25 import Bm25Params, TermMatrix, merge_document_frequencies
 from datastores.chunks import write_chunk_table
-from datastores.dense import write_dense_files
+from datastores.dense import (
+    TRAINED_FILE,
+    DenseSpec,
+    DenseTraining,
+    manifest_dense_index,
+    train_dense,
+    training_from_manifest,
+    write_dense_files,
+)
 from datastores.errors import DatastoreError
 from datastores.layout import (
     BM25_DIR,
     CHUNKS_FILE,
-    DENSE_INDEX_FILE,
-    EMBEDDINGS_FILE,
     SHARD_INFO,
     DatastoreLayout,
     atomic_directory,
+    atomic_write_bytes,
     atomic_write_json,
     remove_stale_temporaries,
     sha256_file,
@@ -57,7 +64,7 @@ class DatastoreWriter:
     """
 
     def __init__(self, root: str | Path, params: dict[str, Any], embedder: dict[str, Any],
-                 chunker: dict[str, Any], bm25: Bm25Params, dense_index: str = "flat-ip",
+                 chunker: dict[str, Any], bm25: Bm25Params, dense_index: "str | DenseSpec" = "float-flat",
                  mode: str = "create"):
         if mode not in WRITE_MODES:
             raise ValueError(f"unknown write mode {mode!r}")
@@ -66,10 +73,13 @@ class DatastoreWriter:
         self.embedder = embedder
         self.chunker = chunker
         self.bm25 = bm25
-        self.dense_index = dense_index
+        self.dense = DenseSpec.coerce(dense_index)
+        self.dense_index = self.dense.type
+        #: int8 range / IVF training shared by every shard (train_dense, or reloaded on resume)
+        self.training: DenseTraining | None = None
         self.fingerprint = fingerprint(
             {"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
-             "dense_index": dense_index}
+             "dense_index": self.dense.settings()}
         )
         self._prepare(mode)
         self.shards: list[ShardInfo] = []
@@ -98,7 +108,7 @@ class DatastoreWriter:
         self.layout.shards_dir.mkdir(exist_ok=True)
         remove_stale_temporaries(root)
         remove_stale_temporaries(self.layout.shards_dir)
-        atomic_write_json(self.layout.build_state, {"fingerprint": self.fingerprint, "params": self.params})
+        self._write_build_state()
         # From here on the directory reads as an unfinished build until finish() commits.
         self.layout.manifest.unlink(missing_ok=True)
 
@@ -116,7 +126,8 @@ class DatastoreWriter:
             except (OSError, json.JSONDecodeError) as exc:
                 raise DatastoreError(f"{self.layout.manifest} is corrupt ({exc})") from exc
             previous = manifest.get("build", {}).get("fingerprint")
-            state = {"params": manifest.get("build", {}).get("params", {})}
+            state = {"params": manifest.get("build", {}).get("params", {}),
+                     "dense_training": manifest.get("dense_index", {})}
         else:
             raise DatastoreError(f"{self.layout.root} holds no terarag build to resume")
         if previous != self.fingerprint:
@@ -127,6 +138,52 @@ class DatastoreWriter:
                 f"cannot resume {self.layout.root}: it was started with different parameters{detail}; "
                 "use the original parameters or --overwrite"
             )
+        self._load_training(state.get("dense_training"))
+
+    # -- dense training ---------------------------------------------------------------------
+
+    def _write_build_state(self) -> None:
+        state = {"fingerprint": self.fingerprint, "params": self.params}
+        if self.training is not None:
+            state["dense_training"] = self.training.manifest_part()
+        atomic_write_json(self.layout.build_state, state)
+
+    def _load_training(self, recorded: dict[str, Any] | None) -> None:
+        """Reuse the training of the interrupted build, so resumed shards agree with the kept ones."""
+        if recorded is None or not self.dense.needs_training:
+            return
+        training = training_from_manifest(recorded)
+        if self.dense.ivf:
+            trained = self.layout.root / TRAINED_FILE
+            if not trained.is_file():
+                return
+            training.trained_index = np.fromfile(trained, dtype=np.uint8)
+        if self.dense.rescore == "int8" and training.int8 is None:
+            return
+        self.training = training
+
+    def reuse_dense_training(self, dense_index: dict[str, Any], source_root: Path) -> None:
+        """Adopt the frozen int8 range / IVF training of another datastore (merge, compact, subsample
+        rewrite shards of ``source_root`` and must quantize new shards exactly like the old ones)."""
+        trained = Path(source_root) / TRAINED_FILE
+        if self.dense.ivf and trained.is_file():
+            atomic_write_bytes(self.layout.root / TRAINED_FILE, trained.read_bytes())
+        self._load_training(dense_index)
+        self._write_build_state()
+
+    def needs_dense_training(self) -> bool:
+        """True when ``train_dense`` must run before the first shard is written."""
+        return self.dense.needs_training and self.training is None
+
+    def train_dense(self, sample: np.ndarray) -> DenseTraining:
+        """Compute the datastore-wide int8 range / IVF centroids from ``sample`` [n, dim] and record
+        them (build state and ``dense_trained.faiss``) before any shard uses them."""
+        training = train_dense(self.dense, sample)
+        if training.trained_index is not None:
+            atomic_write_bytes(self.layout.root / TRAINED_FILE, training.trained_index.tobytes())
+        self.training = training
+        self._write_build_state()
+        return training
 
     # -- shards -----------------------------------------------------------------------------
 
@@ -158,13 +215,31 @@ class DatastoreWriter:
             return existing
         if embeddings is None:
             raise ValueError("embeddings are required for a shard that is not on disk yet")
+        info = self.write_shard(index, chunks, embeddings, first_chunk_id)
+        self.shards.append(info)
+        return info
+
+    def append_shard(self, info: ShardInfo, resumed: bool = False) -> None:
+        """Record shard ``len(self.shards)``, written elsewhere by ``write_shard`` (e.g. a Ray worker)."""
+        if info.name != shard_name(len(self.shards)):
+            raise ValueError(f"shard {info.name} appended out of order (expected {shard_name(len(self.shards))})")
+        self.shards.append(info)
+        self.resumed_shards += int(resumed)
+
+    def write_shard(self, index: int, chunks: Sequence[Chunk], embeddings: np.ndarray,
+                    first_chunk_id: int) -> ShardInfo:
+        """Write shard ``index``'s files into place and return its record, without recording it.
+
+        Touches only the shard's own folder, so it can run in another process (a Ray worker on
+        the same filesystem) with a pickled copy of this writer.
+        """
         if len(embeddings) != len(chunks):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
         name = shard_name(index)
         with atomic_directory(self.layout.shard(name)) as tmp:
             write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
             write_row_store(tmp, chunks, first_chunk_id)
-            write_dense_files(tmp, embeddings, DENSE_INDEX_FILE, EMBEDDINGS_FILE, self.dense_index)
+            write_dense_files(tmp, embeddings, self.dense, self.training)
             matrix = TermMatrix.from_token_lists([self.bm25.tokenize(c.text) for c in chunks])
             matrix.save(tmp / BM25_DIR)
             files = {
@@ -179,7 +254,6 @@ class DatastoreWriter:
                 "chunk_id_start": first_chunk_id,
                 "bm25_tokens": int(matrix.doc_len.sum()),
             })
-        self.shards.append(info)
         return info
 
     def shard_is_done(self, chunks: Sequence[Chunk], first_chunk_id: int) -> bool:
@@ -206,7 +280,7 @@ class DatastoreWriter:
             chunker=self.chunker,
             bm25={**self.bm25.to_dict(), "stats": bm25_stats.to_dict(),
                   "terms_file": {"bytes": terms_file.stat().st_size, "sha256": sha256_file(terms_file)}},
-            dense_index={"type": self.dense_index, "metric": "inner_product"},
+            dense_index=manifest_dense_index(self.dense, self.training),
             shards=list(self.shards),
             stats={**stats, "chunks": documents, "shards": len(self.shards)},
             build={"params": self.params, "fingerprint": self.fingerprint},

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from datastores.dense import DenseConfigError, DenseSpec
 from indexers.embedders import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 
@@ -39,7 +40,21 @@ class BuildConfig:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     bm25_epsilon: float = 0.25
-    dense_index: str = "flat-ip"
+    bm25_tokenizer: str = "simple"       # simple | stemmed[:LANGUAGE] | hf:NAME_OR_PATH (datastores.bm25)
+    bm25_stopwords: str = "none"         # none | english
+    bm25_idf: str = "rank-bm25"          # rank-bm25 | lucene
+    query_prefix: str = "auto"           # text put before each query; auto = the model family's default
+    passage_prefix: str = "auto"         # text put before each passage when embedding it
+    # Dense layer (datastores.dense.DenseSpec): index type, rescoring, training sample, HNSW/IVF, bits
+    dense_index: str = "float-flat"     # float-flat (alias flat-ip) | float-ivfpq | binary-flat | binary-hnsw | binary-ivf
+    rescore: str = "auto"               # int8 | float16 | none; auto: none for float-flat, int8 otherwise
+    train_sample: int = 20_000          # chunks embedded up front for the int8 range / IVF centroids
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 40
+    hnsw_ef_search: int = 64
+    ivf_nlist: int = 256
+    ivf_nprobe: int = 16
+    bits: int = 1                       # >1: multi-bit residual sign codes, rescored asymmetrically
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -48,8 +63,18 @@ class BuildConfig:
                 raise ConfigError(f"{name} must be at least {minimum} (got {getattr(self, name)})")
         if self.overlap >= self.chunk_size:
             raise ConfigError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        try:
+            object.__setattr__(self, "dense_index", self.dense_spec().type)  # flat-ip -> float-flat
+        except DenseConfigError as exc:
+            raise ConfigError(str(exc)) from exc
         if self.embed_backend not in BACKENDS:
             raise ConfigError(f"embed_backend must be one of {', '.join(BACKENDS)} (got {self.embed_backend!r})")
+
+    def dense_spec(self) -> DenseSpec:
+        """The dense index settings as the datastore writer and readers take them."""
+        return DenseSpec(self.dense_index, self.rescore, self.bits, train_sample=self.train_sample,
+                         hnsw_m=self.hnsw_m, hnsw_ef_construction=self.hnsw_ef_construction,
+                         hnsw_ef_search=self.hnsw_ef_search, ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe)
 
     @property
     def reader_options(self) -> ReaderOptions:

@@ -1,0 +1,50 @@
+"""The training sample of a build: chunks drawn uniformly over the whole input, then embedded.
+
+Quantized and IVF datastores need statistics of the whole collection before the first shard is
+written (the int8 range, the IVF centroids), and every shard must use the same ones. A streaming
+build cannot look ahead, so it makes one extra read+chunk pass first: a seeded reservoir sample
+of ``train_sample`` chunks over the entire input (memory: the sampled texts only), embedded once.
+The result is recorded in the build state, so a resumed build reuses it instead of recomputing.
+Cost: one more read+chunk pass and ``train_sample`` extra embeddings, small next to embedding
+the whole input when the input is large.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from indexers.chunkers import Chunker
+from indexers.config import BuildConfig
+from indexers.readers import ReadReport, iter_documents
+
+
+def reservoir_sample(items: Iterable[Any], size: int, seed: int = 0) -> list[Any]:
+    """A uniform sample of ``size`` items from a stream of unknown length (Algorithm R), in stream order."""
+    rng = np.random.default_rng(seed)
+    kept: list[tuple[int, Any]] = []
+    for seen, item in enumerate(items):
+        if seen < size:
+            kept.append((seen, item))
+        else:
+            slot = int(rng.integers(0, seen + 1))
+            if slot < size:
+                kept[slot] = (seen, item)
+    return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
+
+
+def embed_training_sample(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
+                          embedder: Any, progress: bool = False) -> np.ndarray:
+    """Embeddings [n ≤ config.train_sample, dim] of chunks sampled evenly (uniformly) across ``inputs``."""
+    documents = iter_documents(inputs, config.reader_options, ReadReport())
+    texts = reservoir_sample((c.text for d in documents for c in chunker.chunk(d)), config.train_sample)
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    if progress:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
+            return embedder.encode(texts, config.batch_size, progress=bar.update)
+    return embedder.encode(texts, config.batch_size)
