@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml .ci/install-torch.sh | $(BIN)/python
 	bash .ci/install-torch.sh $(BIN)/pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,6 +1,6 @@
 """Sparse BM25 with statistics shared by every shard.
 
-Scores equal rank-bm25's ``BM25Okapi`` for the same tokens:
+Scores equal rank-bm25's ``BM25Okapi`` for the same tokens (the default, ``idf="rank-bm25"``):
 
     idf(t)   = ln(N - df + 0.5) - ln(df + 0.5), and where that is negative,
                epsilon * (mean idf over the whole vocabulary)
@@ -9,10 +9,17 @@ Scores equal rank-bm25's ``BM25Okapi`` for the same tokens:
 
 N, df and avglen are global: each shard stores raw term frequencies, and the datastore stores
 document frequencies merged across shards, so sharding never changes a score.
+
+Options (``Bm25Params``, recorded in the manifest's ``bm25`` dict): ``idf="lucene"`` uses
+Lucene's always-positive ``ln(1 + (N - df + 0.5) / (df + 0.5))``; ``tokenizer`` is ``simple``
+(lower-cased runs of word characters), ``stemmed`` / ``stemmed:LANGUAGE`` (those runs through a Snowball
+stemmer, PyStemmer; English by default) or ``hf:NAME_OR_PATH`` (a Hugging Face tokenizer's
+tokens, lower-cased); ``stopwords="english"`` drops Lucene's English stop set before stemming.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -36,24 +43,90 @@ def simple_tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-TOKENIZERS = {"simple": simple_tokenize}
+TOKENIZERS = ("simple", "stemmed", "stemmed:LANGUAGE", "hf:NAME_OR_PATH")
+#: Lucene's default English stop set (``EnglishAnalyzer.ENGLISH_STOP_WORDS_SET``).
+STOPWORDS = {
+    "none": frozenset(),
+    "english": frozenset("a an and are as at be but by for if in into is it no not of on or such that the their "
+                         "then there these they this to was will with".split()),
+}
+IDF_VARIANTS = ("rank-bm25", "lucene")
+
+
+def _stemmer(language: str):
+    try:
+        import Stemmer
+    except ImportError as exc:
+        raise ValueError("the stemmed BM25 tokenizer needs PyStemmer (pip install PyStemmer)") from exc
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError:
+        raise ValueError(f"no Snowball stemmer for {language!r}; known: {', '.join(Stemmer.algorithms())}") from None
+
+
+def _hf_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        from indexers.embedders import locate_model  # the bundled MiniLM package, by name
+
+        name = locate_model(name).path_or_name
+    except Exception:  # noqa: BLE001 - only a convenience; a path or cached name works without it
+        pass
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the Hugging Face tokenizer {name!r} from local files: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def make_tokenizer(tokenizer: str = "simple", stopwords: str = "none"):
+    """``text -> list[str]`` for a tokenizer spec (see the module docstring), loaded once per spec."""
+    if stopwords not in STOPWORDS:
+        raise ValueError(f"unknown BM25 stopwords {stopwords!r}; choose one of {', '.join(STOPWORDS)}")
+    stop = STOPWORDS[stopwords]
+
+    def unstopped(tokens: list[str]) -> list[str]:
+        return [t for t in tokens if t not in stop] if stop else tokens
+
+    kind, _, arg = tokenizer.partition(":")
+    if tokenizer == "simple":
+        return (lambda text: unstopped(simple_tokenize(text))) if stop else simple_tokenize
+    if kind == "stemmed":
+        stemmer = _stemmer(arg or "english")
+        return lambda text: stemmer.stemWords(unstopped(simple_tokenize(text)))  # stop words go before stemming
+    if kind == "hf" and arg:
+        hf = _hf_tokenizer(arg)
+        return lambda text: unstopped([t.lower() for t in hf.tokenize(text)])
+    raise ValueError(f"unknown BM25 tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 @dataclass(frozen=True)
 class Bm25Params:
-    """BM25Okapi parameters (rank-bm25 defaults) and the name of the tokenizer."""
+    """BM25Okapi parameters (rank-bm25 defaults), the tokenizer, stopwords and idf variant."""
 
     k1: float = 1.5
     b: float = 0.75
     epsilon: float = 0.25
     tokenizer: str = "simple"
+    stopwords: str = "none"
+    idf: str = "rank-bm25"
 
     def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown BM25 tokenizer {self.tokenizer!r}; known: {sorted(TOKENIZERS)}")
+        if self.idf not in IDF_VARIANTS:
+            raise ValueError(f"unknown BM25 idf {self.idf!r}; choose one of {', '.join(IDF_VARIANTS)}")
+        if self.k1 < 0 or not 0.0 <= self.b <= 1.0:
+            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
+        make_tokenizer(self.tokenizer, self.stopwords)  # fails early on an unknown or unloadable tokenizer
+
+    @classmethod
+    def from_manifest(cls, bm25: dict) -> "Bm25Params":
+        """The parameters a manifest's ``bm25`` dict records (older manifests lack the options)."""
+        return cls(**{name: bm25[name] for name in ("k1", "b", "epsilon", "tokenizer", "stopwords", "idf")
+                      if name in bm25})
 
     def tokenize(self, text: str) -> list[str]:
-        return TOKENIZERS[self.tokenizer](text)
+        return make_tokenizer(self.tokenizer, self.stopwords)(text)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,6 +301,10 @@ def load_global_idf(terms_file: Path, params: Bm25Params, stats: Bm25GlobalStats
         raise DatastoreError(
             f"{terms_file} holds {table.num_rows} terms but the manifest says {stats.vocabulary}"
         )
-    idf = raw_idf(table.column("df").to_numpy(), stats.documents)
-    idf = np.where(idf < 0, params.epsilon * stats.average_idf, idf)
+    df = table.column("df").to_numpy()
+    if params.idf == "lucene":
+        idf = np.log1p((stats.documents - df + 0.5) / (df + 0.5))
+    else:
+        idf = raw_idf(df, stats.documents)
+        idf = np.where(idf < 0, params.epsilon * stats.average_idf, idf)
     return dict(zip(table.column("term").to_pylist(), idf.tolist()))

@@ -80,8 +80,9 @@ def read_chunk_rows(paths: Sequence[Path], chunk_ids: Sequence[int],
     return {row[0]: dict(zip(columns, row)) for row in rows}
 
 
-def chunk_statistics(paths: Sequence[Path]) -> dict[str, Any]:
-    """Corpus statistics computed by DuckDB straight from the chunk Parquet files."""
+def chunk_statistics(paths: Sequence[Path], exclude_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """Corpus statistics computed by DuckDB straight from the chunk Parquet files, leaving out
+    the chunks in ``exclude_ids`` (tombstoned ones)."""
     if not paths:
         return {"chunks": 0, "documents": 0, "sources": 0, "characters": 0,
                 "mean_chunk_chars": 0.0, "max_chunk_chars": 0}
@@ -90,7 +91,11 @@ def chunk_statistics(paths: Sequence[Path]) -> dict[str, Any]:
         "coalesce(sum(\"end\" - start), 0), coalesce(avg(\"end\" - start), 0), coalesce(max(\"end\" - start), 0) "
         f"FROM read_parquet({_sql_path_list(paths)})"
     )
-    row = _run(query, "statistics of the chunk tables")[0]
+    params = None
+    if exclude_ids is not None and len(exclude_ids):
+        query += " WHERE NOT (chunk_id = ANY(?))"
+        params = [[int(i) for i in exclude_ids]]
+    row = _run(query, "statistics of the chunk tables", params=params)[0]
     keys = ("chunks", "documents", "sources", "characters", "mean_chunk_chars", "max_chunk_chars")
     return dict(zip(keys, row))
 

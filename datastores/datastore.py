@@ -15,6 +15,7 @@ from datastores.errors import DatastoreError
 from datastores.filters import combine_masks, shard_masks, where_chunk_ids
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest, read_manifest
+from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.records import Hit
 from datastores.search import ShardResult, merge_top_k
 from datastores.shard import ShardReader, check_shard_files
@@ -37,8 +38,12 @@ class Datastore:
         self.manifest = manifest
         self.query_encoder = query_encoder
         dim = int(manifest.embedder["dim"])
-        self.shards = [ShardReader(self.layout.shard(s.name), s, dim) for s in manifest.shards]
-        self.bm25_params = Bm25Params(**{k: manifest.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
+        self.shards = [ShardReader(self.layout.shard(s.name), s, dim, manifest.tombstones.get(s.name),
+                                   dense_index=manifest.dense_index)
+                       for s in manifest.shards]
+        #: candidates per hit taken from an approximate/binary index before rescoring (None: the manifest's)
+        self.rescore_multiplier: int | None = None
+        self.bm25_params = Bm25Params.from_manifest(manifest.bm25)
         self.bm25_stats = Bm25GlobalStats.from_dict(manifest.bm25["stats"])
         self._idf: dict[str, float] | None = None
         self._duckdb: duckdb.DuckDBPyConnection | None = None
@@ -51,6 +56,10 @@ class Datastore:
         manifest = read_manifest(layout)
         for info in manifest.shards:
             check_shard_files(layout.shard(info.name), info)
+        for name, tombstone in manifest.tombstones.items():
+            path = layout.root / tombstone.file
+            if not path.is_file() or path.stat().st_size != tombstone.bytes:
+                raise DatastoreError(f"{path} (tombstones of {name}) is missing or does not have the recorded size")
         terms = layout.bm25_terms
         if not terms.is_file():
             raise DatastoreError(f"{terms} is missing")
@@ -111,7 +120,8 @@ class Datastore:
         dim = int(self.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
             raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
-        per_shard = [shard.search_dense(vectors, k, mask) for shard, mask in zip(self.shards, masks)]
+        per_shard = [shard.search_dense(vectors, k, mask, self.rescore_multiplier)
+                     for shard, mask in zip(self.shards, masks)]
         merged = []
         for q in range(len(vectors)):
             results = [ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)]
@@ -132,13 +142,17 @@ class Datastore:
         return merge_top_k(results, k)
 
     def bm25_scores(self, query: str) -> np.ndarray:
-        """BM25 score of every chunk in datastore order (0 where no query term occurs)."""
+        """BM25 score of every chunk in datastore order (0 where no query term occurs and at
+        tombstoned chunks)."""
         if self._idf is None:
             self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
         counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
         out = np.zeros(len(self), dtype=np.float64)
         for shard in self.shards:
             rows, scores = shard.bm25(self.bm25_params, self.bm25_stats).score(self._idf, counts)
+            live = shard.live_mask()
+            if live is not None:
+                rows, scores = rows[live[rows]], scores[live[rows]]
             out[shard.info.chunk_id_start + rows] = scores
         return out
 
@@ -170,5 +184,7 @@ class Datastore:
         return read_chunk_rows([s.chunks_path for s in self.shards], list(chunk_ids), self._connection())
 
     def statistics(self) -> dict[str, Any]:
-        """Chunk, document and size statistics computed by DuckDB from the Parquet files."""
-        return chunk_statistics([s.chunks_path for s in self.shards])
+        """Chunk, document and size statistics of the live (not tombstoned) chunks, computed by
+        DuckDB from the Parquet files."""
+        deleted = deleted_chunk_ids(self.root, self.manifest) if self.manifest.tombstones else None
+        return chunk_statistics([s.chunks_path for s in self.shards], exclude_ids=deleted)

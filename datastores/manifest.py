@@ -38,6 +38,21 @@ class ShardInfo:
         return cls(data["name"], int(data["rows"]), int(data["chunk_id_start"]), files)
 
 
+@dataclass(frozen=True)
+class TombstoneInfo:
+    """The deletion bitmap of one shard: a file below ``tombstones/``, its size, sha256 and how
+    many rows it marks deleted (``np.packbits`` of a boolean [rows] mask, little bit order)."""
+
+    file: str
+    bytes: int
+    sha256: str
+    deleted: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TombstoneInfo":
+        return cls(str(data["file"]), int(data["bytes"]), str(data["sha256"]), int(data["deleted"]))
+
+
 @dataclass
 class Manifest:
     """Everything needed to read and query a datastore, and how it was built."""
@@ -50,12 +65,24 @@ class Manifest:
     stats: dict[str, Any]
     build: dict[str, Any] = field(default_factory=dict)
     content_checksum: str = ""
+    #: shard name -> deletion bitmap; shards without an entry have every row live
+    tombstones: dict[str, TombstoneInfo] = field(default_factory=dict)
+    #: every operation applied after the build: operation, parameters, counts, time, seconds
+    lineage: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
     @property
     def num_chunks(self) -> int:
         return sum(shard.rows for shard in self.shards)
+
+    @property
+    def num_deleted(self) -> int:
+        return sum(t.deleted for t in self.tombstones.values())
+
+    @property
+    def num_live(self) -> int:
+        return self.num_chunks - self.num_deleted
 
     def compute_content_checksum(self) -> str:
         """A digest of everything that determines search results (not timestamps)."""
@@ -66,6 +93,8 @@ class Manifest:
             "dense_index": self.dense_index,
             "shards": [asdict(shard) for shard in self.shards],
         }
+        if self.tombstones:  # absent from older manifests, whose checksums stay valid
+            payload["tombstones"] = {name: asdict(t) for name, t in sorted(self.tombstones.items())}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +119,8 @@ class Manifest:
                 stats=dict(data["stats"]),
                 build=dict(data.get("build", {})),
                 content_checksum=str(data.get("content_checksum", "")),
+                tombstones={str(k): TombstoneInfo.from_dict(v) for k, v in data.get("tombstones", {}).items()},
+                lineage=[dict(entry) for entry in data.get("lineage", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DatastoreError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from exc

@@ -1,5 +1,7 @@
 """Read-only SQL over a datastore: DuckDB views ``chunks``, ``docs`` and ``shards``.
 
+``chunks`` holds the live rows; ``all_chunks`` adds tombstoned ones and a ``deleted`` column.
+
 The connection can read only files inside the datastore directory, only one SELECT (or EXPLAIN)
 statement is accepted per call, and its configuration is locked, so a query cannot write files,
 create tables or read elsewhere.
@@ -7,9 +9,11 @@ create tables or read elsewhere.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from datastores.errors import DatastoreError
 from datastores.layout import CHUNKS_FILE
@@ -37,6 +41,8 @@ def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
                 "CREATE VIEW chunks AS SELECT NULL::BIGINT AS chunk_id, NULL::VARCHAR AS doc_id, "
                 "NULL::VARCHAR AS source, NULL::BIGINT AS start, NULL::BIGINT AS \"end\", NULL::VARCHAR AS text, "
                 "NULL::VARCHAR AS metadata WHERE false")
+    _expose_metadata(con)
+    _hide_tombstoned(con, root, manifest)
     con.execute("CREATE VIEW docs AS SELECT doc_id, any_value(source) AS source, count(*) AS chunks, "
                 "min(start) AS first_start, max(\"end\") AS last_end, sum(\"end\" - start) AS chunk_chars "
                 "FROM chunks GROUP BY doc_id")
@@ -46,6 +52,45 @@ def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
                 ") AS t(name, rows, chunk_id_start, bytes)" + ("" if rows else " WHERE false"))
     con.execute("SET lock_configuration=true")
     return con
+
+
+def _expose_metadata(con: duckdb.DuckDBPyConnection) -> None:
+    """Add one typed column per key of the chunks' JSON ``metadata`` (types inferred by DuckDB's
+    ``json_group_structure`` over all chunks; keys with mixed types become VARCHAR), so filters
+    can say ``year >= 2020``. Keys named like a chunk column (in any case) stay in ``metadata`` only."""
+    structure = con.execute("SELECT json_group_structure(json(metadata)) FROM chunks "
+                            "WHERE metadata IS NOT NULL AND metadata NOT IN ('', '{}')").fetchone()[0]
+    keys = json.loads(structure) if structure else None
+    if not isinstance(keys, dict) or not keys:
+        return
+    taken = {d[0].lower() for d in con.execute("SELECT * FROM chunks LIMIT 0").description} | {"__meta"}
+    columns = []
+    for key in keys:
+        if key.lower() not in taken:
+            taken.add(key.lower())
+            columns.append(f"__meta.{_ident(key)} AS {_ident(key)}")
+    if not columns:
+        return
+    typed = _quote(json.dumps(keys).replace('"JSON"', '"VARCHAR"'))
+    con.execute("ALTER VIEW chunks RENAME TO _chunks_with_json")
+    con.execute(f"CREATE VIEW chunks AS SELECT * EXCLUDE (__meta), {', '.join(columns)} FROM "
+                f"(SELECT *, json_transform(metadata, {typed}) AS __meta FROM _chunks_with_json)")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _hide_tombstoned(con: duckdb.DuckDBPyConnection, root, manifest: Manifest) -> None:
+    """``all_chunks`` = every stored row plus a boolean ``deleted`` column; ``chunks`` = the live
+    rows only (tombstoned chunks are invisible to queries and filters)."""
+    from datastores.ops.tombstones import deleted_chunk_ids
+
+    con.execute("ALTER VIEW chunks RENAME TO _stored_chunks")
+    con.register("_tombstoned", pa.table({"chunk_id": pa.array(deleted_chunk_ids(root, manifest), pa.int64())}))
+    con.execute("CREATE VIEW all_chunks AS SELECT *, chunk_id IN (SELECT chunk_id FROM _tombstoned) AS deleted "
+                "FROM _stored_chunks")
+    con.execute("CREATE VIEW chunks AS SELECT * EXCLUDE (deleted) FROM all_chunks WHERE NOT deleted")
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:

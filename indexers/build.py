@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -13,8 +13,10 @@ from datastores import Bm25Params, DatastoreWriter, Manifest
 from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
 from indexers.config import BuildConfig
-from indexers.embedders import EncodeStats, SentenceTransformerEmbedder, load_embedder
+from indexers.embedders import PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder, with_prefixes
+from indexers.engines import BuildProgress, EmbedderFactory, EngineOptions, run_engine, shard_jobs
 from indexers.readers import ReadReport, iter_documents
+from indexers.training_sample import embed_training_sample
 
 
 class StrictModeError(RuntimeError):
@@ -73,45 +75,47 @@ def _shards_of_chunks(documents, chunker: Chunker, shard_size: int, stats: _Corp
 
 def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
                     *, resume: bool = False, overwrite: bool = False,
-                    embedder: SentenceTransformerEmbedder | None = None, progress: bool = True) -> BuildReport:
+                    embedder: SentenceTransformerEmbedder | None = None, progress: bool = True,
+                    engine: EngineOptions | None = None,
+                    embedder_factory: Callable[[], Any] | None = None) -> BuildReport:
     """Index ``inputs`` into a datastore at ``output``.
 
     With ``resume``, shards already written by an interrupted build with the same settings are
     kept and the result equals an uninterrupted build. ``embedder`` lets callers reuse a loaded
-    model; it must be the one ``config.embedder`` names.
+    model; it must be the one ``config.embedder`` names. ``engine`` picks who embeds and writes
+    the shards (``indexers.engines``: local by default, or Ray); the datastore is the same either
+    way. Ray workers load their own embedder with ``embedder_factory`` (default: the one the config
+    names).
     """
     config = config or BuildConfig()
+    engine = engine or EngineOptions()
     if resume and overwrite:
         raise ValueError("choose either resume or overwrite, not both")
     chunker = make_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer)
-    embedder = embedder or load_embedder(config.embedder, config.device, config.batch_size,
-                                         backend=config.embed_backend)
+    embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
+                                                       backend=config.embed_backend),
+                             config.embedder, config.query_prefix, config.passage_prefix)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
-    bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon)
-    writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_index,
+    bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
+                      config.bm25_stopwords, config.bm25_idf)
+    writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_spec(),
                              mode="resume" if resume else ("overwrite" if overwrite else "create"))
+    if writer.needs_dense_training():  # int8 range / IVF centroids: once, from a sample of the whole input
+        writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     read = ReadReport()
     stats = _CorpusStats()
     timings = {"read_chunk": 0.0, "embed": 0.0, "write": 0.0}
     documents = iter_documents(inputs, config.reader_options, read)
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
-    next_chunk_id = 0
-    encoded = EncodeStats()
-    for chunks in _shards_of_chunks(documents, chunker, config.shard_size, stats, timings):
-        if writer.shard_is_done(chunks, next_chunk_id):
-            writer.add_shard(chunks, None, next_chunk_id)
-        else:
-            started = time.perf_counter()
-            vectors = embedder.encode([c.text for c in chunks], config.batch_size, progress=bar.update)
-            timings["embed"] += time.perf_counter() - started
-            last = getattr(embedder, "last_stats", None)
-            if isinstance(last, EncodeStats):
-                encoded.add(last)
-            started = time.perf_counter()
-            writer.add_shard(chunks, vectors, next_chunk_id)
-            timings["write"] += time.perf_counter() - started
-        next_chunk_id += len(chunks)
-        bar.set_postfix(shards=len(writer.shards), docs=stats.documents)
+    tracker = BuildProgress(timings, bar=bar)
+    if engine.name != "local" and embedder_factory is None:
+        embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
+    if embedder_factory is not None:
+        embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
+    jobs = shard_jobs(_shards_of_chunks(documents, chunker, config.shard_size, stats, timings))
+    run_engine(engine, jobs, writer, embedder, embedder_factory, config.batch_size, tracker,
+               lambda: stats.documents)
+    encoded = tracker.encoded
     bar.close()
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")

@@ -43,6 +43,37 @@ SPEC_BACKENDS = ("torch", "torch-fp16", "onnx", "onnx-int8", "sentence-transform
 
 logger = logging.getLogger("terarag.embedders")
 
+#: Query / passage prefixes of known model families (first match of a lower-cased name fragment).
+_BGE_QUERY = "Represent this sentence for searching relevant passages: "
+_E5_INSTRUCT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
+KNOWN_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("e5-mistral", _E5_INSTRUCT, ""),
+    ("e5-large-instruct", _E5_INSTRUCT, ""),
+    ("e5-", "query: ", "passage: "),
+    ("bge-m3", "", ""),
+    ("bge-", _BGE_QUERY, ""),
+    ("mxbai-embed", _BGE_QUERY, ""),
+    ("snowflake-arctic-embed", _BGE_QUERY, ""),
+    ("nomic-embed-text", "search_query: ", "search_document: "),
+)
+AUTO_PREFIX = "auto"
+
+
+def default_prefixes(model: str) -> tuple[str, str]:
+    """(query prefix, passage prefix) that ``model``'s family was trained with; ("", "") if unknown."""
+    name = model.lower().rstrip("/").rsplit("/", 1)[-1]
+    for fragment, query, passage in KNOWN_PREFIXES:
+        if fragment in name:
+            return query, passage
+    return "", ""
+
+
+def resolve_prefixes(model: str, query_prefix: str = AUTO_PREFIX, passage_prefix: str = AUTO_PREFIX) -> tuple[str, str]:
+    """Explicit prefixes as given; ``"auto"`` takes the model family's default."""
+    query_default, passage_default = default_prefixes(model)
+    return (query_default if query_prefix == AUTO_PREFIX else query_prefix,
+            passage_default if passage_prefix == AUTO_PREFIX else passage_prefix)
+
 
 class EmbedderError(RuntimeError):
     """The embedding model cannot be found, loaded or trusted."""
@@ -416,3 +447,61 @@ def load_embedder(spec: str | dict[str, Any] = DEFAULT_EMBEDDER, device: str = "
             )
         return embedder
     return _make(spec, device, batch_size, allow_download, backend)
+
+
+class PrefixedEmbedder:
+    """An embedder that prepends the model's passage prefix to every text it encodes for the index
+    (``encode``) and its query prefix to queries (``encode_queries``); ``spec`` records both, so
+    ``rag.Datastore`` encodes queries the way the passages were encoded. Everything else is the
+    wrapped embedder's."""
+
+    def __init__(self, inner: Any, query_prefix: str = "", passage_prefix: str = ""):
+        self.inner = inner
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {**self.inner.spec, "query_prefix": self.query_prefix, "passage_prefix": self.passage_prefix}
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Passage embeddings of ``passage_prefix + text``."""
+        return self.inner.encode([self.passage_prefix + t for t in texts], batch_size, progress)
+
+    __call__ = encode
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Query embeddings of ``query_prefix + text``."""
+        return self.inner.encode([self.query_prefix + t for t in texts], batch_size)
+
+    def __repr__(self) -> str:
+        return f"PrefixedEmbedder({self.inner!r}, query={self.query_prefix!r}, passage={self.passage_prefix!r})"
+
+
+@dataclass(frozen=True)
+class PrefixedEmbedderFactory:
+    """A picklable recipe (for Ray workers): the wrapped factory's embedder with these prefixes."""
+
+    inner: Callable[[], Any]
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    def __call__(self) -> PrefixedEmbedder:
+        embedder = self.inner()
+        if isinstance(embedder, PrefixedEmbedder):
+            embedder = embedder.inner
+        return PrefixedEmbedder(embedder, self.query_prefix, self.passage_prefix)
+
+
+def with_prefixes(embedder: Any, model: str, query_prefix: str = AUTO_PREFIX,
+                  passage_prefix: str = AUTO_PREFIX) -> PrefixedEmbedder:
+    """``embedder`` wrapped with the resolved prefixes of ``model`` (``"auto"`` = the family default)."""
+    if isinstance(embedder, PrefixedEmbedder):
+        embedder = embedder.inner
+    return PrefixedEmbedder(embedder, *resolve_prefixes(model, query_prefix, passage_prefix))

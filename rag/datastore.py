@@ -32,5 +32,11 @@ class Datastore(_StoredDatastore):
             self._embedder = load_embedder(self.manifest.embedder, device=self.device)
         return self._embedder
 
+    @property
+    def query_prefix(self) -> str:
+        """The instruction the manifest records for queries (e.g. e5's ``"query: "``)."""
+        return str(self.manifest.embedder.get("query_prefix", ""))
+
     def _encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.encode(texts)
+        prefix = self.query_prefix
+        return self.embedder.encode([prefix + t for t in texts] if prefix else texts)

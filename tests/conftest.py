@@ -49,3 +49,12 @@ def small_datastore(tmp_path_factory, small_corpus, small_config, embedder) -> P
     out = tmp_path_factory.mktemp("ds") / "small"
     build_datastore([small_corpus], out, small_config, embedder=embedder, progress=False)
     return out
+
+
+@pytest.fixture
+def openai_server():
+    """A local OpenAI-compatible server with scripted replies (tests/openai_server.py)."""
+    from openai_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer() as server:
+        yield server

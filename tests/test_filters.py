@@ -56,3 +56,65 @@ def test_search_vectors_filter_matches_brute_force(ds):
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert np.isclose(scores[0], ds.search_vectors(vec, k=len(ds), where=where)[0][0].score)
+
+
+# -- metadata columns ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def meta_ds(tmp_path_factory, embedder):
+    """JSONL records whose extra fields (year, tag, start) become chunk metadata."""
+    import json
+
+    from indexers.build import build_datastore
+    from indexers.config import BuildConfig
+
+    root = tmp_path_factory.mktemp("meta")
+    topics = ["the army and the navy", "taxes and public revenue", "commerce with foreign nations",
+              "the militia of the states", "roads and canals", "the treaty with Spain"]
+    with open(root / "records.jsonl", "w", encoding="utf-8") as handle:
+        for i in range(24):
+            record = {"id": i, "text": f"Report {i} on {topics[i % len(topics)]}.", "year": 2010 + i,
+                      "tag": "odd" if i % 2 else "even", "start": "collides with a chunk column"}
+            if i == 5:
+                record["note"] = "only one record has a note"
+            handle.write(json.dumps(record) + "\n")
+    out = root / "ds"
+    build_datastore([root], out, BuildConfig(chunk_size=50, shard_size=7, device="cpu"), embedder=embedder,
+                    progress=False)
+    return Datastore.open(out, query_encoder=embedder.encode)
+
+
+def test_metadata_keys_are_typed_columns(meta_ds):
+    con = meta_ds.sql()
+    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE chunks)").fetchall())
+    assert types["year"] in ("BIGINT", "UBIGINT") and types["tag"] == "VARCHAR" and types["note"] == "VARCHAR"
+    assert types["start"] == "BIGINT"  # the chunk column, not the metadata key of the same name
+    assert con.execute("SELECT count(*) FROM chunks WHERE year >= 2020").fetchone()[0] == 14
+    assert con.execute("SELECT count(*) FROM chunks WHERE note IS NOT NULL").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_metadata_filter_in_every_mode(meta_ds, mode):
+    from rag.retrieve import build_retriever
+
+    where = "year >= 2020 AND tag = 'odd' AND source LIKE '%.jsonl'"
+    allowed = {int(i) for i in meta_ds.sql().execute(f"SELECT chunk_id FROM chunks WHERE {where}").fetchnumpy()[
+        "chunk_id"]}
+    assert len(allowed) == 7
+    hits = build_retriever(meta_ds, mode, depth=50).retrieve("the army and the navy", 5, where=where)
+    assert len(hits) == 5 and {h.chunk_id for h in hits} <= allowed
+    everything = build_retriever(meta_ds, mode, depth=50).retrieve("the army and the navy", 24)
+    if mode != "hybrid":  # a filtered single retriever equals the unfiltered ranking restricted to the filter
+        assert [h.chunk_id for h in hits] == [h.chunk_id for h in everything if h.chunk_id in allowed][:5]
+
+
+def test_datastore_sql_cli_sees_metadata_columns(meta_ds):
+    from click.testing import CliRunner
+
+    from rag.cli import main
+
+    result = CliRunner().invoke(main, ["datastore", "sql", str(meta_ds.root),
+                                       "SELECT tag, count(*) AS n FROM chunks WHERE year < 2016 GROUP BY tag ORDER BY tag"])
+    assert result.exit_code == 0, result.output
+    assert "even" in result.output and "odd" in result.output and "3" in result.output

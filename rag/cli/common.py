@@ -14,11 +14,12 @@ from rich.table import Table
 from datastores.errors import DatastoreError
 from indexers.config import ConfigError
 from indexers.embedders import EmbedderError
+from rag.generate.openai_client import OpenAIError
 
 stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True)
 
-USER_ERRORS = (DatastoreError, ConfigError, EmbedderError, ValueError, FileNotFoundError)
+USER_ERRORS = (DatastoreError, ConfigError, EmbedderError, ValueError, FileNotFoundError, OpenAIError)
 
 
 def console_handler() -> logging.Handler:

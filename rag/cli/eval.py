@@ -34,6 +34,14 @@ def _cell(stat) -> str:
     return f"{stat.mean:.1f} ± {stat.std:.1f}"
 
 
+def _print_wide(table: Table) -> None:
+    """Print ``table`` without wrapping the numbers: widen past a narrow (or non-terminal,
+    80-column) console if needed."""
+    needed = Measurement.get(stdout, stdout.options.update_width(1000), table).maximum
+    console = stdout if needed <= stdout.width else Console(width=needed, soft_wrap=False)
+    console.print(table)
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Evaluate chunking and retrieval against labelled data."""
@@ -41,7 +49,8 @@ def eval_group() -> None:
 
 @eval_group.command("chunking")
 @click.option("--dataset", "dataset", default=None, type=click.Path(),
-              help="Folder with questions_df.csv and corpora/ (Chroma's format).")
+              help="Folder with questions_df.csv and corpora/ (Chroma's format), or a questions .jsonl "
+                   "(documents from --documents, else the NAME.documents.jsonl beside it that rag synth writes).")
 @click.option("--questions", "questions", default=None, type=click.Path(dir_okay=False),
               help="Instead of --dataset: JSONL questions {question, references: [{doc_id, start, end}], answers?}.")
 @click.option("--documents", "documents", default=None, type=click.Path(),
@@ -77,6 +86,11 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
     from indexers.embedders import load_embedder
 
     k_value = _k_value(k)
+    if dataset is not None and questions is None and dataset.endswith(".jsonl"):
+        from evaluators.synth import documents_file_for
+
+        questions, dataset = dataset, None
+        documents = documents or str(documents_file_for(questions))
     if (dataset is None) == (questions is None):
         raise click.ClickException("give either --dataset (Chroma format) or --questions with --documents")
     if questions is not None:
@@ -116,10 +130,7 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
                   *(_cell(summary.metric(m)) for m in METRICS), style="bold")
     for corpus_id, part in summary.per_corpus.items():
         table.add_row(corpus_id, str(part.questions), str(part.skipped), *(_cell(part.metric(m)) for m in METRICS))
-    # Never wrap the numbers: widen past a narrow (or non-terminal, 80-column) console if needed.
-    needed = Measurement.get(stdout, stdout.options.update_width(1000), table).maximum
-    console = stdout if needed <= stdout.width else Console(width=needed, soft_wrap=False)
-    console.print(table)
+    _print_wide(table)
     if out:
         stdout.print(f"rows written to {out}")
 
@@ -128,9 +139,24 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
 @click.option("--dataset", "dataset", required=True, type=click.Path(),
               help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
 @click.option("--split", default=None, help="qrels split (default: test, or the only one).")
-@click.option("--mode", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--mode", "modes", default="dense", show_default=True,
+              help="Comma-separated modes, one table row each: dense, bm25, hybrid, hybrid-rrf, hybrid-convex.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Cut-off of nDCG, MRR and recall.")
 @click.option("--recall-k", type=int, default=100, show_default=True, help="A second recall cut-off.")
+@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True,
+              help="Fusion of the plain 'hybrid' mode.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Convex fusion: dense weight.")
+@click.option("--rrf-k", type=click.IntRange(min=0), default=60, show_default=True)
+@click.option("--normalization", type=click.Choice(["minmax", "zscore", "calibrated"]), default="minmax",
+              show_default=True)
+@click.option("--depth", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Hits asked of each retriever before fusion (raised to the chunks a query needs).")
+@click.option("--rerank", default=None, metavar="KIND:MODEL",
+              help="Also score every mode reranked (cross-encoder:PATH_OR_NAME or bi-encoder:PATH_OR_NAME).")
+@click.option("--rerank-depth", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--mmr", type=click.FloatRange(0, 1), default=None, help="MMR lambda applied to every mode.")
+@click.option("--query-prefix", default="auto", show_default=True, help="Query instruction ('auto': model family's).")
+@click.option("--passage-prefix", default="auto", show_default=True, help="Passage prefix ('auto': model family's).")
 @click.option("--chunker", type=click.Choice(list(CHUNKER_NAMES)), default="recursive", show_default=True)
 @click.option("--chunk-size", type=int, default=512, show_default=True,
               help="Chunk size in tokens (documents longer than this are split; a document ranks by its best chunk).")
@@ -141,40 +167,120 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
 @click.option("--index-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the datastore here (default: a temporary folder).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write per-query metrics (JSON).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: one object for one mode, a list of objects for several.")
 @user_errors
-def retrieval_command(dataset: str, split: str | None, mode: str, k: int, recall_k: int, chunker: str,
-                      chunk_size: int, overlap: int, tokenizer: str, embedder_name: str, device: str,
-                      index_dir: str | None, out: str | None, as_json: bool) -> None:
-    """Index a BEIR corpus in one datastore, retrieve for every judged query and report nDCG@k,
-    MRR@k, recall@k, recall@recall-k and MAP (mean ×100, pytrec_eval)."""
+def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recall_k: int, fusion: str, alpha: float,
+                      rrf_k: int, normalization: str, depth: int, rerank: str | None, rerank_depth: int,
+                      mmr: float | None, query_prefix: str, passage_prefix: str, chunker: str, chunk_size: int,
+                      overlap: int, tokenizer: str, embedder_name: str, device: str, index_dir: str | None,
+                      out: str | None, as_json: bool) -> None:
+    """Index a BEIR corpus in one datastore, retrieve for every judged query with each mode and report
+    nDCG@k, MRR@k, recall@k, recall@recall-k and MAP (mean ×100, pytrec_eval) in one table."""
     from evaluators.datasets import load_beir
-    from evaluators.retrieval import evaluate_beir
+    from evaluators.retrieval import evaluate_beir_modes, parse_modes
     from indexers.embedders import load_embedder
 
     if k < 1 or recall_k < 1:
         raise click.ClickException(f"-k and --recall-k must be at least 1 (got {k}, {recall_k})")
+    names = parse_modes(modes)
     data = load_beir(dataset, split)
     embedder = load_embedder(embedder_name, device=device)
-    result = evaluate_beir(data, mode, k, recall_k, embedder=embedder, chunker=chunker, chunk_size=chunk_size,
-                           overlap=overlap, tokenizer=tokenizer, index_dir=index_dir, progress=not as_json)
+    options = {"fusion": fusion, "alpha": alpha, "rrf_k": rrf_k, "normalization": normalization, "depth": depth,
+               "rerank_depth": rerank_depth, "mmr": mmr, "device": device}
+    results = evaluate_beir_modes(data, names, k, recall_k, embedder=embedder, chunker=chunker,
+                                  chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer, index_dir=index_dir,
+                                  progress=not as_json, retriever_options=options, rerank=rerank,
+                                  query_prefix=query_prefix, passage_prefix=passage_prefix, device=device)
     if out:
         from pathlib import Path
 
-        Path(out).write_text(json.dumps(result.to_dict(per_query=True), ensure_ascii=False), encoding="utf-8")
+        payload = [r.to_dict(per_query=True) for r in results]
+        Path(out).write_text(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False),
+                             encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        payload = [r.to_dict() for r in results]
+        click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False))
         return
-    s = result.settings
-    table = Table(title=f"{s['dataset']} ({s['split']}) · {s['mode']} ({s['engine']}) · {s['queries']} queries",
-                  title_justify="left",
+    s = results[0].settings
+    table = Table(title=f"{s['dataset']} ({s['split']}) · {s['queries']} queries", title_justify="left",
                   caption=(f"{s['documents']} documents, {s['chunks']} chunks ({s['chunker']} {s['chunk_size']}/"
                            f"{s['overlap']}) · embedder {s['embedder']} · mean ×100 (pytrec_eval); MAP over the "
                            f"top {s['depth']}"), caption_justify="left")
-    for name in result.metrics:
+    table.add_column("mode")
+    table.add_column("engine")
+    for name in results[0].metrics:
         table.add_column(name.replace("ndcg", "nDCG").replace("mrr", "MRR").replace("map", "MAP"), justify="right")
-    table.add_row(*(f"{v:.2f}" for v in result.metrics.values()))
+    table.add_column("queries/s", justify="right")
+    for result in results:
+        r = result.settings
+        table.add_row(r["mode"], r["engine"], *(f"{v:.2f}" for v in result.metrics.values()),
+                      f"{r['queries_per_s']:.1f}")
+    _print_wide(table)
+
+
+@eval_group.command("scaling")
+@click.argument("datastore", type=click.Path(file_okay=False))
+@click.option("--dataset", required=True, type=click.Path(exists=True),
+              help="Chroma folder (span metrics), BEIR folder (qrels) or questions .jsonl (answers or references).")
+@click.option("--top-k", type=int, default=1000, show_default=True, help="Chunks retrieved once per question.")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Cut-off of the metrics.")
+@click.option("--fractions", default="0.01,0.03,0.1,0.3,1", show_default=True, help="Datastore fractions p.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsample.")
+@click.option("--mode", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Remove near-duplicates (MinHash, 13-word shingles, Jaccard >= 0.8) among the retrieved.")
+@click.option("--decontaminate/--no-decontaminate", default=True, show_default=True,
+              help="Remove chunks with 13-gram Jaccard >= 0.8 against a question (+ its answers).")
+@click.option("--rerank", default=None, help="Rerank survivors: cross-encoder:PATH or bi-encoder:PATH.")
+@click.option("--rerank-depth", type=int, default=100, show_default=True)
+@click.option("--plot", "plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of metric vs p.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@user_errors
+def scaling_command(datastore: str, dataset: str, top_k: int, k: int, fractions: str, seed: int, mode: str,
+                    dedup: bool, decontaminate: bool, rerank: str | None, rerank_depth: int, plot: str | None,
+                    out: str | None, device: str, as_json: bool) -> None:
+    """MassiveDS scaling study: retrieve the top-k once, then dedup, decontaminate, subsample each
+    fraction p (seeded, nested), optionally rerank, and score; a table and a plot of metric vs p."""
+    from rag import Datastore
+    from evaluators.scaling import ScalingSettings, load_judge, parse_fractions, run_scaling
+
+    settings = ScalingSettings(top_k=top_k, k=k, fractions=parse_fractions(fractions), seed=seed, mode=mode,
+                               dedup=dedup, decontaminate=decontaminate, rerank=rerank, rerank_depth=rerank_depth)
+    store = Datastore.open(datastore, device=device)
+    judge = load_judge(dataset, store)
+    reranker = None
+    if rerank:
+        from rag.retrieve.rerank import load_reranker
+
+        reranker = load_reranker(rerank, device=device)
+    result = run_scaling(store, judge, settings, reranker)
+    if out:
+        result.write_json(out)
+    if plot:
+        result.plot(plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    info = result.info
+    table = Table(title=f"scaling · {info['questions']} questions · top-{top_k} {mode} → k={k} · seed {seed}",
+                  title_justify="left",
+                  caption=(f"{info['datastore_chunks']:,} chunks, {info['retrieved_unique']:,} retrieved; removed "
+                           f"{result.removed['near_duplicates']} near-duplicates, {result.removed['contaminated']} "
+                           "contaminated · metrics ×100 · candidates: mean survivors per question"),
+                  caption_justify="left")
+    table.add_column("p", justify="right")
+    for name in result.metrics:
+        table.add_column(METRIC_LABELS.get(name, name), justify="right")
+    table.add_column("candidates", justify="right")
+    for row in result.rows:
+        table.add_row(f"{row['fraction']:g}", *(f"{row[m]:.2f}" for m in result.metrics), f"{row['candidates']:.1f}")
     stdout.print(table)
+    for path in (out, plot):
+        if path:
+            stdout.print(f"written {path}")
 
 
-__all__ = ["chunking_command", "eval_group", "retrieval_command"]
+__all__ = ["chunking_command", "eval_group", "retrieval_command", "scaling_command"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from datastores.dense import DENSE_INDEX_TYPES, INDEX_ALIASES, RESCORE_TYPES
 from indexers.build import StrictModeError, build_datastore
 from indexers.chunkers import CHUNKERS
 from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
+from indexers.engines import ENGINES, EngineOptions, ShardBuildError
 from rag.cli.common import key_value_table, stderr, stdout, user_errors
 
 
@@ -27,24 +29,57 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
               help="Embedding backend: auto (ONNX on CPU when available, torch fp16 on CUDA), torch, onnx, "
                    "onnx-int8 (faster, slightly different vectors).")
 @click.option("--shard-size", type=int, help="Chunks per shard.")
+@click.option("--dense-index", type=click.Choice(list(DENSE_INDEX_TYPES) + list(INDEX_ALIASES)),
+              help="Dense index: float-flat (exact), float-ivfpq, binary-flat, binary-hnsw, binary-ivf.")
+@click.option("--rescore", type=click.Choice(["auto", *RESCORE_TYPES]),
+              help="Rescoring layer of approximate/binary indexes (memory-mapped): int8 (default), float16, none.")
+@click.option("--bits", type=int, help="Bits per dimension of binary codes (>1: multi-bit residual codes).")
+@click.option("--train-sample", type=int, help="Chunks sampled across the input for the int8 range / IVF.")
+@click.option("--hnsw-m", type=int, help="HNSW neighbours per node (binary-hnsw).")
+@click.option("--hnsw-ef-construction", type=int, help="HNSW build beam width.")
+@click.option("--hnsw-ef-search", type=int, help="HNSW search beam width (default for searches).")
+@click.option("--ivf-nlist", type=int, help="IVF lists (binary-ivf, float-ivfpq).")
+@click.option("--ivf-nprobe", type=int, help="IVF lists probed per search.")
+@click.option("--query-prefix", help="Text put before each query when it is embedded (default: the model "
+                                     "family's, e.g. e5 'query: '; '' for none). Recorded in the manifest.")
+@click.option("--passage-prefix", help="Text put before each chunk when it is embedded (e5: 'passage: ').")
+@click.option("--bm25-tokenizer", help="BM25 tokens: simple | stemmed[:LANGUAGE] | hf:NAME_OR_PATH.")
+@click.option("--bm25-stopwords", type=click.Choice(["none", "english"]), help="Stop words BM25 drops.")
+@click.option("--bm25-idf", type=click.Choice(["rank-bm25", "lucene"]), help="BM25 idf variant.")
+@click.option("--bm25-k1", type=float, help="BM25 k1 (default 1.5).")
+@click.option("--bm25-b", type=float, help="BM25 b (default 0.75).")
 @click.option("--include", multiple=True, help="Glob of files to read in folders (repeatable).")
 @click.option("--exclude", multiple=True, help="Glob of files to leave out (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build with the same settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing datastore.")
 @click.option("--strict/--no-strict", default=None, help="Exit non-zero if any input was skipped.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
+              help="Who embeds and writes shards: this process, or one Ray task per shard (same datastore).")
+@click.option("--address", default=None, help="Ray cluster address ('auto' joins a running one; "
+                                                "default: start a local cluster).")
+@click.option("--num-workers", type=int, default=None, help="Ray: shards built at once (default: cluster CPUs).")
+@click.option("--max-retries", type=int, default=3, show_default=True, help="Ray: reruns of a failed shard task.")
 @user_errors
 def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
-                  batch_size, embed_backend, shard_size, include, exclude, resume, overwrite, strict, quiet) -> None:
+                  batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
+                  bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
+                  strict, quiet,
+                  engine, address, num_workers, max_retries, **dense_options) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
+    engine_options = EngineOptions(engine, address, num_workers, max_retries)
     config = load_config(config_file) if config_file else BuildConfig()
     config = config.replace(chunker=chunker, chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer,
                             embedder=embedder, device=device, batch_size=batch_size, embed_backend=embed_backend,
-                            shard_size=shard_size,
+                            shard_size=shard_size, query_prefix=query_prefix, passage_prefix=passage_prefix,
+                            bm25_tokenizer=bm25_tokenizer, bm25_stopwords=bm25_stopwords, bm25_idf=bm25_idf,
+                            bm25_k1=bm25_k1, bm25_b=bm25_b,
                             include=list(include) or None, exclude=list(exclude) or None, strict=strict)
+    config = config.replace(**dense_options)
     try:
-        report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet)
-    except StrictModeError as exc:
+        report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
+                                 engine=engine_options)
+    except (StrictModeError, ShardBuildError) as exc:
         raise click.ClickException(str(exc)) from exc
     manifest = report.manifest
     stats, t = manifest.stats, report.timings
