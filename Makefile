@@ -1,11 +1,12 @@
 # terarag: two commands do all set-up on a fresh machine.
-#   make demo   create .venv, install, index examples/corpus and search it (offline)
+#   make demo   create .venv, install, index examples/corpus, search it and ask it a question (offline)
 #   make test   create .venv, install (with dev extras) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DS     ?= examples/ds
 QUERY  ?= who signed the treaty
+QUESTION ?= Who signed the treaty with Great Britain?
 
 .PHONY: demo test install bench clean
 
@@ -25,6 +26,8 @@ demo: install
 	$(BIN)/rag info $(DS)
 	$(BIN)/rag search $(DS) "$(QUERY)" -k 5 --mode dense
 	$(BIN)/rag search $(DS) "$(QUERY)" -k 5 --mode bm25
+	$(BIN)/rag search $(DS) "$(QUERY)" -k 5 --mode hybrid --fusion convex
+	$(BIN)/rag ask $(DS) "$(QUESTION)" --budget 512 --reorder
 
 test: install
 	$(BIN)/python -m pytest -q
