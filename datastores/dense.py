@@ -466,16 +466,20 @@ class DenseShard:
         return scores[:, :k], rows[:, :k]
 
 
-def stored_vectors(folder: Path, spec: DenseSpec, training: DenseTraining, dim: int) -> np.ndarray:
-    """The best float32 approximation of a shard's vectors that its files hold (for rewriting shards):
-    float16 embeddings, dequantized int8, multi-bit reconstructions, or ±1 sign codes scaled to unit length."""
+def stored_vectors(folder: Path, spec: DenseSpec, training: DenseTraining, dim: int,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """The best float32 approximation of a shard's vectors that its files hold (for rewriting shards,
+    MMR): float16 embeddings, dequantized int8 or multi-bit reconstructions; only ``rows`` (sorted
+    row numbers; all rows when None) are read from the memory-mapped files."""
     folder = Path(folder)
+    pick = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
     if (folder / EMBEDDINGS_F16_FILE).is_file():
-        return np.asarray(read_embeddings(folder / EMBEDDINGS_F16_FILE), dtype=np.float32)
+        return np.asarray(read_embeddings(folder / EMBEDDINGS_F16_FILE)[pick], dtype=np.float32)
     if (folder / RESCORE_INT8_FILE).is_file() and training.int8 is not None:
-        return training.int8.decode(read_embeddings(folder / RESCORE_INT8_FILE))
+        return training.int8.decode(read_embeddings(folder / RESCORE_INT8_FILE)[pick])
     if (folder / CODES_FILE).is_file():
-        return multibit_decode(read_embeddings(folder / CODES_FILE), read_embeddings(folder / SCALES_FILE), dim)
+        return multibit_decode(read_embeddings(folder / CODES_FILE)[pick],
+                               read_embeddings(folder / SCALES_FILE)[pick], dim)
     raise DatastoreError(f"{folder} keeps no float vectors (rescore none); rebuild it from the source")
 
 

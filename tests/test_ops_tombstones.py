@@ -193,12 +193,12 @@ def test_cli_compact_flag_and_json(ds_copy):
     assert Datastore.open(ds_copy).manifest.num_chunks == report["live"]
 
 
-def test_manifests_without_tombstones_or_lineage_stay_readable():
-    from conftest import REPO
-
-    data = json.loads((REPO / "examples" / "ds" / "manifest.json").read_text())
-    assert "tombstones" not in data and "lineage" not in data  # written before these keys existed
-    ds = Datastore.open(REPO / "examples" / "ds")
+def test_manifests_without_tombstones_or_lineage_stay_readable(ds_copy):
+    path = ds_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    del data["tombstones"], data["lineage"]  # as written before these keys existed
+    path.write_text(json.dumps(data))
+    ds = Datastore.open(ds_copy)
     assert ds.manifest.num_deleted == 0 and ds.manifest.lineage == []
     assert all(shard.live_mask() is None for shard in ds.shards)
 

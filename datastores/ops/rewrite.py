@@ -32,7 +32,6 @@ from datastores.errors import DatastoreError
 from datastores.layout import (
     CHUNKS_FILE,
     DENSE_INDEX_FILE,
-    EMBEDDINGS_FILE,
     SHARD_INFO,
     DatastoreLayout,
     atomic_directory,
@@ -41,7 +40,7 @@ from datastores.layout import (
     shard_name,
 )
 from datastores.chunks import write_chunk_table
-from datastores.dense import TRAINED_FILE, DenseSpec, training_from_manifest
+from datastores.dense import CODES_FILE, DenseSpec, open_faiss_index, stored_vectors, training_from_manifest
 from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
 from datastores.ops.tombstones import Operation
 from datastores.records import Chunk
@@ -85,20 +84,35 @@ def read_shard_chunks(folder: Path, keep: np.ndarray | None) -> list[Chunk]:
                   json.loads(r["metadata"]) if r["metadata"] else {}) for r in rows]
 
 
-def shard_vectors(folder: Path, dim: int) -> np.ndarray:
-    """The shard's float32 vectors: exact from a flat FAISS index, else the float16 embeddings."""
-    index_path = folder / DENSE_INDEX_FILE
-    with open(index_path, "rb") as handle:
-        binary = handle.read(2) == b"IB"
-    if not binary:
-        index = faiss.read_index(str(index_path))
-        if isinstance(index, faiss.IndexFlat) and index.d == dim:
-            return index.reconstruct_n(0, index.ntotal)
-    embeddings = folder / EMBEDDINGS_FILE
-    if embeddings.is_file():
-        return np.load(embeddings).astype(np.float32)
-    raise DatastoreError(f"{folder} keeps no float vectors ({DENSE_INDEX_FILE} is not a flat index and "
-                         f"{EMBEDDINGS_FILE} is absent), so its rows cannot be rewritten without re-embedding")
+def _sign_codes(folder: Path, spec: DenseSpec, index: faiss.IndexBinary) -> np.ndarray:
+    """The shard's stored ``ubinary`` sign codes [rows, dim/8] (plane 0 of multi-bit codes)."""
+    if spec.bits > 1:
+        return np.asarray(np.load(folder / CODES_FILE, mmap_mode="r")[:, 0])
+    if spec.type == "binary-ivf":
+        index.make_direct_map()
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def shard_vectors(folder: Path, dim: int, dense_index: dict[str, Any] | None = None) -> np.ndarray:
+    """The shard's float32 vectors: exact from a flat FAISS index, else the best approximation its
+    rescoring layer holds (``datastores.dense.stored_vectors``: float16, dequantized int8, multi-bit).
+
+    For binary indexes each value is moved, within its int8 level, to the side of zero its stored
+    sign bit records, so that the rewritten shard has the same sign codes (and int8 codes) as the
+    source and searches it the same way."""
+    spec = DenseSpec.coerce(dense_index or "float-flat")
+    index = open_faiss_index(folder / DENSE_INDEX_FILE)
+    if isinstance(index, faiss.IndexFlat) and index.d == dim:
+        return index.reconstruct_n(0, index.ntotal)
+    try:
+        vectors = stored_vectors(folder, spec, training_from_manifest(dense_index or {}), dim)
+    except DatastoreError as exc:
+        raise DatastoreError(f"{exc}; its rows cannot be rewritten without re-embedding") from exc
+    if spec.binary:
+        positive = np.unpackbits(_sign_codes(folder, spec, index), axis=1, count=dim).astype(bool)
+        tiny = np.finfo(np.float32).tiny
+        vectors = np.where(positive, np.maximum(vectors, tiny), np.minimum(vectors, 0.0)).astype(np.float32)
+    return vectors
 
 
 def _shard_record(folder: Path) -> dict[str, Any]:
@@ -136,12 +150,7 @@ def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any
     writer = DatastoreWriter(output, params, embedder, base.chunker, bm25,
                              DenseSpec.coerce(base.dense_index or "float-flat"), mode="create")
     if writer.needs_dense_training():
-        training = training_from_manifest(base.dense_index)
-        trained = base_root / TRAINED_FILE
-        if trained.is_file():
-            link_or_copy(trained, writer.layout.root / TRAINED_FILE)
-            training.trained_index = np.fromfile(trained, dtype=np.uint8)
-        writer.training = training
+        writer.reuse_dense_training(base.dense_index, base_root)
     return writer
 
 
@@ -168,7 +177,7 @@ def write_selection(output: str | Path, base: Manifest, sources: Sequence[Source
             doc_ids.update(pq.read_table(source.folder / CHUNKS_FILE, columns=["doc_id"]).column(0).to_pylist())
         else:
             chunks = read_shard_chunks(source.folder, source.keep)
-            vectors = shard_vectors(source.folder, dim)[source.keep]
+            vectors = shard_vectors(source.folder, dim, base.dense_index)[source.keep]
             writer.add_shard(chunks, vectors, next_id)
             doc_ids.update(c.doc_id for c in chunks)
         next_id += kept

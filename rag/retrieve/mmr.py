@@ -1,4 +1,4 @@
-"""Maximal marginal relevance over the stored chunk embeddings, and reading those embeddings."""
+"""Maximal marginal relevance over the stored chunk vectors, and reading those vectors."""
 
 from __future__ import annotations
 
@@ -6,22 +6,24 @@ from typing import Sequence
 
 import numpy as np
 
-from datastores.dense import read_embeddings
-from datastores.layout import EMBEDDINGS_FILE
+from datastores.dense import DenseSpec, stored_vectors, training_from_manifest
 
 
 class ChunkVectors:
-    """Stored float16 chunk embeddings of a datastore, memory-mapped per shard, looked up by global id."""
+    """Stored chunk vectors of a datastore, looked up by global id: the float16 embeddings, or the
+    dequantized int8 / multi-bit rescoring layer of a quantized index (memory-mapped, only the rows
+    asked for are read; ``datastores.dense.stored_vectors``)."""
 
     def __init__(self, datastore):
         self.datastore = datastore
         self.starts = np.array([s.info.chunk_id_start for s in datastore.shards], dtype=np.int64)
-        self._maps: dict[int, np.ndarray] = {}
+        dense_index = datastore.manifest.dense_index or {}
+        self.spec = DenseSpec.coerce(dense_index or "float-flat")
+        self.training = training_from_manifest(dense_index)
 
-    def _shard(self, index: int) -> np.ndarray:
-        if index not in self._maps:
-            self._maps[index] = read_embeddings(self.datastore.shards[index].folder / EMBEDDINGS_FILE)
-        return self._maps[index]
+    def _rows(self, index: int, rows: np.ndarray) -> np.ndarray:
+        return stored_vectors(self.datastore.shards[index].folder, self.spec, self.training,
+                              int(self.datastore.manifest.embedder["dim"]), rows)
 
     def get(self, chunk_ids: Sequence[int]) -> np.ndarray:
         """float32 [len(chunk_ids), dim] in the order given."""
@@ -35,7 +37,7 @@ class ChunkVectors:
             sel = np.flatnonzero(shard_of == shard)
             rows = ids[sel] - self.starts[shard]
             order = np.argsort(rows)
-            out[sel[order]] = self._shard(int(shard))[rows[order]]
+            out[sel[order]] = self._rows(int(shard), rows[order])
         return out
 
 
