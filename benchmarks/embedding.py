@@ -31,7 +31,11 @@ Also measured:
   torch as a control;
 - padding: padded tokens per real token for token-length buckets, character-length sorting and
   input order, at batch 64;
-- ``--workers``: 2 processes x 1 ONNX thread against 1 process x 2 threads on the same texts.
+- ``--workers``: 2 processes x 1 ONNX thread against 1 process x 2 threads on the same texts;
+- ``--settings``: the default ONNX path (batch 64 run in pieces of at most 6,144 padded tokens,
+  ONNX Runtime's default threads, spinning) against whole batches of 32, 64 and 128 and
+  non-spinning threads (``--settings-only "LABEL;LABEL"`` picks some), plus the share of time
+  spent tokenizing.
 
 Prints tables and writes ``benchmarks/out/embedding.json``.
 """
@@ -39,6 +43,7 @@ Prints tables and writes ``benchmarks/out/embedding.json``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -188,6 +193,65 @@ def workers_study(texts: list[str], repeats: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# ONNX Runtime settings
+
+#: Settings tried against the default path: (batch size, intra-op threads, session config entries,
+#: padded tokens per ONNX Runtime call; 0 = the whole batch at once).
+SETTINGS = {
+    "default (batch 64, <= 6,144 tokens per run)": (64, None, {}, 6144),
+    "batch 64 in one run (before)": (64, None, {}, 0),
+    "batch 32 in one run": (32, None, {}, 0),
+    "batch 128 in one run": (128, None, {}, 0),
+    "no thread spinning": (64, None, {"session.intra_op.allow_spinning": "0"}, 6144),
+}
+
+
+def settings_study(texts: list[str], repeats: int, only: list[str] | None = None) -> dict:
+    """The default ONNX float32 path against other batch sizes and session settings.
+
+    Interleaved like the main run (one ``encode`` of all texts per setting per repetition, the
+    order rotating); wall and CPU seconds (medians), min cosine to the default's vectors, and the
+    share of the time spent tokenizing.
+    """
+    from indexers.embedders import tokenize
+    from indexers.onnx_backend import OnnxEmbedder, make_session
+
+    embedder = OnnxEmbedder(MODEL, device="cpu")
+    sessions = {label: (batch, make_session(embedder.onnx_path, "cpu", threads, config), max_tokens)
+                for label, (batch, threads, config, max_tokens) in SETTINGS.items()
+                if not only or label in only or label.startswith("default")}
+    labels = list(sessions)
+    wall: dict[str, list[float]] = {label: [] for label in labels}
+    cpu: dict[str, list[float]] = {label: [] for label in labels}
+    vectors: dict[str, np.ndarray] = {}
+    for label in labels:  # warm-up
+        _, embedder.session, embedder.max_batch_tokens = sessions[label]
+        embedder.encode(texts[:8], sessions[label][0])
+    for repeat in range(repeats):
+        for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
+            batch, embedder.session, embedder.max_batch_tokens = sessions[label]
+            gc.collect()
+            w, c = time.perf_counter(), time.process_time()
+            vectors[label] = embedder.encode(texts, batch)
+            wall[label].append(time.perf_counter() - w)
+            cpu[label].append(time.process_time() - c)
+    started = time.perf_counter()
+    tokenize(embedder.tokenizer, texts)
+    tokenize_s = time.perf_counter() - started
+    reference = vectors[labels[0]]
+    base = statistics.median(wall[labels[0]])
+    out = {}
+    for label in labels:
+        median = statistics.median(wall[label])
+        out[label] = {"wall_s": round(median, 2), "runs": [round(x, 2) for x in wall[label]],
+                      "cpu_s": round(statistics.median(cpu[label]), 2), "docs_per_s": round(len(texts) / median, 1),
+                      "vs_default": round(base / median, 3),
+                      "min_cosine_to_default": round(float(np.min(np.sum(vectors[label] * reference, axis=1))), 6)}
+    return {"texts": len(texts), "settings": out, "tokenize_s": round(tokenize_s, 3),
+            "tokenize_share": round(tokenize_s / base, 4)}
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -201,6 +265,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="Chroma general-evaluation folder")
     parser.add_argument("--no-quality", action="store_true", help="skip the int8 quality measurement")
     parser.add_argument("--workers", action="store_true", help="also time 2 processes x 1 thread")
+    parser.add_argument("--settings", action="store_true",
+                        help="also time the ONNX default against other batch sizes and session settings")
+    parser.add_argument("--settings-only", default="", help="';'-separated SETTINGS labels (the default always runs)")
+    parser.add_argument("--study-texts", type=int, default=256, help="texts for --workers and --settings")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "embedding.json"))
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
@@ -233,7 +301,9 @@ def main() -> None:
     if not args.no_quality and Path(args.data).is_dir():
         quality = chroma_quality(Path(args.data), ["torch", "onnx", "onnx-int8"],
                                  {"onnx": "torch", "onnx-int8": "onnx"})
-    workers = workers_study(texts[:256], args.repeats) if args.workers else None
+    workers = workers_study(texts[:args.study_texts], args.repeats) if args.workers else None
+    only = [label.strip() for label in args.settings_only.split(";") if label.strip()]
+    settings = settings_study(texts[:args.study_texts], args.repeats, only) if args.settings else None
     load_after = os.getloadavg()
 
     baseline = "st" if "st" in results else reference
@@ -259,6 +329,15 @@ def main() -> None:
     if workers:
         for label, r in workers.items():
             console.print(f"workers: {label}: {r['docs_per_s']} docs/s ({r['seconds']})")
+    if settings:
+        table = Table(title=f"onnx float32 settings ({settings['texts']} texts, median of {args.repeats}; "
+                            f"tokenizing: {settings['tokenize_share']:.1%} of the default's time)", title_justify="left")
+        for column in ("setting", "docs/s", "× default", "wall s", "cpu s", "min cos to default"):
+            table.add_column(column, justify="left" if column == "setting" else "right")
+        for label, r in settings["settings"].items():
+            table.add_row(label, f"{r['docs_per_s']:.1f}", f"{r['vs_default']:.3f}", f"{r['wall_s']:.2f}",
+                          f"{r['cpu_s']:.2f}", f"{r['min_cosine_to_default']:.6f}")
+        console.print(table)
     console.print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
                   f"total {time.perf_counter() - started:.0f}s")
 
@@ -268,6 +347,7 @@ def main() -> None:
         "batch_size": {"st": "32 (SentenceTransformer.encode default)", "others": 64},
         "repeats": args.repeats, "block": args.block, "results": rows, "cosine_vs": reference, "cosine": cosine,
         "padding_at_batch_64": padding, "chroma_quality": quality, "workers": workers,
+        "settings": settings,
         "onnx_export": {k: export.get(k) for k in ("fused", "opset", "onnx_bytes", "export_seconds",
                                                    "validation_min_cosine", "int8")},
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after,

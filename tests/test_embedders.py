@@ -60,3 +60,18 @@ def test_manifest_spec_round_trips(embedder):
     assert again.name == embedder.name and again.dim == embedder.dim
     with pytest.raises(EmbedderError, match="weights sha256"):
         load_embedder({**embedder.spec, "weights_sha256": "0" * 64}, device="cpu")
+
+
+def test_search_verbose_reports_encode_and_search_time_apart(small_datastore):
+    """``rag search --verbose``: model loading, query encoding and the dense search are separate rows."""
+    from click.testing import CliRunner
+
+    from rag.cli import main
+
+    result = CliRunner().invoke(main, ["search", str(small_datastore), "the treaty of peace", "-k", "2",
+                                       "--verbose", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in result.output.splitlines() if line.count("│") == 3}
+    for stage in ("open + load models", "encode", "dense", "retrieve (total)"):
+        assert rows[stage].endswith(" s") and float(rows[stage][:-2]) >= 0.0, rows

@@ -201,3 +201,30 @@ def test_failed_export_falls_back_to_torch_once(tmp_path, monkeypatch):
 def test_onnx_needs_a_local_model_folder():
     with pytest.raises(EmbedderError, match="local model folder"):
         load_embedder("/nonexistent/model/path", device="cpu", backend="onnx")
+
+
+def test_batch_size_and_session_settings_leave_vectors_unchanged(real_chunks, onnx_embedder, onnx_vectors):
+    """What ``benchmarks/embedding.py --settings`` varies (batch size, tokens per ONNX Runtime
+    call, thread count, spinning) changes speed only: the vectors stay those of the default path."""
+    spinning = "session.intra_op.allow_spinning"
+    session = onnx_backend.make_session(onnx_embedder.onnx_path, "cpu", 1, {spinning: "0"})
+    assert session.get_session_options().get_session_config_entry(spinning) == "0"
+    embedder = OnnxEmbedder(device="cpu")
+    embedder.session = session
+    for batch_size, max_tokens in ((7, 0), (128, 0), (64, 500), (64, 1)):  # 500, 1: batches run in pieces
+        embedder.max_batch_tokens = max_tokens
+        vectors = embedder.encode(real_chunks, batch_size=batch_size)
+        assert embedder.last_stats.batches == -(-len(real_chunks) // batch_size)
+        assert cosines(vectors, onnx_vectors[:len(real_chunks)]).min() >= 0.99999
+
+
+def test_threads_follow_omp_num_threads(monkeypatch):
+    """Ray sets OMP_NUM_THREADS to a task's CPUs; ONNX Runtime would otherwise use every core in
+    every worker process."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert OnnxEmbedder(device="cpu").session.get_session_options().intra_op_num_threads == 1
+    assert OnnxEmbedder(device="cpu", threads=2).session.get_session_options().intra_op_num_threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert onnx_backend.env_threads() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert OnnxEmbedder(device="cpu").session.get_session_options().intra_op_num_threads == 0  # ORT's default
