@@ -23,6 +23,7 @@ from datastores.sql import open_sql
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 SEARCH_MODES = ("dense", "bm25")
+WHERE_CACHE_SIZE = 8  # filters whose per-shard masks an open datastore keeps
 
 
 class Datastore:
@@ -48,6 +49,7 @@ class Datastore:
         self._idf: dict[str, float] | None = None
         self._duckdb: duckdb.DuckDBPyConnection | None = None
         self._sql: duckdb.DuckDBPyConnection | None = None
+        self._where_cache: dict[str, list[np.ndarray]] = {}
 
     @classmethod
     def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None) -> "Datastore":
@@ -100,8 +102,18 @@ class Datastore:
         None stands for "every row"."""
         masks = [shard.live_mask() for shard in self.shards]
         if where is not None:
-            ids = where_chunk_ids(self.sql(), where)
-            masks = [combine_masks(m, w) for m, w in zip(masks, shard_masks(self.manifest.shards, ids))]
+            masks = [combine_masks(m, w) for m, w in zip(masks, self._where_masks(where))]
+        return masks
+
+    def _where_masks(self, where: str) -> list[np.ndarray]:
+        """Per-shard masks of one WHERE expression, evaluated by DuckDB once per open datastore
+        (the chunk tables never change under an open manifest); the last few are kept."""
+        masks = self._where_cache.pop(where, None)
+        if masks is None:
+            masks = shard_masks(self.manifest.shards, where_chunk_ids(self.sql(), where))
+        self._where_cache[where] = masks  # most recent last
+        while len(self._where_cache) > WHERE_CACHE_SIZE:
+            self._where_cache.pop(next(iter(self._where_cache)))
         return masks
 
     def sql(self) -> duckdb.DuckDBPyConnection:

@@ -118,3 +118,14 @@ def test_datastore_sql_cli_sees_metadata_columns(meta_ds):
                                        "SELECT tag, count(*) AS n FROM chunks WHERE year < 2016 GROUP BY tag ORDER BY tag"])
     assert result.exit_code == 0, result.output
     assert "even" in result.output and "odd" in result.output and "3" in result.output
+
+
+def test_a_filter_is_evaluated_once_per_open_datastore(small_datastore, embedder):
+    """Hybrid search runs dense and BM25 with the same filter: DuckDB evaluates it once."""
+    ds = Datastore.open(small_datastore, query_encoder=embedder.encode)
+    where = "source LIKE '%.html'"
+    first = ds.row_masks(where)
+    assert ds.row_masks(where)[0] is first[0]
+    ds.search("the navy", k=3, mode="dense", where=where)
+    ds.search("the navy", k=3, mode="bm25", where=where)
+    assert list(ds._where_cache) == [where]
