@@ -32,3 +32,12 @@ def package_versions(*packages: str) -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def short_path(p: Path) -> str:
+    """A path relative to the checkout (or its parent), so results name no machine paths."""
+    p = Path(p).resolve()
+    for base, label in ((REPO, "<repo>"), (REPO.parent, "<repo>/..")):
+        if p.is_relative_to(base):
+            return f"{label}/{p.relative_to(base)}"
+    return str(p)

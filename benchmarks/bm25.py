@@ -53,7 +53,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from _common import git_state, package_versions  # noqa: E402
+from _common import git_state, package_versions, short_path  # noqa: E402
 from datastores import Bm25Params, Datastore, DatastoreWriter, Document  # noqa: E402
 from datastores.bm25 import (  # noqa: E402
     Bm25Scorer,
@@ -331,14 +331,6 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     }
 
 
-def _short(p: Path) -> str:
-    """A path relative to the checkout (or its parent), so results name no machine paths."""
-    p = Path(p).resolve()
-    for base, label in ((REPO, "<repo>"), (REPO.parent, "<repo>/..")):
-        if p.is_relative_to(base):
-            return f"{label}/{p.relative_to(base)}"
-    return str(p)
-
 
 def print_table(results: list[dict], k: int) -> None:
     labels = {
@@ -399,14 +391,14 @@ def main() -> None:
                     "platform": platform.platform(), "processor": platform.processor()},
         "versions": package_versions("numpy", "scipy", "rank-bm25", "bm25s", "numba", "terarag"),
         "git": git_state(),
-        "data": _short(args.data),
+        "data": short_path(args.data),
         "corpus_files": files,
-        "settings": {k: (_short(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "data"},
+        "settings": {k: (short_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "data"},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"wrote {_short(args.out)}")
+    print(f"wrote {short_path(args.out)}")
 
 
 if __name__ == "__main__":

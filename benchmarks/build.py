@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import git_state, package_versions  # noqa: E402  (benchmarks/ is sys.path[0])
+from _common import git_state, package_versions, short_path  # noqa: E402  (benchmarks/ is sys.path[0])
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "build.json"
@@ -212,7 +212,7 @@ def run_child(name: str, inputs: list[Path], args, work: Path) -> dict:
             "stub": args.stub_embedder, "result": str(work / f"{name}.json")}
     spec_file = work / f"{name}-spec.json"
     spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    print(f"building {name}: {', '.join(_short(p) for p in inputs)} ...", flush=True)
+    print(f"building {name}: {', '.join(short_path(p) for p in inputs)} ...", flush=True)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
                           cwd=REPO, capture_output=True, text=True)
@@ -221,7 +221,7 @@ def run_child(name: str, inputs: list[Path], args, work: Path) -> dict:
         sys.stderr.write(proc.stdout + proc.stderr)
         sys.exit(f"the {name} build failed (exit {proc.returncode})")
     result = json.loads((work / f"{name}.json").read_text(encoding="utf-8"))
-    result.update(name=name, inputs=[_short(p) for p in inputs], child_wall_seconds=wall)
+    result.update(name=name, inputs=[short_path(p) for p in inputs], child_wall_seconds=wall)
     t = result["timings"]
     result["stage_seconds"] = sum(t.values())
     result["chunks_per_second"] = result["chunks"] / result["stage_seconds"]
@@ -237,13 +237,6 @@ def run_child(name: str, inputs: list[Path], args, work: Path) -> dict:
           flush=True)
     return result
 
-
-def _short(p: Path) -> str:
-    p = Path(p).resolve()
-    for base, label in ((REPO, "<repo>"), (REPO.parent, "<repo>/..")):
-        if p.is_relative_to(base):
-            return f"{label}/{p.relative_to(base)}"
-    return str(p)
 
 
 def print_table(results: list[dict], args) -> None:
@@ -312,7 +305,7 @@ def main() -> None:
             shutil.rmtree(kept, ignore_errors=True)
             for name in ("small", "large"):
                 shutil.copytree(work / f"ds-{name}", kept / name)
-            print(f"datastores kept in {_short(kept)}")
+            print(f"datastores kept in {short_path(kept)}")
     print_table(results, args)
     report = {
         "benchmark": "build",
@@ -320,14 +313,14 @@ def main() -> None:
                     "platform": platform.platform(), "processor": platform.processor()},
         "versions": package_versions("torch", "sentence-transformers", "numpy", "faiss-cpu", "pyarrow", "duckdb", "terarag"),
         "git": git_state(),
-        "data": _short(args.data),
-        "settings": {k: ([_short(p) for p in v] if isinstance(v, list) else (_short(v) if isinstance(v, Path) else v))
+        "data": short_path(args.data),
+        "settings": {k: ([short_path(p) for p in v] if isinstance(v, list) else (short_path(v) if isinstance(v, Path) else v))
                      for k, v in vars(args).items() if k not in ("child", "data")},
         "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"wrote {_short(out)}")
+    print(f"wrote {short_path(out)}")
 
 
 if __name__ == "__main__":
