@@ -58,3 +58,14 @@ def openai_server():
 
     with ScriptedOpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(request):
+    """A local two-CPU Ray cluster for the requesting module; its functions and classes pickle by
+    value (test modules are not importable by name on Ray workers)."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()

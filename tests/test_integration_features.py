@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,15 +301,6 @@ def _yaml(path: Path) -> dict:
 
 
 # -- the Ray engine ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_ray_engine_builds_the_same_quantized_datastore(tmp_path, corpus, qconfig, embedder, quantized, ray_cluster):

@@ -20,15 +20,6 @@ QUERIES = ["the militia and the defense of the frontier", "duties on imported sp
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A local two-CPU Ray cluster for this module; the test module's functions pickle by value."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def ray_config(small_config):
     # ~45 chunks of 100 tokens in shards of 5: at least 8 shards.
     return small_config.replace(shard_size=5)
