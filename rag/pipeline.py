@@ -278,15 +278,17 @@ class Pipeline:
     def context(self, question: str, passages: list[Passage]) -> tuple[list[Passage], list[StageReport]]:
         """Run the context stages; a final ``fit`` stage cuts whatever still exceeds the budget."""
         reports = []
+        tokens = count_tokens(passages, self.tokenizer)  # each stage's output is the next one's input
         for stage in self.stages():
-            passages, report = run_stage(stage, question, passages, self.budget, self.tokenizer)
+            passages, report = run_stage(stage, question, passages, self.budget, self.tokenizer, tokens)
             reports.append(report)
-        if self.budget is not None and count_tokens(passages, self.tokenizer) > self.budget:
+            tokens = report.tokens_after
+        if self.budget is not None and tokens > self.budget:
             from rag.compress import TruncateCompressor
 
             fit = TruncateCompressor(self.tokenizer, split="greedy")
             fit.name = "fit"
-            passages, report = run_stage(fit, question, passages, self.budget, self.tokenizer)
+            passages, report = run_stage(fit, question, passages, self.budget, self.tokenizer, tokens)
             reports.append(report)
         return passages, reports
 
@@ -302,11 +304,11 @@ class Pipeline:
             timings["retrieve"] = time.perf_counter() - started
         passages = [dataclasses.replace(p, number=i) for i, p in enumerate(passages, start=1)]
         originals = {p.chunk_id: p.text for p in passages}
-        retrieved = count_tokens(passages, self.tokenizer)
         context, reports = self.context(question, passages)
         for report in reports:
             timings[report.name] = report.seconds
-        if not reports:
+        if not reports:  # no stage ran: the context is the retrieved passages
+            retrieved = count_tokens(passages, self.tokenizer)
             reports = [StageReport("retrieve", retrieved, retrieved, len(passages), len(passages), 0.0)]
         began = time.perf_counter()
         generation = self.generator.generate(question, context, on_token=on_token)

@@ -70,9 +70,11 @@ def check_budget(budget: int | None) -> int | None:
 
 
 def run_stage(stage: ContextStage, query: str, passages: list[Passage], budget: int | None,
-              tokenizer: Tokenizer) -> tuple[list[Passage], StageReport]:
-    """Apply one stage, renumber its output and report tokens (in ``tokenizer``) and seconds."""
-    before = count_tokens(passages, tokenizer)
+              tokenizer: Tokenizer, before: int | None = None) -> tuple[list[Passage], StageReport]:
+    """Apply one stage, renumber its output and report tokens (in ``tokenizer``) and seconds;
+    ``before``, when the caller already knows it, is the token count of ``passages``."""
+    if before is None:
+        before = count_tokens(passages, tokenizer)
     started = time.perf_counter()
     kept = renumber(stage.apply(query, list(passages), budget))
     seconds = time.perf_counter() - started
@@ -82,11 +84,17 @@ def run_stage(stage: ContextStage, query: str, passages: list[Passage], budget: 
 
 
 class LazyEmbedder:
-    """An embedder given as an object, or by name and loaded on first use (default: the MiniLM model)."""
+    """An embedder given as an object, or by name and loaded on first use (default: the MiniLM model).
 
-    def __init__(self, embedder: Any = None, device: str = "auto"):
+    It remembers the vectors of the last ``cache_size`` texts it encoded, so stages sharing it (a
+    compressor and the extractive generator) do not embed the query and the same sentences again.
+    """
+
+    def __init__(self, embedder: Any = None, device: str = "auto", cache_size: int = 4096):
         self._embedder = embedder
         self.device = device
+        self.cache_size = cache_size
+        self._cache: dict[str, np.ndarray] = {}
 
     @property
     def embedder(self) -> Any:
@@ -98,4 +106,14 @@ class LazyEmbedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors [len(texts), dim]."""
-        return self.embedder.encode(list(texts))
+        texts = list(texts)
+        if self.cache_size < 1 or not texts:
+            return self.embedder.encode(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            self._cache.update(zip(missing, np.asarray(self.embedder.encode(missing), dtype=np.float32)))
+            wanted = set(texts)
+            for old in list(self._cache)[:max(0, len(self._cache) - self.cache_size)]:  # oldest first
+                if old not in wanted:
+                    del self._cache[old]
+        return np.stack([self._cache[t] for t in texts])

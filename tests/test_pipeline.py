@@ -32,6 +32,7 @@ def cl100k():
 
 def check_citations(answer: Answer, ds) -> None:
     """Every citation names a context passage; every quote is the document text at its span."""
+    assert answer.citations  # the checks below must have something to check
     rows = ds.get_chunks([c.chunk_id for c in answer.citations])
     by_number = {p.number: p for p in answer.context}
     for c in answer.citations:

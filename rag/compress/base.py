@@ -88,7 +88,7 @@ class Compressor(ABC):
                 here = state if passage.text in prepared else self.prepare(query, [passage.text])
                 text = truncate_to_tokens(self.compress_one(query, passage.text, allowed, here), allowed,
                                           self.tokenizer)
-            used = self.tokenizer.count(text) if text.strip() else 0
+            used = (length if text is passage.text else self.tokenizer.count(text)) if text.strip() else 0
             carry = allowed - used
             if used:
                 out.append(with_text(passage, text))

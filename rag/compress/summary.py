@@ -18,17 +18,14 @@ class SummaryCompressor(Compressor):
     def __init__(self, model: str, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
                  allow_download: bool = False, device: str = "auto", template: str = DEFAULT_TEMPLATE,
                  num_beams: int = 1, **options: Any):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM
 
-        from indexers.embedders import pick_device
-        from rag.generate.hf import load_pretrained, max_positions
+        from rag.generate.hf import load_model, max_positions
 
         super().__init__(tokenizer, **options)
         self.model_name = model
-        self.seq_tokenizer = load_pretrained(AutoTokenizer, model, allow_download, "tokenizer")
-        self.device = pick_device(device)
-        self.model = load_pretrained(AutoModelForSeq2SeqLM, model, allow_download,
-                                     "seq2seq model").to(self.device).eval()
+        self.model, self.seq_tokenizer, self.device = load_model(AutoModelForSeq2SeqLM, model, allow_download,
+                                                                 device, "seq2seq model")
         self.max_input = min(1024, max_positions(self.model, 512))
         self.template, self.num_beams = template, num_beams
 

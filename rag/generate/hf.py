@@ -28,16 +28,23 @@ def load_pretrained(auto_class: Any, name: str, allow_download: bool, what: str)
         raise ValueError(f"cannot load {what} {name!r}{hint}: {exc}") from exc
 
 
-def load_causal_lm(name: str, allow_download: bool = False, device: str = "auto") -> tuple[Any, Any, str]:
-    """(model in eval mode on its device, tokenizer, device) for a causal LM name or path."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(auto_class: Any, name: str, allow_download: bool, device: str, what: str) -> tuple[Any, Any, str]:
+    """(model in eval mode on its device, tokenizer, device) for a name or path, ``auto_class`` the model kind."""
+    from transformers import AutoTokenizer
 
     from indexers.embedders import pick_device
 
     tokenizer = load_pretrained(AutoTokenizer, name, allow_download, "tokenizer")
-    model = load_pretrained(AutoModelForCausalLM, name, allow_download, "causal language model")
+    model = load_pretrained(auto_class, name, allow_download, what)
     resolved = pick_device(device)
     return model.to(resolved).eval(), tokenizer, resolved
+
+
+def load_causal_lm(name: str, allow_download: bool = False, device: str = "auto") -> tuple[Any, Any, str]:
+    """(model in eval mode on its device, tokenizer, device) for a causal LM name or path."""
+    from transformers import AutoModelForCausalLM
+
+    return load_model(AutoModelForCausalLM, name, allow_download, device, "causal language model")
 
 
 def max_positions(model: Any, default: int = 2048) -> int:

@@ -22,10 +22,10 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from indexers.html import Block, CleanPage, block_text, build_blocks, clean_html
+from indexers.html import DEFAULT_MAX_WORDS, Block, CleanPage, block_text, build_blocks, clean_html
 from indexers.tokenizers import Tokenizer, load_tokenizer
+from rag.stages import check_budget, with_text
 
-DEFAULT_MAX_WORDS = 256
 DEFAULT_FINE_MAX_WORDS = 32
 _LOOKS_LIKE_HTML = re.compile(r"<\s*(html|body|head|div|p|table|tr|td|ul|ol|li|section|article|main|span|a|h[1-6]|"
                               r"pre|dl|dt|dd|br|blockquote|header|footer|nav)\b[^>]*>", re.I)
@@ -105,12 +105,13 @@ class _Page:
     tokens: int = 0
     removed: list[Block] = field(default_factory=list)
     empty: bool = False  # removed entirely (no block left and still over budget)
+    clean: CleanPage | None = None  # the cleaned page whose html is ``html`` (None once the head is cut)
 
 
 def _rebuild(state: _Page, tokenizer: Tokenizer) -> None:
     """Cut the removed blocks out of the page, re-clean it and count its tokens."""
-    html = cut_blocks(state.page.html, state.removed) if state.removed else state.page.html
-    state.html = clean_html(html).html if state.removed else html
+    state.clean = clean_html(cut_blocks(state.page.html, state.removed)) if state.removed else state.page
+    state.html = state.clean.html
     state.tokens = tokenizer.count(state.html)
 
 
@@ -161,6 +162,7 @@ def prune_pages(pages: Sequence[CleanPage], blocks: Sequence[Sequence[Block]], s
         if total > budget and state.html.startswith("<html><head>"):
             total -= state.tokens
             state.html = _NO_HEAD.sub("", state.html, count=1)
+            state.clean = None
             state.tokens = tokenizer.count(state.html)
             total += state.tokens
     for state in sorted(states, key=lambda s: -s.tokens):
@@ -209,8 +211,7 @@ class HtmlPruner:
         A page that cannot fit even when empty comes back with ``html == ""``.
         """
         started = time.perf_counter()
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"budget must be a positive number of tokens, got {budget!r}")
+        check_budget(budget)
         cleaned = [clean_html(p) for p in pages]
         before = [self.tokenizer.count(c.html) for c in cleaned]
         if budget is None:
@@ -233,7 +234,7 @@ class HtmlPruner:
                 removed[index].extend(b.path for b in (state.blocks if state.empty else state.removed))
             keep = [k for k, s in enumerate(states) if not s.empty]
             alive = [alive[k] for k in keep]
-            current = [clean_html(states[k].html) for k in keep]
+            current = [states[k].clean or clean_html(states[k].html) for k in keep]
             states = [states[k] for k in keep]
         out = {index: state for index, state in zip(alive, states)}
         seconds = time.perf_counter() - started
@@ -261,22 +262,24 @@ class HtmlPruner:
         exceed it, the lowest-ranked passages (the last ones) are dropped. Passages whose page
         cannot fit are dropped; the others keep their chunk ids and spans, with pruned HTML text.
         """
-        import dataclasses
-
         html_at = [i for i, p in enumerate(passages) if looks_like_html(p.text)]
-        plain_tokens = {i: self.tokenizer.count(p.text) for i, p in enumerate(passages) if i not in set(html_at)}
+        html_set = set(html_at)
+        plain_tokens = {i: self.tokenizer.count(p.text) for i, p in enumerate(passages) if i not in html_set}
         fixed = sum(plain_tokens.values())
         results = self.prune_many([passages[i].text for i in html_at], query, budget, fixed_tokens=fixed)
         by_index = {i: r for i, r in zip(html_at, results)}
-        kept = []
+        kept, sizes = [], []  # sizes: the tokens of each kept text, already counted
         for i, passage in enumerate(passages):
             if i in by_index:
                 if by_index[i].html:
-                    kept.append(dataclasses.replace(passage, text=by_index[i].html))
+                    kept.append(with_text(passage, by_index[i].html))
+                    sizes.append(by_index[i].tokens_after)
             else:
                 kept.append(passage)
+                sizes.append(plain_tokens[i])
         if budget is not None:
-            total = sum(self.tokenizer.count(p.text) for p in kept)
+            total = sum(sizes)
             while kept and total > budget:
-                total -= self.tokenizer.count(kept.pop().text)
+                kept.pop()
+                total -= sizes.pop()
         return kept
