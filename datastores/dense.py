@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import faiss
 import numpy as np
@@ -461,25 +461,30 @@ class DenseShard:
             return self.training.int8.decode(self._array(RESCORE_INT8_FILE)[rows]) @ query
         return self._array(EMBEDDINGS_F16_FILE)[rows].astype(np.float32) @ query
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """``stored_vectors`` of sorted ``rows``, read through this shard's cached memory maps."""
+        return stored_vectors(self.folder, self.spec, self.training, self.dim, rows,
+                              load=lambda path: self._array(path.name))
+
     @staticmethod
     def _pad(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return scores[:, :k], rows[:, :k]
 
 
 def stored_vectors(folder: Path, spec: DenseSpec, training: DenseTraining, dim: int,
-                   rows: np.ndarray | None = None) -> np.ndarray:
+                   rows: np.ndarray | None = None,
+                   load: Callable[[Path], np.ndarray] = read_embeddings) -> np.ndarray:
     """The best float32 approximation of a shard's vectors that its files hold (for rewriting shards,
     MMR): float16 embeddings, dequantized int8 or multi-bit reconstructions; only ``rows`` (sorted
-    row numbers; all rows when None) are read from the memory-mapped files."""
+    row numbers; all rows when None) are read from the memory-mapped files (opened by ``load``)."""
     folder = Path(folder)
     pick = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
     if (folder / EMBEDDINGS_F16_FILE).is_file():
-        return np.asarray(read_embeddings(folder / EMBEDDINGS_F16_FILE)[pick], dtype=np.float32)
+        return np.asarray(load(folder / EMBEDDINGS_F16_FILE)[pick], dtype=np.float32)
     if (folder / RESCORE_INT8_FILE).is_file() and training.int8 is not None:
-        return training.int8.decode(read_embeddings(folder / RESCORE_INT8_FILE)[pick])
+        return training.int8.decode(load(folder / RESCORE_INT8_FILE)[pick])
     if (folder / CODES_FILE).is_file():
-        return multibit_decode(read_embeddings(folder / CODES_FILE)[pick],
-                               read_embeddings(folder / SCALES_FILE)[pick], dim)
+        return multibit_decode(load(folder / CODES_FILE)[pick], load(folder / SCALES_FILE)[pick], dim)
     raise DatastoreError(f"{folder} keeps no float vectors (rescore none); rebuild it from the source")
 
 

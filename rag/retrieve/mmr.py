@@ -6,24 +6,18 @@ from typing import Sequence
 
 import numpy as np
 
-from datastores.dense import DenseSpec, stored_vectors, training_from_manifest
-
 
 class ChunkVectors:
     """Stored chunk vectors of a datastore, looked up by global id: the float16 embeddings, or the
     dequantized int8 / multi-bit rescoring layer of a quantized index (memory-mapped, only the rows
-    asked for are read; ``datastores.dense.stored_vectors``)."""
+    asked for are read; ``datastores.dense.DenseShard.vectors``)."""
 
     def __init__(self, datastore):
         self.datastore = datastore
         self.starts = np.array([s.info.chunk_id_start for s in datastore.shards], dtype=np.int64)
-        dense_index = datastore.manifest.dense_index or {}
-        self.spec = DenseSpec.coerce(dense_index or "float-flat")
-        self.training = training_from_manifest(dense_index)
 
     def _rows(self, index: int, rows: np.ndarray) -> np.ndarray:
-        return stored_vectors(self.datastore.shards[index].folder, self.spec, self.training,
-                              int(self.datastore.manifest.embedder["dim"]), rows)
+        return self.datastore.shards[index].dense_layer().vectors(rows)  # memory maps opened once per shard
 
     def get(self, chunk_ids: Sequence[int]) -> np.ndarray:
         """float32 [len(chunk_ids), dim] in the order given."""
