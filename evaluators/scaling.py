@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from datastores.layout import atomic_write_bytes
 from datastores.records import Hit
 
 DEFAULT_FRACTIONS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -263,7 +264,7 @@ class ScalingResult:
     def write_json(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
         return path
 
     def plot(self, path: str | Path, title: str = "") -> Path:

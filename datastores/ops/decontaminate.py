@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
-from datastores.ops.minhash import normalise_words, word_shingles
+from datastores.ops.minhash import normalise_words, shingles_of_words, word_shingles
 from datastores.ops.scan import iter_chunk_batches
 
 METHODS = ("ngram", "longest")
@@ -141,7 +141,8 @@ def find_contaminated(root: str | Path, texts: Sequence[EvalText], method: str =
     result = DecontaminationResult(eval_texts=len(texts))
     for batch in iter_chunk_batches(root, manifest, ("text",), batch_size):
         for chunk_id, text in zip(batch.chunk_ids.tolist(), batch.columns["text"]):
-            grams = word_shingles(text, index.n)
+            words = normalise_words(text)
+            grams = shingles_of_words(words, index.n)
             counts = index.overlaps(grams)
             if not counts:
                 continue
@@ -152,10 +153,11 @@ def find_contaminated(root: str | Path, texts: Sequence[EvalText], method: str =
                     result.matches.append(Contamination(chunk_id, texts[best].label, round(score, 4),
                                                         f"{n}-gram Jaccard {score:.3f}"))
             else:
-                words = normalise_words(text)
                 if len(words) < min_words:
                     continue
-                best = min(counts)
+                # Sharing one min_words-gram already means a run of >= min_words words; report the
+                # text sharing the most of them (the longest overlap), lowest index on ties.
+                best = max(counts, key=lambda i: (counts[i], -i))
                 run = longest_common_run(words, eval_words[best])
                 if run >= min_words:
                     result.matches.append(Contamination(chunk_id, texts[best].label, float(run),

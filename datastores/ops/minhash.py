@@ -24,7 +24,11 @@ def exact_key(text: str) -> bytes:
 
 def word_shingles(text: str, n: int) -> set[bytes]:
     """The set of ``n``-word shingles (a text shorter than ``n`` words is one shingle)."""
-    words = normalise_words(text)
+    return shingles_of_words(normalise_words(text), n)
+
+
+def shingles_of_words(words: Sequence[str], n: int) -> set[bytes]:
+    """``word_shingles`` of already normalised ``words``."""
     if len(words) <= n:
         return {" ".join(words).encode("utf-8")}
     return {" ".join(words[i:i + n]).encode("utf-8") for i in range(len(words) - n + 1)}

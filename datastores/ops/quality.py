@@ -13,7 +13,6 @@ Rules (a chunk fails a rule when its value is outside the bound; unset bounds ar
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,10 +22,10 @@ import numpy as np
 from datastores.filters import where_chunk_ids
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
+from datastores.ops.minhash import normalise_words
 from datastores.ops.scan import iter_chunk_batches
 from datastores.sql import open_sql
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 _PLAIN = set(".,;:!?'\"()-")
 
 
@@ -47,7 +46,7 @@ class QualityRules:
 
 def text_features(text: str) -> dict[str, float]:
     """Word count, symbol ratio, repetition and non-alphabetic word ratio of one text."""
-    words = _WORD.findall(text.lower())
+    words = normalise_words(text)
     visible = [ch for ch in text if not ch.isspace()]
     symbols = sum(1 for ch in visible if not ch.isalnum() and ch not in _PLAIN)
     grams = list(zip(words, words[1:], words[2:]))

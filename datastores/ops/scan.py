@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datastores.layout import CHUNKS_FILE, DatastoreLayout
@@ -37,11 +38,11 @@ def iter_chunk_batches(root: str | Path, manifest: Manifest, columns: Sequence[s
         for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
             rows = np.arange(offset, offset + batch.num_rows)
             offset += batch.num_rows
-            data = {name: batch.column(name).to_pylist() for name in wanted}
             if deleted is not None and deleted[rows].any():
                 keep = ~deleted[rows]
                 rows = rows[keep]
-                data = {name: [v for v, k in zip(values, keep) if k] for name, values in data.items()}
+                batch = batch.filter(pa.array(keep))  # drop tombstoned rows in Arrow, not in Python
+            data = {name: batch.column(name).to_pylist() for name in wanted}
             if len(rows):
                 yield ChunkBatch(i, rows + shard.chunk_id_start, rows, data)
 
