@@ -187,6 +187,10 @@ class DatastoreWriter:
 
     # -- shards -----------------------------------------------------------------------------
 
+    def shard_on_disk(self, index: int) -> bool:
+        """Whether shard ``index`` has a record on disk (from an interrupted run of this build)."""
+        return (self.layout.shard(shard_name(index)) / SHARD_INFO).is_file()
+
     def completed_shard(self, index: int, chunks: Sequence[Chunk], first_chunk_id: int) -> ShardInfo | None:
         """The shard's record if a previous run already wrote it with exactly these chunks."""
         folder = self.layout.shard(shard_name(index))

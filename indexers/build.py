@@ -14,7 +14,7 @@ from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
 from indexers.config import BuildConfig
 from indexers.embedders import PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder, with_prefixes
-from indexers.engines import BuildProgress, EmbedderFactory, EngineOptions, run_engine, shard_jobs
+from indexers.engines import BuildProgress, EmbedderFactory, EngineOptions, chunk_blocks, run_engine
 from indexers.readers import ReadReport, iter_documents
 from indexers.training_sample import embed_training_sample
 
@@ -52,25 +52,18 @@ class _CorpusStats:
                 "files": read.files, "skipped": len(read.skipped)}
 
 
-def _shards_of_chunks(documents, chunker: Chunker, shard_size: int, stats: _CorpusStats,
-                      timings: dict[str, float]) -> Iterator[list[Chunk]]:
-    """Group the chunks of streamed documents into lists of ``shard_size`` (the last may be shorter)."""
-    buffer: list[Chunk] = []
+def _chunks_of(documents, chunker: Chunker, stats: _CorpusStats, timings: dict[str, float]) -> Iterator[Chunk]:
+    """The chunks of streamed documents, counting documents, characters and tokens on the way."""
     started = time.perf_counter()
     for document in documents:
         stats.documents += 1
         stats.characters += len(document.text)
         stats.tokens += chunker.tokenizer.count(document.text)
-        for chunk in chunker.chunk(document):
-            buffer.append(chunk)
-            if len(buffer) == shard_size:
-                timings["read_chunk"] += time.perf_counter() - started
-                yield buffer
-                buffer = []
-                started = time.perf_counter()
+        chunks = chunker.chunk(document)
+        timings["read_chunk"] += time.perf_counter() - started
+        yield from chunks
+        started = time.perf_counter()
     timings["read_chunk"] += time.perf_counter() - started
-    if buffer:
-        yield buffer
 
 
 def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
@@ -112,8 +105,8 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
         embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
     if embedder_factory is not None:
         embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
-    jobs = shard_jobs(_shards_of_chunks(documents, chunker, config.shard_size, stats, timings))
-    run_engine(engine, jobs, writer, embedder, embedder_factory, config.batch_size, tracker,
+    blocks = chunk_blocks(_chunks_of(documents, chunker, stats, timings), config.shard_size)
+    run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
                lambda: stats.documents)
     encoded = tracker.encoded
     bar.close()

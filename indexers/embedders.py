@@ -33,6 +33,10 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+#: Texts per batch when none is given: CPU runtimes gain nothing from larger batches (padding and
+#: cache misses grow), a GPU is kept busy only by large ones (docs/benchmarks.md, GPU section).
+CPU_BATCH_SIZE = 64
+GPU_BATCH_SIZE = 1024
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -77,6 +81,60 @@ def resolve_prefixes(model: str, query_prefix: str = AUTO_PREFIX, passage_prefix
 
 class EmbedderError(RuntimeError):
     """The embedding model cannot be found, loaded or trusted."""
+
+
+class TokenizerMismatch(EmbedderError):
+    """The model's fast tokenizer does not give the ids sentence-transformers feeds the model."""
+
+
+#: Tokenizer outputs a sentence-transformers text model may take.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: Texts on which a fast tokenizer, an export or a backend is checked against sentence-transformers.
+PROBE_TEXTS = [
+    "The treaty of peace was signed at Ghent.",
+    "who signed the peace treaty",
+    "",
+    "Bananas are rich in potassium; ÉLAN, naïve café — 42% of 1,000 items!",
+    "Fellow-Citizens of the Senate and House of Representatives: among the vicissitudes incident to "
+    "life no event could have filled me with greater anxieties than that of which the notification "
+    "was transmitted by your order.",
+    "x",
+    # longer than any max_seq_length in use: exercises truncation
+    " ".join(["The Congress shall have power to lay and collect taxes, duties, imposts and excises."] * 60),
+]
+
+
+def model_features(model: Any, texts: list[str]) -> dict[str, Any]:
+    """What sentence-transformers' own tokenization gives the model for ``texts``."""
+    if hasattr(model, "preprocess"):
+        return model.preprocess(texts)
+    return model.tokenize(texts)  # sentence-transformers < 6
+
+
+def check_fast_tokenizer(model: Any, tokenizer: Any) -> list[str]:
+    """The model's input names, after checking that ``tokenizer`` (``tokenizers.Tokenizer``,
+    truncating at the model's max length) gives exactly the ids sentence-transformers gives on
+    ``PROBE_TEXTS`` (truncation included); raises ``TokenizerMismatch`` otherwise."""
+    import torch
+
+    features = model_features(model, list(PROBE_TEXTS))
+    tensors = {k: v for k, v in features.items() if torch.is_tensor(v)}
+    unknown = sorted(set(tensors) - set(MODEL_INPUTS))
+    if unknown or "input_ids" not in tensors or "attention_mask" not in tensors:
+        raise TokenizerMismatch(f"unsupported model inputs {sorted(tensors)}")
+    if getattr(model, "default_prompt_name", None):
+        raise TokenizerMismatch("the model applies a default prompt")
+    mask = tensors["attention_mask"].bool()
+    for row, enc in enumerate(tokenizer.encode_batch(PROBE_TEXTS)):
+        expected = tensors["input_ids"][row][mask[row]].tolist()
+        if expected != enc.ids:
+            raise TokenizerMismatch(f"the fast tokenizer disagrees with sentence-transformers on probe {row}")
+        if "token_type_ids" in tensors and any(tensors["token_type_ids"][row].tolist()):
+            raise TokenizerMismatch("non-zero token_type_ids for single texts are not supported")
+        if any(enc.type_ids):
+            raise TokenizerMismatch("non-zero token type ids for single texts are not supported")
+    return [k for k in MODEL_INPUTS if k in tensors]
 
 
 def sha256_of(path: Path) -> str:
@@ -137,6 +195,11 @@ def _no_gpu_device_files() -> bool:
         return False
     dev = Path("/dev")
     return not (any(dev.glob("nvidia[0-9]*")) or (dev / "dxg").exists() or (dev / "kfd").exists())
+
+
+def default_batch_size(device: str) -> int:
+    """Texts per batch for ``device`` when none is given."""
+    return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
 
 def pick_device(device: str = "auto") -> str:
@@ -255,8 +318,13 @@ class BaseEmbedder:
         whatever state ``_embed_batch`` needs (e.g. token ids)."""
         raise NotImplementedError
 
-    def _embed_batch(self, texts: list[str], idx: np.ndarray, state: Any) -> np.ndarray:
-        """Unit-length float32 vectors of ``texts[i] for i in idx``."""
+    def _embed_batch(self, texts: list[str], idx: np.ndarray, state: Any) -> Any:
+        """Unit-length float32 vectors of ``texts[i] for i in idx``: a numpy array, or a device
+        tensor that ``_gather`` copies back once the whole ``encode`` call has been queued."""
+        raise NotImplementedError
+
+    def _gather(self, out: np.ndarray, pending: list[tuple[np.ndarray, Any]]) -> None:
+        """Copy device results ``(row indices, vectors)`` into ``out``."""
         raise NotImplementedError
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None,
@@ -272,15 +340,22 @@ class BaseEmbedder:
             if truncated is not None:
                 stats.truncated = int(truncated.sum())
             order = self._order(lengths)
+            pending: list[tuple[np.ndarray, Any]] = []
             for lo in range(0, len(texts), batch_size):
                 idx = order[lo:lo + batch_size]
-                out[idx] = self._embed_batch(texts, idx, state)
+                vectors = self._embed_batch(texts, idx, state)
+                if isinstance(vectors, np.ndarray):
+                    out[idx] = vectors
+                else:
+                    pending.append((idx, vectors))
                 if truncated is not None:
                     stats.tokens += int(lengths[idx].sum())
                     stats.padded_tokens += int(lengths[idx].max()) * len(idx)
                 stats.batches += 1
                 if progress is not None:
                     progress(len(idx))
+            if pending:
+                self._gather(out, pending)
         self._finish_stats(stats, started)
         return out
 
@@ -327,13 +402,21 @@ def token_lengths(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.
 class SentenceTransformerEmbedder(BaseEmbedder):
     """A sentence-transformers model on PyTorch that returns normalized float32 embeddings.
 
-    On CUDA the model runs in float16 (backend ``torch-fp16``); vectors are returned as float32
-    and re-normalized.
+    Texts are tokenized once, by the model's own fast tokenizer, and the ids are fed to the model
+    directly (``indexers.torch_feed``: pinned, asynchronous copies and one transfer back per call
+    on CUDA). Models whose fast tokenizer does not reproduce sentence-transformers' ids (or that
+    have none) go through ``SentenceTransformer.encode``. On CUDA the model runs in float16
+    (backend ``torch-fp16``); vectors are returned as float32 and re-normalized.
     """
 
-    def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int = 64,
+    def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int | None = None,
                  allow_download: bool = False):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.device = pick_device(device)
+        if not self.device.startswith("cuda"):
+            # CPU: the model's threads own the cores and tokenizing is 1-2% of the time. On a GPU,
+            # tokenizing is the bottleneck: the Rust tokenizer keeps its default (all cores) unless
+            # TOKENIZERS_PARALLELISM is set (4x the docs/s on an H100, docs/benchmarks.md).
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -341,8 +424,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         hf_logging.disable_progress_bar()
         self.location = locate_model(model)
         self.weights_sha256 = verify_weights(self.location)
-        self.device = pick_device(device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         try:
             self.model = SentenceTransformer(self.location.path_or_name, device=self.device,
                                              local_files_only=not allow_download)
@@ -351,17 +433,32 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                 f"cannot load embedding model {model!r} from local files ({exc}). Give a local path, "
                 "a model already in the Hugging Face cache, or pass allow_download"
             ) from exc
+        self.model.eval()
         self.half = self.device.startswith("cuda")
+        # float16 on CUDA; float32 elsewhere, also for checkpoints saved in float16 or bfloat16
+        # (transformers loads those in their own dtype, which CPUs run many times slower)
         if self.half:
             self.model.half()
+        else:
+            self.model.float()
         self.backend = "torch-fp16" if self.half else "torch"
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
         self._tokenizer = None
+        self.feeder = None
         try:
             self._tokenizer = _length_tokenizer(self.model.tokenizer, self.max_seq_length)
         except Exception as exc:  # noqa: BLE001 - lengths are an optimization; fall back to characters
             logger.debug("no fast tokenizer for %s (%s); batching by character length", model, exc)
+        if self._tokenizer is not None:
+            from indexers.torch_feed import TorchFeeder
+
+            try:
+                inputs = check_fast_tokenizer(self.model, self._tokenizer)
+                pad_id = int(getattr(self.model.tokenizer, "pad_token_id", None) or 0)
+                self.feeder = TorchFeeder(self.model, self.device, inputs, pad_id)
+            except TokenizerMismatch as exc:
+                logger.debug("%s: %s; encoding through SentenceTransformer.encode", model, exc)
         self._init_stats()
 
     @property
@@ -371,16 +468,23 @@ class SentenceTransformerEmbedder(BaseEmbedder):
     def _prepare(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, Any]:
         if self._tokenizer is None:
             return np.array([len(t) for t in texts], dtype=np.int64), None, None
-        lengths, truncated = token_lengths(self._tokenizer, texts)
-        return lengths, truncated, None
+        ids, lengths, truncated = tokenize(self._tokenizer, texts)
+        return lengths, truncated, ids if self.feeder is not None else None
 
-    def _embed_batch(self, texts: list[str], idx: np.ndarray, state: Any) -> np.ndarray:
+    def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray] | None) -> Any:
+        if ids is not None:
+            return self.feeder.run([ids[i] for i in idx])
         vectors = self.model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         if self.half:
             vectors = vectors.astype(np.float32)
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+    def _gather(self, out: np.ndarray, pending: list[tuple[np.ndarray, Any]]) -> None:
+        from indexers.torch_feed import TorchFeeder
+
+        TorchFeeder.gather(out, pending)
 
 
 def onnxruntime_available() -> bool:
@@ -396,7 +500,7 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def _make(name: str, device: str, batch_size: int, allow_download: bool, backend: str) -> BaseEmbedder:
+def _make(name: str, device: str, batch_size: int | None, allow_download: bool, backend: str) -> BaseEmbedder:
     if backend == "torch":
         return SentenceTransformerEmbedder(name, device, batch_size, allow_download)
     if backend in ("onnx", "onnx-int8"):
@@ -426,7 +530,7 @@ def _make(name: str, device: str, batch_size: int, allow_download: bool, backend
 
 
 def load_embedder(spec: str | dict[str, Any] = DEFAULT_EMBEDDER, device: str = "auto",
-                  batch_size: int = 64, allow_download: bool = False, backend: str = "auto") -> BaseEmbedder:
+                  batch_size: int | None = None, allow_download: bool = False, backend: str = "auto") -> BaseEmbedder:
     """An embedder from a name, or from the ``embedder`` record of a datastore manifest.
 
     ``backend`` is ``auto``, ``torch``, ``onnx`` or ``onnx-int8`` (see the module docstring).

@@ -11,19 +11,37 @@ chunks (same input → same shards, whatever the engine or the number of workers
   the manifest (``indexers.ray_engine``; ``pip install terarag[ray]``).
 
 Shards already on disk from an interrupted build are adopted, not rebuilt, by both engines.
+
+The driver streams ``ChunkBlock``s of at most ``EMBED_BLOCK`` chunks, cut at fixed offsets inside
+each shard. The local engine embeds each block as soon as it is read, while a background thread
+reads and chunks the next blocks and another writes the previous shard, so reading, embedding and
+writing overlap (a GPU is not left waiting for the CPU). Ray tasks embed their shard in the same
+blocks, so both engines compute identical vectors.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
 
 from datastores import DatastoreWriter
 from datastores.records import Chunk
 from indexers.embedders import EncodeStats, load_embedder
 
 ENGINES = ("local", "ray")
+#: Chunks per ``encode`` call: the unit in which both engines embed a shard (blocks start at fixed
+#: offsets of the shard, so the vectors do not depend on the engine or on a resume).
+EMBED_BLOCK = 4096
+#: Blocks read ahead by the local engine's reader thread.
+PREFETCH_BLOCKS = 2
+
+T = TypeVar("T")
 
 
 class EngineError(ValueError):
@@ -42,7 +60,8 @@ class EngineOptions:
     one); ``num_workers`` caps the shards embedded at once (default: the cluster's CPUs);
     ``max_retries`` is how often a failed shard task is run again before the build stops.
     ``task_hook`` (Ray only) is called in the worker with the shard index before the shard is
-    built (monitoring, fault injection in tests); it must be picklable.
+    built (monitoring, fault injection in tests); it must be picklable. ``overlap`` (local only)
+    reads ahead and writes in background threads while embedding; off, each step waits.
     """
 
     name: str = "local"
@@ -50,6 +69,7 @@ class EngineOptions:
     num_workers: int | None = None
     max_retries: int = 3
     task_hook: Callable[[int], None] | None = None
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -68,7 +88,7 @@ class EmbedderFactory:
 
     name: str
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None
     backend: str = "auto"
 
     def __call__(self) -> Any:
@@ -82,6 +102,17 @@ class ShardJob:
     index: int
     first_chunk_id: int
     chunks: list[Chunk]
+
+
+@dataclass
+class ChunkBlock:
+    """Consecutive chunks of shard ``shard``, which starts at global chunk id ``shard_first_chunk_id``;
+    ``closes_shard`` marks the shard's last block."""
+
+    shard: int
+    shard_first_chunk_id: int
+    chunks: list[Chunk]
+    closes_shard: bool
 
 
 @dataclass
@@ -99,43 +130,180 @@ class BuildProgress:
             self.bar.set_postfix(shards=len(writer.shards), docs=documents)
 
 
-def shard_jobs(shards: Iterable[list[Chunk]]) -> Iterator[ShardJob]:
-    """Number the shards of a chunk stream and give each its first global chunk id."""
-    first = 0
-    for index, chunks in enumerate(shards):
-        yield ShardJob(index, first, chunks)
-        first += len(chunks)
+def chunk_blocks(chunks: Iterable[Chunk], shard_size: int, block_size: int | None = None) -> Iterator[ChunkBlock]:
+    """Cut a chunk stream into shards of ``shard_size`` chunks and each shard into blocks of at
+    most ``block_size`` (default ``EMBED_BLOCK``; the last shard and each shard's last block may be
+    shorter)."""
+    block_size = block_size or EMBED_BLOCK
+    block: list[Chunk] = []
+    full: ChunkBlock | None = None  # a full block, held until we know whether the stream ends after it
+    shard, shard_first, in_shard = 0, 0, 0
+    for chunk in chunks:
+        if full is not None:
+            yield full
+            full = None
+        block.append(chunk)
+        in_shard += 1
+        if in_shard == shard_size:
+            yield ChunkBlock(shard, shard_first, block, True)
+            block, shard, shard_first, in_shard = [], shard + 1, shard_first + in_shard, 0
+        elif len(block) == block_size:
+            full, block = ChunkBlock(shard, shard_first, block, False), []
+    if full is not None:
+        full.closes_shard = True
+        yield full
+    elif block:
+        yield ChunkBlock(shard, shard_first, block, True)
 
 
-def run_local(jobs: Iterable[ShardJob], writer: DatastoreWriter, embedder: Any, batch_size: int,
-              progress: BuildProgress, documents: Callable[[], int]) -> None:
-    """Embed and write every shard in this process, one at a time (the streaming build)."""
+def shard_jobs(blocks: Iterable[ChunkBlock]) -> Iterator[ShardJob]:
+    """Whole shards from a block stream."""
+    chunks: list[Chunk] = []
+    for block in blocks:
+        chunks.extend(block.chunks)
+        if block.closes_shard:
+            yield ShardJob(block.shard, block.shard_first_chunk_id, chunks)
+            chunks = []
+
+
+def embed_in_blocks(embedder: Any, chunks: list[Chunk], batch_size: int | None, encoded: EncodeStats,
+                    progress: Callable[[int], None] | None = None, block_size: int | None = None) -> np.ndarray:
+    """A shard's vectors, one ``encode`` call per block of ``block_size`` chunks (default
+    ``EMBED_BLOCK``, as the local engine embeds them), adding what encoding did to ``encoded``."""
+    block_size = block_size or EMBED_BLOCK
+    parts = []
+    for lo in range(0, len(chunks), block_size):
+        parts.append(embedder.encode([c.text for c in chunks[lo:lo + block_size]], batch_size, progress=progress))
+        last = getattr(embedder, "last_stats", None)
+        if isinstance(last, EncodeStats):
+            encoded.add(last)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def read_ahead(items: Iterable[T], depth: int = PREFETCH_BLOCKS) -> Iterator[T]:
+    """Yield ``items`` while a background thread produces up to ``depth`` of them ahead.
+
+    An exception in the producer is raised here; when the consumer stops early the producer
+    stops after its current item."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=produce, name="terarag-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np.ndarray, first: int,
+           timings: dict[str, float]) -> Any:
+    started = time.perf_counter()
+    info = writer.write_shard(index, chunks, vectors, first)
+    timings["write"] += time.perf_counter() - started
+    return info
+
+
+def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any, batch_size: int | None,
+              progress: BuildProgress, documents: Callable[[], int], overlap: bool = True) -> None:
+    """Embed and write every shard in this process (the streaming build).
+
+    Blocks are embedded as they arrive unless their shard is already on disk from an interrupted
+    build (then the shard is adopted, or embedded whole if its record is unreadable). With
+    ``overlap`` a thread reads and chunks ahead and another writes the previous shard while the
+    next one embeds; without it every step waits for the one before."""
     timings, bar = progress.timings, progress.bar
-    for job in jobs:
-        chunks = job.chunks
-        if writer.shard_is_done(chunks, job.first_chunk_id):
-            writer.add_shard(chunks, None, job.first_chunk_id)
-        else:
-            started = time.perf_counter()
-            vectors = embedder.encode([c.text for c in chunks], batch_size,
-                                      progress=bar.update if bar is not None else None)
-            timings["embed"] += time.perf_counter() - started
-            last = getattr(embedder, "last_stats", None)
-            if isinstance(last, EncodeStats):
-                progress.encoded.add(last)
-            started = time.perf_counter()
-            writer.add_shard(chunks, vectors, job.first_chunk_id)
-            timings["write"] += time.perf_counter() - started
-        progress.shard_done(writer, documents())
+    tick = bar.update if bar is not None else None
+
+    def embed(chunks: list[Chunk]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = embed_in_blocks(embedder, chunks, batch_size, progress.encoded, tick)
+        timings["embed"] += time.perf_counter() - started
+        return vectors
+
+    def record(done: Future | None) -> None:
+        if done is not None:
+            writer.append_shard(done.result())
+            progress.shard_done(writer, documents())
+
+    stream = read_ahead(blocks) if overlap else iter(blocks)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as pool:
+        pending: Future | None = None
+        chunks: list[Chunk] = []
+        parts: list[np.ndarray] = []
+        eager = True
+        for block in stream:
+            if not chunks:
+                eager = not writer.shard_on_disk(block.shard)
+            chunks.extend(block.chunks)
+            if eager:
+                parts.append(embed(block.chunks))
+            if not block.closes_shard:
+                continue
+            index, first = block.shard, block.shard_first_chunk_id
+            existing = None if eager else writer.completed_shard(index, chunks, first)
+            if existing is None and not eager:
+                parts = [embed(chunks)]
+            if existing is not None:
+                record(pending)
+                pending = None
+                writer.append_shard(existing, resumed=True)
+                if bar is not None:
+                    bar.update(len(chunks))
+                progress.shard_done(writer, documents())
+            else:
+                vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                done = pool.submit(_write, writer, index, chunks, vectors, first, timings)
+                record(pending)
+                pending = done
+                if not overlap:
+                    record(pending)
+                    pending = None
+            chunks, parts = [], []
+        record(pending)
 
 
-def run_engine(options: EngineOptions, jobs: Iterable[ShardJob], writer: DatastoreWriter, embedder: Any,
-               embedder_factory: Callable[[], Any] | None, batch_size: int, progress: BuildProgress,
+def run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any,
+               embedder_factory: Callable[[], Any] | None, batch_size: int | None, progress: BuildProgress,
                documents: Callable[[], int]) -> None:
-    """Build every shard of ``jobs`` with the chosen engine and record them in ``writer`` in order."""
+    """Build every shard of ``blocks`` with the chosen engine and record them in ``writer`` in order."""
     if options.name == "local":
-        run_local(jobs, writer, embedder, batch_size, progress, documents)
+        run_local(blocks, writer, embedder, batch_size, progress, documents, overlap=options.overlap)
         return
+    jobs = shard_jobs(blocks)
     try:
         from indexers.ray_engine import run_ray
     except ImportError as exc:

@@ -39,14 +39,20 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from indexers.embedders import (
+    PROBE_TEXTS,
     BaseEmbedder,
     EmbedderError,
     ModelLocation,
+    TokenizerMismatch,
+    check_fast_tokenizer,
+    default_batch_size,
     locate_model,
+    model_features,
     pick_device,
     tokenize,
     verify_weights,
 )
+from indexers.torch_feed import pad_into
 
 logger = logging.getLogger("terarag.embedders.onnx")
 
@@ -67,7 +73,6 @@ _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 #: Feed-forward output projections (GELU activations as input, with outliers): left in float32 by
 #: the int8 quantization because quantizing them costs most of the quality (see docs/benchmarks.md).
 _INT8_EXCLUDE = re.compile(r"/layer\.\d+/output/dense/MatMul$")
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 #: Padded tokens (rows x width) per ONNX Runtime call on CPU: a batch of 64 long chunks runs as
 #: two halves, whose activations stay in cache: 7-12% faster at ~170 tokens per text on a 2-core
@@ -76,19 +81,6 @@ MAX_BATCH_TOKENS = 6144
 
 #: Exports done by this process (tests check that a cached export is reused).
 EXPORTS = {"fp32": 0, "int8": 0}
-
-PROBE_TEXTS = [
-    "The treaty of peace was signed at Ghent.",
-    "who signed the peace treaty",
-    "",
-    "Bananas are rich in potassium; ÉLAN, naïve café — 42% of 1,000 items!",
-    "Fellow-Citizens of the Senate and House of Representatives: among the vicissitudes incident to "
-    "life no event could have filled me with greater anxieties than that of which the notification "
-    "was transmitted by your order.",
-    "x",
-    # longer than any max_seq_length in use: exercises truncation
-    " ".join(["The Congress shall have power to lay and collect taxes, duties, imposts and excises."] * 60),
-]
 
 
 class OnnxExportError(EmbedderError):
@@ -224,11 +216,9 @@ def load_fast_tokenizer(model_folder: str | Path, max_length: int) -> Any:
 def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded int64 ``input_ids`` and ``attention_mask`` for one batch."""
     width = max(len(row) for row in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for r, row in enumerate(ids):
-        input_ids[r, :len(row)] = row
-        mask[r, :len(row)] = 1
+    input_ids = np.empty((len(ids), width), dtype=np.int64)
+    mask = np.empty((len(ids), width), dtype=np.int64)
+    pad_into(ids, pad_id, input_ids, mask)
     return input_ids, mask
 
 
@@ -317,37 +307,11 @@ def _load_for_export(path: str) -> Any:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return SentenceTransformer(path, device="cpu", local_files_only=True,
-                                   model_kwargs={"attn_implementation": "eager"})
+        model = SentenceTransformer(path, device="cpu", local_files_only=True,
+                                    model_kwargs={"attn_implementation": "eager"})
     except (TypeError, ValueError, OSError):
-        return SentenceTransformer(path, device="cpu", local_files_only=True)
-
-
-def _features(model: Any, texts: list[str]) -> dict[str, Any]:
-    if hasattr(model, "preprocess"):
-        return model.preprocess(texts)
-    return model.tokenize(texts)  # sentence-transformers < 6
-
-
-def _check_tokenizer(model: Any, tokenizer: Any, features: dict[str, Any]) -> None:
-    """Our tokenizer must give exactly the ids sentence-transformers gives (truncation included)."""
-    import torch
-
-    tensors = {k: v for k, v in features.items() if torch.is_tensor(v)}
-    unknown = sorted(set(tensors) - set(_MODEL_INPUTS))
-    if unknown or "input_ids" not in tensors or "attention_mask" not in tensors:
-        raise OnnxExportError(f"unsupported model inputs {sorted(tensors)}")
-    if getattr(model, "default_prompt_name", None):
-        raise OnnxExportError("the model applies a default prompt")
-    mask = tensors["attention_mask"].bool()
-    for row, enc in enumerate(tokenizer.encode_batch(PROBE_TEXTS)):
-        expected = tensors["input_ids"][row][mask[row]].tolist()
-        if expected != enc.ids:
-            raise OnnxExportError(f"the fast tokenizer disagrees with sentence-transformers on probe {row}")
-        if "token_type_ids" in tensors and any(tensors["token_type_ids"][row].tolist()):
-            raise OnnxExportError("non-zero token_type_ids for single texts are not supported")
-        if any(enc.type_ids):
-            raise OnnxExportError("non-zero token type ids for single texts are not supported")
+        model = SentenceTransformer(path, device="cpu", local_files_only=True)
+    return model.float()  # a float32 graph, also from float16 / bfloat16 checkpoints
 
 
 def _fuse(source: Path, target: Path, config: Any) -> bool:
@@ -384,9 +348,11 @@ def _export(location: ModelLocation, sha: str, folder: Path) -> dict[str, Any]:
     model = _load_for_export(path).eval()
     max_length = int(model.max_seq_length)
     tokenizer = load_fast_tokenizer(path, max_length)
-    features = _features(model, list(PROBE_TEXTS))
-    _check_tokenizer(model, tokenizer, features)
-    input_names = [k for k in _MODEL_INPUTS if k in features]
+    features = model_features(model, list(PROBE_TEXTS))
+    try:
+        input_names = check_fast_tokenizer(model, tokenizer)
+    except TokenizerMismatch as exc:
+        raise OnnxExportError(str(exc)) from exc
 
     class SentenceModule(torch.nn.Module):
         def __init__(self, inner: Any):
@@ -523,7 +489,7 @@ class OnnxEmbedder(BaseEmbedder):
     default of one per physical core.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 64,
+    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int | None = None,
                  quantized: bool = False, threads: int | None = None, retry_failed: bool = True):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.location = locate_model(model)
@@ -533,7 +499,7 @@ class OnnxEmbedder(BaseEmbedder):
             raise OnnxExportError(f"the ONNX backend needs a local model folder with model.safetensors "
                                   f"({model!r} is not one); use backend torch")
         self.device = pick_device(device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         self.quantized = quantized
         self.backend = "onnx-int8" if quantized else "onnx"
         self.cache_folder, self.meta = ensure_exported(self.location, self.weights_sha256, quantized, retry_failed)

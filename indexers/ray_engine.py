@@ -23,7 +23,7 @@ from ray.exceptions import RayError
 from datastores import DatastoreWriter
 from datastores.manifest import ShardInfo
 from indexers.embedders import EncodeStats
-from indexers.engines import BuildProgress, EngineError, EngineOptions, ShardBuildError, ShardJob
+from indexers.engines import BuildProgress, EngineError, EngineOptions, ShardBuildError, ShardJob, embed_in_blocks
 
 
 @functools.lru_cache(maxsize=2)
@@ -36,7 +36,7 @@ class EmbedderMismatchError(RuntimeError):
     """A worker loaded an embedder other than the one the build records."""
 
 
-def build_shard(writer: DatastoreWriter, job: ShardJob, factory: Callable[[], Any], batch_size: int,
+def build_shard(writer: DatastoreWriter, job: ShardJob, factory: Callable[[], Any], batch_size: int | None,
                 hook: Callable[[int], None] | None) -> dict[str, Any]:
     """Embed and write one shard (runs in a Ray worker); returns its record and statistics.
 
@@ -50,13 +50,12 @@ def build_shard(writer: DatastoreWriter, job: ShardJob, factory: Callable[[], An
             f"this worker loaded {embedder.spec} but the build records {writer.embedder}; every worker must "
             "load the same embedder (same model files and backend)")
     started = time.perf_counter()
-    vectors = embedder.encode([c.text for c in job.chunks], batch_size)
+    encoded = EncodeStats()
+    vectors = embed_in_blocks(embedder, job.chunks, batch_size, encoded)
     embedded = time.perf_counter()
     info = writer.write_shard(job.index, job.chunks, vectors, job.first_chunk_id)
-    last = getattr(embedder, "last_stats", None)
     return {"info": info, "embed": embedded - started,
-            "write": time.perf_counter() - embedded,
-            "encoded": last if isinstance(last, EncodeStats) else None}
+            "write": time.perf_counter() - embedded, "encoded": encoded}
 
 
 def connect_ray(address: str | None) -> bool:
@@ -88,7 +87,7 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def run_ray(options: EngineOptions, jobs: Iterable[ShardJob], writer: DatastoreWriter,
-            factory: Callable[[], Any], batch_size: int, progress: BuildProgress,
+            factory: Callable[[], Any], batch_size: int | None, progress: BuildProgress,
             documents: Callable[[], int]) -> None:
     """Build the shards of ``jobs`` as Ray tasks and append them to ``writer`` in shard order."""
     with ray_session(options.address):

@@ -24,7 +24,8 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
 @click.option("--tokenizer", help="Tokenizer for sizes: a tiktoken encoding or a Hugging Face name/path.")
 @click.option("--embedder", help="sentence-transformers model name or local path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Embedding device.")
-@click.option("--batch-size", type=int, help="Embedding batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Texts per embedding batch (default: 64 on CPU, "
+                                                               "1024 on a GPU).")
 @click.option("--embed-backend", type=click.Choice(list(BACKENDS)),
               help="Embedding backend: auto (ONNX on CPU when available, torch fp16 on CUDA), torch, onnx, "
                    "onnx-int8 (faster, slightly different vectors).")
@@ -60,14 +61,18 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
                                                 "default: start a local cluster).")
 @click.option("--num-workers", type=int, default=None, help="Ray: shards built at once (default: cluster CPUs).")
 @click.option("--max-retries", type=int, default=3, show_default=True, help="Ray: reruns of a failed shard task.")
+@click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
+              help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
+                   "while embedding.")
 @user_errors
 def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
                   bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
                   strict, quiet,
-                  engine, address, num_workers, max_retries, **dense_options) -> None:
+                  engine, address, num_workers, max_retries, overlap_io, **dense_options) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
-    engine_options = EngineOptions(engine, address, num_workers, max_retries)
+    engine_options = EngineOptions(engine, address, num_workers, max_retries,
+                                   overlap=overlap_io if engine == "local" else True)
     config = load_config(config_file) if config_file else BuildConfig()
     config = config.replace(chunker=chunker, chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer,
                             embedder=embedder, device=device, batch_size=batch_size, embed_backend=embed_backend,
