@@ -99,6 +99,8 @@ class RetrievalEvaluation:
     per_query: dict[str, dict[str, float]]
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    #: query id -> the chunk hits scored (only with ``keep_hits``; never serialised)
+    hits: dict[str, list[Any]] | None = None
 
     def to_dict(self, per_query: bool = False) -> dict[str, Any]:
         out = {**{k: round(v, 4) for k, v in self.metrics.items()}, **self.settings,
@@ -201,7 +203,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
                         batch_size: int | None = None, shard_size: int = 50_000, chunk_factor: int = 3,
                         progress: bool = False, retriever_options: Mapping[str, Any] | None = None,
                         rerank: str | None = None, reranker: Any = None, query_prefix: str = "auto",
-                        passage_prefix: str = "auto") -> list[RetrievalEvaluation]:
+                        passage_prefix: str = "auto", keep_hits: bool = False) -> list[RetrievalEvaluation]:
     """Index a BEIR corpus once and score every retrieval mode on it, one evaluation per mode.
 
     Modes: ``dense``, ``bm25``, ``hybrid`` (fusion from ``retriever_options``, RRF by default),
@@ -213,7 +215,9 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     Each query retrieves ``chunk_factor × depth`` chunks (``depth = max(k, recall_k)``), which
     are reduced to at most ``depth`` documents by best chunk. ``index_dir`` keeps the datastore
     (it must not exist yet); by default it is written to a temporary folder and removed. The
-    passages and queries get the embedder family's prefixes (``"auto"``) unless given.
+    passages and queries get the embedder family's prefixes (``"auto"``) unless given. With
+    ``keep_hits`` each evaluation keeps its chunk hits per query (``hits``), e.g. for
+    ``evaluators.fusion_tuning``.
     """
     from indexers.chunkers import EMBEDDING_CHUNKERS, make_chunker
     from indexers.embedders import with_prefixes
@@ -276,7 +280,8 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
                     "passage_prefix": prefixed.passage_prefix,
                     "queries_per_s": len(texts) / seconds if seconds > 0 else float("inf"),
                     "retriever": c.to_dict()}
-        out.append(RetrievalEvaluation(mean_metrics(per_query), per_query, settings, mode_timings))
+        out.append(RetrievalEvaluation(mean_metrics(per_query), per_query, settings, mode_timings,
+                                       dict(zip(query_ids, hits)) if keep_hits else None))
     return out
 
 

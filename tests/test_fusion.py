@@ -33,6 +33,18 @@ def test_rrf_k_changes_the_weight_of_top_ranks():
     assert dict(rrf([a, b], k=0))[2] == pytest.approx(1 / 2 + 1 / 3)
 
 
+def test_weighted_rrf_by_hand():
+    assert fuse(DENSE, SPARSE, "rrf", rrf_k=60) == rrf([DENSE, SPARSE], k=60)  # alpha 0.5: plain RRF
+    fused = dict(fuse(DENSE, SPARSE, "rrf", alpha=0.3, rrf_k=60))
+    assert fused[10] == pytest.approx(0.6 / 61 + 1.4 / 63)
+    assert fused[12] == pytest.approx(0.6 / 63 + 1.4 / 61)
+    assert fused[13] == pytest.approx(1.4 / 62)
+    assert [c for c, _ in fuse(DENSE, SPARSE, "rrf", alpha=0.3)] == [12, 10, 13, 11]  # BM25 side wins ties
+    assert [c for c, _ in fuse(DENSE, SPARSE, "rrf", alpha=1.0)][:3] == [10, 11, 12]
+    with pytest.raises(ValueError, match="alpha"):
+        fuse(DENSE, SPARSE, "rrf", alpha=1.5)
+
+
 def test_minmax_convex_combination_by_hand():
     fused = dict(convex(DENSE, SPARSE, alpha=0.5, normalization="minmax"))
     dense_norm = {10: 1.0, 11: (0.8 - 0.5) / 0.4, 12: 0.0}

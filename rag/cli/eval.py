@@ -145,7 +145,7 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
 @click.option("--recall-k", type=int, default=100, show_default=True, help="A second recall cut-off.")
 @click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True,
               help="Fusion of the plain 'hybrid' mode.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Convex fusion: dense weight.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Dense weight (convex; RRF weighs its lists 2*alpha and 2*(1 - alpha)).")
 @click.option("--rrf-k", type=click.IntRange(min=0), default=60, show_default=True)
 @click.option("--normalization", type=click.Choice(["minmax", "zscore", "calibrated"]), default="minmax",
               show_default=True)
@@ -166,6 +166,12 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--index-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the datastore here (default: a temporary folder).")
+@click.option("--tune-fusion", is_flag=True,
+              help="Also tune the hybrid fusion (convex alpha x normalisation, RRF k x list weights) on these queries by nDCG@k "
+                   "and add a 'hybrid-tuned (cv)' row scored held out by cross-fitting; prints the settings "
+                   "tuned on all queries as rag search flags (adds the dense and bm25 modes if missing).")
+@click.option("--folds", type=click.IntRange(min=2), default=2, show_default=True,
+              help="--tune-fusion: cross-fitting folds (query ids in natural order, dealt round-robin).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write per-query metrics (JSON).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON: one object for one mode, a list of objects for several.")
@@ -174,7 +180,7 @@ def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recal
                       rrf_k: int, normalization: str, depth: int, rerank: str | None, rerank_depth: int,
                       mmr: float | None, query_prefix: str, passage_prefix: str, chunker: str, chunk_size: int,
                       overlap: int, tokenizer: str, embedder_name: str, device: str, index_dir: str | None,
-                      out: str | None, as_json: bool) -> None:
+                      tune_fusion: bool, folds: int, out: str | None, as_json: bool) -> None:
     """Index a BEIR corpus in one datastore, retrieve for every judged query with each mode and report
     nDCG@k, MRR@k, recall@k, recall@recall-k and MAP (mean ×100, pytrec_eval) in one table."""
     from evaluators.datasets import load_beir
@@ -184,6 +190,8 @@ def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recal
     if k < 1 or recall_k < 1:
         raise click.ClickException(f"-k and --recall-k must be at least 1 (got {k}, {recall_k})")
     names = parse_modes(modes)
+    if tune_fusion:
+        names += [m for m in ("dense", "bm25") if m not in names]
     data = load_beir(dataset, split)
     embedder = load_embedder(embedder_name, device=device)
     options = {"fusion": fusion, "alpha": alpha, "rrf_k": rrf_k, "normalization": normalization, "depth": depth,
@@ -191,7 +199,12 @@ def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recal
     results = evaluate_beir_modes(data, names, k, recall_k, embedder=embedder, chunker=chunker,
                                   chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer, index_dir=index_dir,
                                   progress=not as_json, retriever_options=options, rerank=rerank,
-                                  query_prefix=query_prefix, passage_prefix=passage_prefix, device=device)
+                                  query_prefix=query_prefix, passage_prefix=passage_prefix, device=device,
+                                  keep_hits=tune_fusion)
+    if tune_fusion:
+        from evaluators.fusion_tuning import tuned_fusion_evaluation
+
+        results.append(tuned_fusion_evaluation(results, data.qrels, folds, progress=not as_json))
     if out:
         from pathlib import Path
 
@@ -214,9 +227,33 @@ def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recal
     table.add_column("queries/s", justify="right")
     for result in results:
         r = result.settings
-        table.add_row(r["mode"], r["engine"], *(f"{v:.2f}" for v in result.metrics.values()),
-                      f"{r['queries_per_s']:.1f}")
+        speed = "–" if r["queries_per_s"] is None else f"{r['queries_per_s']:.1f}"
+        table.add_row(r["mode"], r["engine"], *(f"{v:.2f}" for v in result.metrics.values()), speed)
     _print_wide(table)
+    if tune_fusion:
+        _print_fusion_tuning(results[-1].settings)
+
+
+def _print_fusion_tuning(settings: dict) -> None:
+    """The fusion settings chosen per fold and on all queries, and how to use the latter."""
+    tuning = settings["fusion_tuning"]
+    metric = tuning["metric"].replace("ndcg", "nDCG")
+    table = Table(title=f"fusion tuned by {metric} over {tuning['grid_size']} settings (×100)", title_justify="left",
+                  caption="a fold is scored with the setting tuned on the other folds; 'all' is the setting to use",
+                  caption_justify="left")
+    for name in ("tuned on", "setting", f"dev {metric}", f"held-out {metric}"):
+        table.add_column(name, justify="left" if name in ("tuned on", "setting") else "right")
+    for fold in tuning["folds"]:
+        table.add_row(f"{fold['queries']} queries (all but fold {fold['fold']})", fold["label"],
+                      f"{fold['dev_score']:.2f}", f"{fold['test_score']:.2f} ({fold['test_queries']} queries)")
+    overall = tuning["overall"]
+    table.add_row(f"all {overall['queries']} queries", overall["label"], f"{overall['dev_score']:.2f}", "–",
+                  style="bold")
+    _print_wide(table)
+    options = ", ".join(f"{k}: {v}" for k, v in settings["retriever"].items())
+    stdout.print(f"use: rag search DATASTORE QUERY {settings['search_flags']}", markup=False, highlight=False,
+                 soft_wrap=True)
+    stdout.print(f"or in a pipeline config: retriever: {{{options}}}", markup=False, highlight=False, soft_wrap=True)
 
 
 @eval_group.command("scaling")

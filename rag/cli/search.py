@@ -21,7 +21,7 @@ from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, build_retriever
 @click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
               help="Hybrid fusion: reciprocal rank fusion or a convex combination of normalised scores.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Convex fusion: weight of the dense score (1 - alpha for BM25).")
+              help="Weight of the dense side (1 - alpha for BM25); RRF weighs its lists 2*alpha and 2*(1 - alpha).")
 @click.option("--rrf-k", type=click.IntRange(min=0), default=60, show_default=True, help="RRF constant.")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default="minmax", show_default=True,
               help="Convex fusion: score normalisation.")

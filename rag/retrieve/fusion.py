@@ -85,9 +85,14 @@ def convex(dense: Ranked, sparse: Ranked, alpha: float = 0.5, normalization: str
 
 def fuse(dense: Ranked, sparse: Ranked, method: str = "rrf", *, alpha: float = 0.5, rrf_k: int = 60,
          normalization: str = "minmax") -> list[tuple[int, float]]:
-    """Fuse a dense and a BM25 ranked list with ``rrf`` or ``convex``."""
+    """Fuse a dense and a BM25 ranked list with ``rrf`` or ``convex``.
+
+    ``alpha`` is the dense side's weight in both: convex takes ``alpha * dense + (1 - alpha) * bm25``;
+    RRF weighs the lists ``2 * alpha`` and ``2 * (1 - alpha)``, so ``alpha = 0.5`` is plain RRF."""
     if method == "rrf":
-        return rrf([dense, sparse], rrf_k)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (got {alpha})")
+        return rrf([dense, sparse], rrf_k, weights=(2.0 * alpha, 2.0 * (1.0 - alpha)))
     if method == "convex":
         return convex(dense, sparse, alpha, normalization)
     raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
