@@ -74,10 +74,12 @@ _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 #: the int8 quantization because quantizing them costs most of the quality (see docs/benchmarks.md).
 _INT8_EXCLUDE = re.compile(r"/layer\.\d+/output/dense/MatMul$")
 
-#: Padded tokens (rows x width) per ONNX Runtime call on CPU: a batch of 64 long chunks runs as
-#: two halves, whose activations stay in cache: 7-12% faster at ~170 tokens per text on a 2-core
-#: EPYC, same vectors (``benchmarks/embedding.py --settings``). 0 runs every batch whole (GPUs).
-MAX_BATCH_TOKENS = 6144
+#: Padded tokens (rows x width) per ONNX Runtime call on CPU: a batch of 64 chunks runs in pieces
+#: whose activations (the attention scores above all: rows x heads x width^2) stay in cache. On a
+#: 2-core EPYC, 1,024 was 15% faster than 6,144 at ~170 tokens per text and 13% at ~65, and 6,144
+#: 12% faster than whole batches; same vectors (``benchmarks/embedding.py --settings``). 0 runs
+#: every batch whole (GPUs).
+MAX_BATCH_TOKENS = 1024
 
 #: Exports done by this process (tests check that a cached export is reused).
 EXPORTS = {"fp32": 0, "int8": 0}
