@@ -101,7 +101,7 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     documents = iter_documents(inputs, config.reader_options, read)
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     tracker = BuildProgress(timings, bar=bar)
-    if engine.name != "local" and embedder_factory is None:
+    if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
         embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
     if embedder_factory is not None:
         embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)

@@ -61,7 +61,8 @@ class EngineOptions:
     ``max_retries`` is how often a failed shard task is run again before the build stops.
     ``task_hook`` (Ray only) is called in the worker with the shard index before the shard is
     built (monitoring, fault injection in tests); it must be picklable. ``overlap`` (local only)
-    reads ahead and writes in background threads while embedding; off, each step waits.
+    reads ahead and writes in background threads while embedding; off, each step waits. ``workers``
+    (local only) embeds blocks in that many processes, each with ``cores // workers`` threads.
     """
 
     name: str = "local"
@@ -70,6 +71,7 @@ class EngineOptions:
     max_retries: int = 3
     task_hook: Callable[[int], None] | None = None
     overlap: bool = True
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -80,6 +82,10 @@ class EngineOptions:
             raise EngineError(f"max_retries must be at least 0 (got {self.max_retries})")
         if self.name == "local" and (self.address is not None or self.num_workers is not None):
             raise EngineError("--address and --num-workers need --engine ray")
+        if self.workers < 1:
+            raise EngineError(f"workers must be at least 1 (got {self.workers})")
+        if self.name != "local" and self.workers > 1:
+            raise EngineError("--workers sets the local engine's embedding processes; with Ray use --num-workers")
 
 
 @dataclass(frozen=True)
@@ -238,21 +244,18 @@ def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np
 
 
 def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any, batch_size: int | None,
-              progress: BuildProgress, documents: Callable[[], int], overlap: bool = True) -> None:
-    """Embed and write every shard in this process (the streaming build).
+              progress: BuildProgress, documents: Callable[[], int], overlap: bool = True, workers: int = 1,
+              embedder_factory: Callable[[], Any] | None = None) -> None:
+    """Embed and write every shard from this process (the streaming build).
 
     Blocks are embedded as they arrive unless their shard is already on disk from an interrupted
     build (then the shard is adopted, or embedded whole if its record is unreadable). With
     ``overlap`` a thread reads and chunks ahead and another writes the previous shard while the
-    next one embeds; without it every step waits for the one before."""
-    timings, bar = progress.timings, progress.bar
-    tick = bar.update if bar is not None else None
+    next one embeds; without it every step waits for the one before. ``workers`` > 1 embeds blocks
+    in that many processes (``indexers.embed_pool``), each loading ``embedder_factory()``."""
+    from indexers.embed_pool import BlockEmbedder
 
-    def embed(chunks: list[Chunk]) -> np.ndarray:
-        started = time.perf_counter()
-        vectors = embed_in_blocks(embedder, chunks, batch_size, progress.encoded, tick)
-        timings["embed"] += time.perf_counter() - started
-        return vectors
+    bar = progress.bar
 
     def record(done: Future | None) -> None:
         if done is not None:
@@ -260,23 +263,27 @@ def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: A
             progress.shard_done(writer, documents())
 
     stream = read_ahead(blocks) if overlap else iter(blocks)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as pool:
+    with BlockEmbedder(embedder, batch_size, progress.encoded, progress.timings,
+                       bar.update if bar is not None else None, workers, embedder_factory) as embed, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as pool:
         pending: Future | None = None
         chunks: list[Chunk] = []
-        parts: list[np.ndarray] = []
+        parts: list[Future] = []
         eager = True
         for block in stream:
             if not chunks:
                 eager = not writer.shard_on_disk(block.shard)
             chunks.extend(block.chunks)
             if eager:
-                parts.append(embed(block.chunks))
+                parts.extend(embed.submit([c.text for c in block.chunks]))
             if not block.closes_shard:
                 continue
             index, first = block.shard, block.shard_first_chunk_id
             existing = None if eager else writer.completed_shard(index, chunks, first)
             if existing is None and not eager:
-                parts = [embed(chunks)]
+                size = EMBED_BLOCK
+                parts = [part for lo in range(0, len(chunks), size)
+                         for part in embed.submit([c.text for c in chunks[lo:lo + size]])]
             if existing is not None:
                 record(pending)
                 pending = None
@@ -285,8 +292,8 @@ def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: A
                     bar.update(len(chunks))
                 progress.shard_done(writer, documents())
             else:
-                vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                done = pool.submit(_write, writer, index, chunks, vectors, first, timings)
+                vectors = embed.gather(parts)
+                done = pool.submit(_write, writer, index, chunks, vectors, first, progress.timings)
                 record(pending)
                 pending = done
                 if not overlap:
@@ -301,7 +308,8 @@ def run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: Dat
                documents: Callable[[], int]) -> None:
     """Build every shard of ``blocks`` with the chosen engine and record them in ``writer`` in order."""
     if options.name == "local":
-        run_local(blocks, writer, embedder, batch_size, progress, documents, overlap=options.overlap)
+        run_local(blocks, writer, embedder, batch_size, progress, documents, options.overlap, options.workers,
+                  embedder_factory)
         return
     jobs = shard_jobs(blocks)
     try:

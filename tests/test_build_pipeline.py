@@ -160,3 +160,32 @@ def test_cuda_feeder_matches_the_cpu_model():
     a, b = gpu.encode(texts, batch_size=16), cpu.encode(texts)
     assert a.dtype == np.float32
     assert float(np.min(np.sum(a * b, axis=1))) > 0.999
+
+
+def test_embedding_worker_processes_give_the_same_datastore(tmp_path, small_corpus, small_config, monkeypatch):
+    from datastores.dense import EMBEDDINGS_F16_FILE, read_embeddings
+
+    import indexers.embed_pool as embed_pool
+
+    monkeypatch.setattr(engines, "EMBED_BLOCK", 9)  # many blocks in flight at once,
+    monkeypatch.setattr(embed_pool, "MIN_PIECE", 2)  # each cut into two pieces
+    config = small_config.replace(shard_size=25)
+    reports = {w: build_datastore([small_corpus], tmp_path / f"workers-{w}", config, progress=False,
+                                  engine=EngineOptions(workers=w)) for w in (1, 2)}
+    one, two = reports[1], reports[2]
+    assert one.manifest.content_checksum == two.manifest.content_checksum
+    assert two.embedding["texts"] == one.embedding["texts"] == one.manifest.num_chunks
+    assert two.embedding["tokens"] == one.embedding["tokens"] > 0
+    shards = sorted(p.name for p in (tmp_path / "workers-1" / "shards").iterdir())
+    assert len(shards) >= 3
+    for name in shards:
+        a = read_embeddings(tmp_path / "workers-1" / "shards" / name / EMBEDDINGS_F16_FILE).astype(np.float32)
+        b = read_embeddings(tmp_path / "workers-2" / "shards" / name / EMBEDDINGS_F16_FILE).astype(np.float32)
+        assert a.shape == b.shape and np.abs(a - b).max() < 2e-3  # same blocks; thread counts may move last bits
+
+
+def test_workers_belong_to_the_local_engine():
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        EngineOptions(workers=0)
+    with pytest.raises(ValueError, match="--num-workers"):
+        EngineOptions("ray", workers=2)

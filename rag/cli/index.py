@@ -61,6 +61,9 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
                                                 "default: start a local cluster).")
 @click.option("--num-workers", type=int, default=None, help="Ray: shards built at once (default: cluster CPUs).")
 @click.option("--max-retries", type=int, default=3, show_default=True, help="Ray: reruns of a failed shard task.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local engine: embedding processes, each with cores/N threads; each block is split "
+                   "among them. No faster than one process on 2 cores (docs/benchmarks.md).")
 @click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
               help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
                    "while embedding.")
@@ -69,10 +72,10 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
                   bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
                   strict, quiet,
-                  engine, address, num_workers, max_retries, overlap_io, **dense_options) -> None:
+                  engine, address, num_workers, max_retries, workers, overlap_io, **dense_options) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
     engine_options = EngineOptions(engine, address, num_workers, max_retries,
-                                   overlap=overlap_io if engine == "local" else True)
+                                   overlap=overlap_io if engine == "local" else True, workers=workers)
     config = load_config(config_file) if config_file else BuildConfig()
     config = config.replace(chunker=chunker, chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer,
                             embedder=embedder, device=device, batch_size=batch_size, embed_backend=embed_backend,
