@@ -173,15 +173,18 @@ def test_embedding_worker_processes_give_the_same_datastore(tmp_path, small_corp
     reports = {w: build_datastore([small_corpus], tmp_path / f"workers-{w}", config, progress=False,
                                   engine=EngineOptions(workers=w)) for w in (1, 2)}
     one, two = reports[1], reports[2]
-    assert one.manifest.content_checksum == two.manifest.content_checksum
+    assert [s.rows for s in one.manifest.shards] == [s.rows for s in two.manifest.shards]
     assert two.embedding["texts"] == one.embedding["texts"] == one.manifest.num_chunks
     assert two.embedding["tokens"] == one.embedding["tokens"] > 0
     shards = sorted(p.name for p in (tmp_path / "workers-1" / "shards").iterdir())
     assert len(shards) >= 3
     for name in shards:
+        same = [f"{name}/{f}" for f in ("chunks.parquet", "rows.bin", "row_offsets.npy", "bm25/data.npy")]
+        assert {f: _files(tmp_path / "workers-1" / "shards")[f] for f in same} == \
+            {f: _files(tmp_path / "workers-2" / "shards")[f] for f in same}
         a = read_embeddings(tmp_path / "workers-1" / "shards" / name / EMBEDDINGS_F16_FILE).astype(np.float32)
         b = read_embeddings(tmp_path / "workers-2" / "shards" / name / EMBEDDINGS_F16_FILE).astype(np.float32)
-        assert a.shape == b.shape and np.abs(a - b).max() < 2e-3  # same blocks; thread counts may move last bits
+        assert a.shape == b.shape and np.abs(a - b).max() < 2e-3  # other batches and threads: last bits move
 
 
 def test_workers_belong_to_the_local_engine():
