@@ -6,7 +6,9 @@ Face cache) or path works too. Nothing is downloaded unless ``allow_download`` i
 
 Backends (``load_embedder(..., backend=...)``, ``rag index --embed-backend``):
 
-- ``torch``: sentence-transformers on PyTorch; on CUDA the model runs in float16 (``torch-fp16``).
+- ``torch``: sentence-transformers on PyTorch, fed the token ids it was sorted by
+  (``indexers.torch_feed``); on CUDA the model runs in float16 (``torch-fp16``), in batches of
+  1,024 with tokenization on all cores.
 - ``onnx``: the same model exported once to ONNX (transformer + pooling + normalization, cached
   by the weights' sha256, see ``indexers.onnx_backend``) and run with ONNX Runtime and the
   model's own fast tokenizer. Equal to ``torch`` within cosine 0.9999.
@@ -15,8 +17,9 @@ Backends (``load_embedder(..., backend=...)``, ``rag index --embed-backend``):
 - ``auto`` (default): ``onnx`` on CPU when onnxruntime is installed and the model is a local
   folder that exports cleanly, else ``torch``; on a GPU, ``torch`` in float16.
 
-Every backend batches texts sorted by token length (little padding) and reports how many
-inputs were truncated at the model's ``max_seq_length`` (``last_stats`` / ``last_truncated``).
+Every backend batches texts sorted by token length (little padding; 64 texts per batch on CPU,
+1,024 on a GPU unless ``batch_size`` is given) and reports how many inputs were truncated at the
+model's ``max_seq_length`` (``last_stats`` / ``last_truncated``).
 """
 
 from __future__ import annotations
