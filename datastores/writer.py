@@ -260,10 +260,6 @@ class DatastoreWriter:
             })
         return info
 
-    def shard_is_done(self, chunks: Sequence[Chunk], first_chunk_id: int) -> bool:
-        """True when the next shard is already on disk from an interrupted run."""
-        return self.completed_shard(len(self.shards), chunks, first_chunk_id) is not None
-
     # -- commit -----------------------------------------------------------------------------
 
     def finish(self, stats: dict[str, Any], embedder_dim: int) -> Manifest:

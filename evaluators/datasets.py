@@ -218,7 +218,12 @@ class BeirDataset:
     @property
     def evaluated_queries(self) -> list[str]:
         """Query ids with at least one relevant document, in qrels order."""
-        return [q for q, docs in self.qrels.items() if any(g > 0 for g in docs.values())]
+        return judged_queries(self.qrels)
+
+
+def judged_queries(qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Query ids of ``qrels`` with at least one relevant document (grade > 0), in qrels order."""
+    return [q for q, docs in qrels.items() if any(g > 0 for g in docs.values())]
 
 
 def _read_jsonl_records(path: Path, required: Sequence[str]) -> list[dict]:

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from evaluators.datasets import judged_queries
 from evaluators.retrieval import (RetrievalEvaluation, document_ranking, mean_metrics, metric_names,
                                   retrieval_metrics)
 from rag.retrieve.fusion import NORMALIZATIONS, fuse
@@ -153,7 +154,7 @@ def _pairs(hits: Sequence[Any]) -> list[tuple[int, float]]:
 
 def evaluated_query_ids(qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
     """Query ids with at least one relevant judgement, in natural order (``q2`` before ``q10``)."""
-    return sorted((q for q, docs in qrels.items() if any(g > 0 for g in docs.values())), key=_natural_key)
+    return sorted(judged_queries(qrels), key=_natural_key)
 
 
 def _natural_key(text: str) -> list[Any]:

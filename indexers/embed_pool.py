@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,35 +30,39 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(factory: Callable[[], Any], threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # ONNX Runtime sessions take their threads from it
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    # set before the factory imports anything: ONNX Runtime sessions and torch read it
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     _WORKER["embedder"] = factory()
 
 
-def _encode_in_worker(texts: list[str], batch_size: int | None) -> tuple[np.ndarray, EncodeStats | None]:
-    embedder = _WORKER["embedder"]
+def encode_with_stats(embedder: Any, texts: list[str], batch_size: int | None) -> tuple[np.ndarray, EncodeStats | None]:
+    """``embedder.encode(texts)`` and what that call did (None for embedders that keep no statistics)."""
     vectors = embedder.encode(texts, batch_size)
     last = getattr(embedder, "last_stats", None)
     return vectors, last if isinstance(last, EncodeStats) else None
+
+
+def _encode_in_worker(texts: list[str], batch_size: int | None) -> tuple[np.ndarray, EncodeStats | None]:
+    return encode_with_stats(_WORKER["embedder"], texts, batch_size)
 
 
 class BlockEmbedder:
     """Embeds blocks in this process (``workers`` = 1) or in ``workers`` spawned processes.
 
     Adds what encoding did to ``encoded`` and calls ``tick(n)`` with each finished block's size.
-    ``timings["embed"]`` gets the wall seconds the caller spent embedding or waiting for vectors
-    (``submit`` and ``gather``), so with workers it is the part of the build embedding held up."""
+    ``timings["embed"]`` (when given) gets the wall seconds the caller spent embedding or waiting
+    for vectors (``submit`` and ``gather``), so with workers it is the part of the build embedding
+    held up."""
 
-    def __init__(self, embedder: Any, batch_size: int | None, encoded: EncodeStats, timings: dict[str, float],
-                 tick: Callable[[int], None] | None = None, workers: int = 1,
+    def __init__(self, embedder: Any, batch_size: int | None, encoded: EncodeStats,
+                 timings: dict[str, float] | None = None, tick: Callable[[int], None] | None = None, workers: int = 1,
                  factory: Callable[[], Any] | None = None):
         if workers > 1 and factory is None:
             raise ValueError("several embedding workers need an embedder factory")
         self.embedder = embedder
         self.batch_size = batch_size
         self.encoded = encoded
-        self.timings = timings
+        self.timings = timings if timings is not None else {"embed": 0.0}
         self.tick = tick
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
@@ -88,6 +91,10 @@ class BlockEmbedder:
         finally:
             self.timings["embed"] += time.perf_counter() - started
 
+    def submit_blocks(self, texts: Sequence[str], block_size: int) -> list[Future]:
+        """``submit`` for each consecutive block of ``block_size`` texts."""
+        return [part for lo in range(0, len(texts), block_size) for part in self.submit(texts[lo:lo + block_size])]
+
     def gather(self, parts: Sequence[Future]) -> np.ndarray:
         """The vectors of ``parts``, concatenated in order (waiting for them)."""
         started = time.perf_counter()
@@ -98,10 +105,8 @@ class BlockEmbedder:
 
     def _submit(self, texts: list[str]) -> Future:
         if self._pool is None:
-            vectors = self.embedder.encode(texts, self.batch_size)
-            last = getattr(self.embedder, "last_stats", None)
             future: Future = Future()
-            future.set_result(self._done(len(texts), vectors, last if isinstance(last, EncodeStats) else None))
+            future.set_result(self._done(len(texts), *encode_with_stats(self.embedder, texts, self.batch_size)))
             return future
         while len(self._in_flight) >= 2 * self.workers:
             self._in_flight.popleft().result()

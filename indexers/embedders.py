@@ -115,13 +115,14 @@ def model_features(model: Any, texts: list[str]) -> dict[str, Any]:
     return model.tokenize(texts)  # sentence-transformers < 6
 
 
-def check_fast_tokenizer(model: Any, tokenizer: Any) -> list[str]:
+def check_fast_tokenizer(model: Any, tokenizer: Any, features: dict[str, Any] | None = None) -> list[str]:
     """The model's input names, after checking that ``tokenizer`` (``tokenizers.Tokenizer``,
     truncating at the model's max length) gives exactly the ids sentence-transformers gives on
-    ``PROBE_TEXTS`` (truncation included); raises ``TokenizerMismatch`` otherwise."""
+    ``PROBE_TEXTS`` (truncation included; ``features``: ``model_features`` of them, if already
+    made); raises ``TokenizerMismatch`` otherwise."""
     import torch
 
-    features = model_features(model, list(PROBE_TEXTS))
+    features = features if features is not None else model_features(model, list(PROBE_TEXTS))
     tensors = {k: v for k, v in features.items() if torch.is_tensor(v)}
     unknown = sorted(set(tensors) - set(MODEL_INPUTS))
     if unknown or "input_ids" not in tensors or "attention_mask" not in tensors:
@@ -485,9 +486,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         return vectors
 
     def _gather(self, out: np.ndarray, pending: list[tuple[np.ndarray, Any]]) -> None:
-        from indexers.torch_feed import TorchFeeder
-
-        TorchFeeder.gather(out, pending)
+        self.feeder.gather(out, pending)  # only the feeder returns device tensors
 
 
 def onnxruntime_available() -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 
 from datastores import DatastoreWriter
 from datastores.records import Chunk
+from indexers.embed_pool import BlockEmbedder
 from indexers.embedders import EncodeStats, load_embedder
 
 ENGINES = ("local", "ray")
@@ -172,18 +173,11 @@ def shard_jobs(blocks: Iterable[ChunkBlock]) -> Iterator[ShardJob]:
             chunks = []
 
 
-def embed_in_blocks(embedder: Any, chunks: list[Chunk], batch_size: int | None, encoded: EncodeStats,
-                    progress: Callable[[int], None] | None = None, block_size: int | None = None) -> np.ndarray:
-    """A shard's vectors, one ``encode`` call per block of ``block_size`` chunks (default
-    ``EMBED_BLOCK``, as the local engine embeds them), adding what encoding did to ``encoded``."""
-    block_size = block_size or EMBED_BLOCK
-    parts = []
-    for lo in range(0, len(chunks), block_size):
-        parts.append(embedder.encode([c.text for c in chunks[lo:lo + block_size]], batch_size, progress=progress))
-        last = getattr(embedder, "last_stats", None)
-        if isinstance(last, EncodeStats):
-            encoded.add(last)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def embed_in_blocks(embedder: Any, chunks: list[Chunk], batch_size: int | None, encoded: EncodeStats) -> np.ndarray:
+    """A shard's vectors, one ``encode`` call per block of ``EMBED_BLOCK`` chunks (as the local
+    engine embeds them), adding what encoding did to ``encoded``."""
+    with BlockEmbedder(embedder, batch_size, encoded) as embed:
+        return embed.gather(embed.submit_blocks([c.text for c in chunks], EMBED_BLOCK))
 
 
 class _Failed:
@@ -253,8 +247,6 @@ def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: A
     ``overlap`` a thread reads and chunks ahead and another writes the previous shard while the
     next one embeds; without it every step waits for the one before. ``workers`` > 1 embeds blocks
     in that many processes (``indexers.embed_pool``), each loading ``embedder_factory()``."""
-    from indexers.embed_pool import BlockEmbedder
-
     bar = progress.bar
 
     def record(done: Future | None) -> None:
@@ -281,9 +273,7 @@ def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: A
             index, first = block.shard, block.shard_first_chunk_id
             existing = None if eager else writer.completed_shard(index, chunks, first)
             if existing is None and not eager:
-                size = EMBED_BLOCK
-                parts = [part for lo in range(0, len(chunks), size)
-                         for part in embed.submit([c.text for c in chunks[lo:lo + size]])]
+                parts = embed.submit_blocks([c.text for c in chunks], EMBED_BLOCK)
             if existing is not None:
                 record(pending)
                 pending = None

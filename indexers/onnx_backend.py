@@ -352,7 +352,7 @@ def _export(location: ModelLocation, sha: str, folder: Path) -> dict[str, Any]:
     tokenizer = load_fast_tokenizer(path, max_length)
     features = model_features(model, list(PROBE_TEXTS))
     try:
-        input_names = check_fast_tokenizer(model, tokenizer)
+        input_names = check_fast_tokenizer(model, tokenizer, features)
     except TokenizerMismatch as exc:
         raise OnnxExportError(str(exc)) from exc
 

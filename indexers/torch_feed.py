@@ -97,8 +97,7 @@ class TorchFeeder:
             out = self.model(features)["sentence_embedding"]
             return torch.nn.functional.normalize(out.float(), p=2.0, dim=-1)
 
-    @staticmethod
-    def gather(out: np.ndarray, pending: Sequence[tuple[np.ndarray, Any]]) -> None:
+    def gather(self, out: np.ndarray, pending: Sequence[tuple[np.ndarray, Any]]) -> None:
         """Copy the pending ``(row indices, device vectors)`` into ``out`` with one transfer."""
         import torch
 
