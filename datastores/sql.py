@@ -2,9 +2,17 @@
 
 ``chunks`` holds the live rows; ``all_chunks`` adds tombstoned ones and a ``deleted`` column.
 
-The connection can read only files inside the datastore directory, only one SELECT (or EXPLAIN)
-statement is accepted per call, and its configuration is locked, so a query cannot write files,
-create tables or read elsewhere.
+User SQL is sealed in two independent ways:
+
+1. The connection has no path to the file system. The shard Parquet files are handed to DuckDB as
+   Arrow datasets by this process before the connection is locked; DuckDB itself runs with
+   ``enable_external_access=false``, no allowed directories, no temporary directory, no Python
+   replacement scans and no extension loading, and its configuration is locked. So no statement
+   (``COPY``, ``EXPLAIN ANALYZE COPY``, ``ATTACH``, ``INSTALL``/``LOAD``, ``read_*``, ``glob``,
+   ``getenv``...) can read or write a file or change a setting, whatever the parser lets through.
+2. The statement is checked with DuckDB's own parser: exactly one statement, of type SELECT, or an
+   EXPLAIN [ANALYZE] whose explained statement (parsed again by DuckDB) is a SELECT. ``CHECKPOINT``,
+   ``PRAGMA``, ``CALL``, ``SET``, ``CREATE`` and every other type are refused before they run.
 """
 
 from __future__ import annotations
@@ -14,12 +22,23 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from datastores.errors import DatastoreError
 from datastores.layout import CHUNKS_FILE
 from datastores.manifest import Manifest
 
-READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+#: settings of every connection that runs user SQL (applied at connect, then locked)
+SEALED_CONFIG = {
+    "enable_external_access": False,
+    "python_enable_replacements": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "temp_directory": "",
+}
+_EMPTY_CHUNKS = pa.schema([("chunk_id", pa.int64()), ("doc_id", pa.string()), ("source", pa.string()),
+                           ("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()),
+                           ("metadata", pa.string())])
 
 
 class SqlError(DatastoreError):
@@ -31,25 +50,23 @@ def _quote(text: str) -> str:
 
 
 def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the datastore's views, confined to its directory."""
-    con = duckdb.connect()
-    folder = str(root.resolve())
-    con.execute(f"SET allowed_directories=[{_quote(folder + '/')}]")
-    con.execute("SET enable_external_access=false")
-    paths = ", ".join(_quote(f"{folder}/shards/{s.name}/{CHUNKS_FILE}") for s in manifest.shards)
-    con.execute(f"CREATE VIEW chunks AS SELECT * FROM read_parquet([{paths}])" if paths else
-                "CREATE VIEW chunks AS SELECT NULL::BIGINT AS chunk_id, NULL::VARCHAR AS doc_id, "
-                "NULL::VARCHAR AS source, NULL::BIGINT AS start, NULL::BIGINT AS \"end\", NULL::VARCHAR AS text, "
-                "NULL::VARCHAR AS metadata WHERE false")
+    """An in-memory DuckDB connection with the datastore's views and no access to any file."""
+    con = duckdb.connect(config=dict(SEALED_CONFIG))
+    folder = root.resolve()
+    paths = [str(folder / "shards" / s.name / CHUNKS_FILE) for s in manifest.shards]
+    con.register("_chunk_files", pads.dataset(paths, format="parquet") if paths else _EMPTY_CHUNKS.empty_table())
+    con.execute("CREATE VIEW chunks AS SELECT * FROM _chunk_files")
     _expose_metadata(con)
     _hide_tombstoned(con, root, manifest)
     con.execute("CREATE VIEW docs AS SELECT doc_id, any_value(source) AS source, count(*) AS chunks, "
                 "min(start) AS first_start, max(\"end\") AS last_end, sum(\"end\" - start) AS chunk_chars "
                 "FROM chunks GROUP BY doc_id")
-    rows = ", ".join(f"({_quote(s.name)}, {s.rows}, {s.chunk_id_start}, {sum(f.bytes for f in s.files.values())})"
-                     for s in manifest.shards)
-    con.execute("CREATE VIEW shards AS SELECT * FROM (VALUES " + (rows or "(NULL, NULL, NULL, NULL)") +
-                ") AS t(name, rows, chunk_id_start, bytes)" + ("" if rows else " WHERE false"))
+    con.register("_shard_table", pa.table({
+        "name": pa.array([s.name for s in manifest.shards], pa.string()),
+        "rows": pa.array([s.rows for s in manifest.shards], pa.int64()),
+        "chunk_id_start": pa.array([s.chunk_id_start for s in manifest.shards], pa.int64()),
+        "bytes": pa.array([sum(f.bytes for f in s.files.values()) for s in manifest.shards], pa.int64())}))
+    con.execute("CREATE VIEW shards AS SELECT * FROM _shard_table")
     con.execute("SET lock_configuration=true")
     return con
 
@@ -94,15 +111,49 @@ def _hide_tombstoned(con: duckdb.DuckDBPyConnection, root, manifest: Manifest) -
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Raise ``SqlError`` unless ``query`` parses as exactly one SELECT or EXPLAIN statement."""
+    """Raise ``SqlError`` unless DuckDB parses ``query`` as exactly one SELECT statement, or one
+    EXPLAIN [ANALYZE] of a SELECT statement."""
+    statement = _single_statement(con, query)
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        statement = _single_statement(con, _explained_text(query))
+        if statement.type != duckdb.StatementType.SELECT:
+            raise SqlError(f"only SELECT queries can be explained (got EXPLAIN {statement.type.name})")
+    elif statement.type != duckdb.StatementType.SELECT:
+        raise SqlError(f"only SELECT queries are allowed (got {statement.type.name})")
+
+
+def _single_statement(con: duckdb.DuckDBPyConnection, query: str):
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
-        raise SqlError(f"invalid SQL: {exc}") from exc
+        raise SqlError(f"invalid SQL: {_first_line(exc)}") from exc
     if len(statements) != 1:
         raise SqlError(f"expected exactly one statement, got {len(statements)}")
-    if statements[0].type not in READ_ONLY_STATEMENTS:
-        raise SqlError(f"only SELECT queries are allowed (got {statements[0].type.name})")
+    return statements[0]
+
+
+def _explained_text(query: str) -> str:
+    """The statement an EXPLAIN statement explains: the text after DuckDB's tokens ``EXPLAIN``,
+    an optional ``ANALYZE`` and an optional parenthesised option list (comments skipped)."""
+    starts = [pos for pos, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment]
+    texts = [query[a:b].strip() for a, b in zip(starts, starts[1:] + [len(query)])]
+    i = 1  # texts[0] is EXPLAIN: the parser said so
+    if i < len(texts) and texts[i].upper().startswith("ANALYZE"):
+        i += 1
+    if i < len(texts) and texts[i].startswith("("):
+        depth = 0
+        while i < len(texts):
+            depth += texts[i].count("(") - texts[i].count(")")
+            i += 1
+            if depth <= 0:
+                break
+    if i >= len(texts):
+        raise SqlError("EXPLAIN needs a statement to explain")
+    return query[starts[i]:]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -112,4 +163,4 @@ def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list
         result = con.execute(query)
         return [d[0] for d in result.description], result.fetchall()
     except duckdb.Error as exc:
-        raise SqlError(f"query failed: {exc}") from exc
+        raise SqlError(f"query failed: {_first_line(exc)}") from exc
