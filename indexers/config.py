@@ -79,7 +79,7 @@ class BuildConfig:
     @property
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(tuple(self.include), tuple(self.exclude), self.id_field, self.text_field,
-                             self.title_field)
+                             self.title_field, strict=self.strict)
 
     def result_params(self) -> dict[str, Any]:
         """Settings that change the datastore's content (device and batch size do not).

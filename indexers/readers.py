@@ -1,11 +1,16 @@
 """Readers: files and folders of .txt, .md, .jsonl, .parquet and .html become Documents.
 
-Files that cannot be used (binary, not UTF-8, empty, unreadable) are skipped with one warning
-each and counted in a ``ReadReport``; they never stop a build.
+Text, Markdown and HTML files are read as UTF-8 (with or without a byte order mark); any other
+text encoding (a UTF-16/32 byte order mark, else charset-normalizer's detection, which honours a
+declared ``<meta charset>``) is decoded and read with one warning naming it, recorded in the
+``ReadReport`` (``strict`` refuses such a file instead). Files that cannot be used (binary, no
+plausible text encoding, empty, unreadable) are skipped with one warning each and counted in the
+``ReadReport``; they never stop a build. JSON Lines and Parquet text must be UTF-8.
 """
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import json
 import logging
@@ -24,6 +29,13 @@ FORMATS = {
 }
 DEFAULT_INCLUDE = tuple(f"*{ext}" for ext in FORMATS)
 BINARY_SNIFF_BYTES = 8192
+#: Byte order marks of encodings whose text holds NUL bytes (UTF-32 first: its LE mark starts
+#: with UTF-16's).
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+#: Chosen among candidates that detection cannot tell apart (short texts): the web's default
+#: legacy encoding, a superset of latin-1's printable characters.
+PREFERRED_ENCODINGS = ("cp1252",)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,8 @@ class ReaderOptions:
     id_field: str = "id"
     text_field: str = "text"
     title_field: str = "title"
+    #: refuse text that is not UTF-8 (InputRefused) instead of reading it in the detected encoding
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,21 +59,38 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """An input that was not UTF-8 and was read in another encoding."""
+
+    path: str
+    encoding: str
+
+
 @dataclass
 class ReadReport:
-    """What the reader saw: files read, documents produced, inputs skipped."""
+    """What the reader saw: files read, documents produced, inputs skipped or read as non-UTF-8."""
 
     files: int = 0
     documents: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    decoded: list[Decoded] = field(default_factory=list)
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append(Skipped(path, reason))
         logger.warning("skipped %s: %s", path, reason)
 
+    def note_encoding(self, path: str, encoding: str) -> None:
+        self.decoded.append(Decoded(path, encoding))
+        logger.warning("read %s as %s (not UTF-8)", path, encoding)
+
 
 class SkipInput(Exception):
     """Raised inside a reader when a whole file or a record cannot be used."""
+
+
+class InputRefused(ValueError):
+    """Strict mode met an input it would otherwise read with a warning (text that is not UTF-8)."""
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -102,17 +133,57 @@ def _read_bytes(path: Path) -> bytes:
         raise SkipInput(f"unreadable: {exc.strerror or exc}") from exc
 
 
-def _decode(path: Path, data: bytes) -> str:
+def detect_encoding(data: bytes) -> str | None:
+    """charset-normalizer's best text encoding for ``data`` (a declared charset, such as an HTML
+    ``<meta charset>``, is tried first); None for binary data."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        return None
+    best = matches[0]
+    tied = {m.encoding for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+    return next((e for e in PREFERRED_ENCODINGS if e in tied), best.encoding)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """(text, encoding) of a text file: UTF-8 (a BOM is dropped) or the detected encoding.
+
+    Raises SkipInput for binary data: NUL bytes without a UTF-16/32 byte order mark, or no
+    plausible text encoding."""
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), codec
+            except UnicodeDecodeError as exc:
+                raise SkipInput(f"not valid {codec} despite its byte order mark (bad byte at offset {exc.start})") from exc
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         raise SkipInput("binary file (contains NUL bytes)")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
-        raise SkipInput(f"not valid UTF-8 (bad byte at offset {exc.start})") from exc
+        refusal = f"binary or unknown encoding (not UTF-8 at byte {exc.start}, no text encoding fits)"
+    encoding = detect_encoding(data)
+    if encoding is None:
+        raise SkipInput(refusal)
+    try:
+        return data.decode(encoding), encoding
+    except UnicodeDecodeError as exc:  # detection samples large inputs; the whole must decode
+        raise SkipInput(refusal) from exc
+
+
+def _text_of(data: bytes, doc_id: str, options: ReaderOptions, report: ReadReport) -> str:
+    """The decoded text of a file; a non-UTF-8 one is noted in ``report`` or, if strict, refused."""
+    text, encoding = decode_text(data)
+    if encoding != "utf-8":
+        if options.strict:
+            raise InputRefused(f"refusing {doc_id}: it is not UTF-8 (detected {encoding}) and strict mode is on")
+        report.note_encoding(doc_id, encoding)
+    return text
 
 
 def _read_text(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
-    text = _decode(path, _read_bytes(path))
+    text = _text_of(_read_bytes(path), doc_id, options, report)
     yield Document(doc_id, text, doc_id, {"format": FORMATS.get(path.suffix.lower(), "text")})
 
 
@@ -122,7 +193,7 @@ def html_visible_text(html: bytes) -> tuple[str, str]:
     return title, text
 
 
-def _html_page(html: bytes) -> tuple[str, str, Any]:
+def _html_page(html: bytes | str) -> tuple[str, str, Any]:
     """(title, visible text, indexers.html.BlockMap) of a page; an empty input is skipped."""
     from indexers.html import read_html_page
 
@@ -134,10 +205,7 @@ def _html_page(html: bytes) -> tuple[str, str, Any]:
 def _read_html(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
     from indexers.html import HtmlDocument
 
-    data = _read_bytes(path)
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise SkipInput("binary file (contains NUL bytes)")
-    title, text, blocks = _html_page(data)
+    title, text, blocks = _html_page(_text_of(_read_bytes(path), doc_id, options, report))
     # Spans refer to the visible text; chunks also get their block paths and spans in the cleaned
     # page (indexers.html.chunk_metadata). The raw page stays reachable through ``source``.
     yield HtmlDocument(doc_id, text, doc_id, {"format": "html", "title": title}, blocks=blocks)
@@ -174,7 +242,7 @@ def _read_jsonl(path: Path, source: str, options: ReaderOptions, report: ReadRep
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 yield _record_document(json.loads(line), f"{source}#L{lineno}", source, where, options)
             except UnicodeDecodeError as exc:
-                report.skip(where, f"not valid UTF-8 (bad byte at offset {exc.start})")
+                report.skip(where, f"not valid UTF-8 (bad byte at offset {exc.start}); JSON Lines must be UTF-8")
             except json.JSONDecodeError as exc:
                 report.skip(where, f"malformed JSON ({exc.msg})")
             except SkipInput as exc:

@@ -1,5 +1,6 @@
 """Readers: folders and files of .txt/.md/.jsonl/.parquet/.html become Documents; bad inputs are
-skipped with one warning each and never stop a read."""
+skipped with one warning each and never stop a read; text that is not UTF-8 is read in its detected
+encoding with one warning (tests/test_bad_input.py covers encodings in depth)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from indexers.readers import ReaderOptions, ReadReport, html_visible_text, iter_documents
+from indexers.readers import Decoded, ReaderOptions, ReadReport, html_visible_text, iter_documents
 
 LOGGER = "terarag.readers"
 
@@ -87,7 +88,7 @@ def corpus(tmp_path: Path) -> Path:
 
 
 EXPECTED_IDS = [
-    "a.txt", "b.md", "bom.txt", "page.html",
+    "a.txt", "b.md", "bom.txt", "latin1.txt", "page.html",
     "records.jsonl#r1", "records.jsonl#L4", "records.jsonl#5",
     "sub/c.txt", "sub/deeper/d.md",
     "table.parquet#p1", "table.parquet#R2",
@@ -104,6 +105,8 @@ def test_folder_reads_every_format_in_sorted_order(corpus):
     assert by_id["b.md"].metadata == {"format": "markdown"}
     assert by_id["b.md"].text == "# Bee\n\nMarkdown body."
     assert by_id["sub/deeper/d.md"].text == "Deeper markdown."
+    assert by_id["latin1.txt"].text == "caf\u00e9 cr\u00e8me"  # latin-1 bytes, read as cp1252
+    assert report.decoded == [Decoded("latin1.txt", "cp1252")]
     assert report.documents == len(docs)
     # every regular, included, non-hidden file is counted once (dangling link included)
     assert report.files == 13
@@ -113,12 +116,10 @@ def test_unusable_inputs_are_skipped_with_reasons(corpus):
     _, report = read([corpus])
     why = reasons(report)
     assert set(why) == {
-        "binary.txt", "latin1.txt", "empty.txt", "blank.md", "dangling.txt",
+        "binary.txt", "empty.txt", "blank.md", "dangling.txt",
         "records.jsonl:2", "records.jsonl:3",
     }
     assert "binary" in why["binary.txt"] and "NUL" in why["binary.txt"]
-    assert "UTF-8" in why["latin1.txt"]
-    assert "offset 3" in why["latin1.txt"]  # b"caf\xe9": the bad byte is the fourth
     assert why["empty.txt"] == "empty document"
     assert why["blank.md"] == "empty document"
     assert why["dangling.txt"].startswith("unreadable")
@@ -130,9 +131,10 @@ def test_each_skip_is_logged_exactly_once(corpus, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     _, report = read([corpus])
     records = [r for r in caplog.records if r.name == LOGGER]
-    assert len(records) == len(report.skipped) == 7
     assert all(r.levelno == logging.WARNING for r in records)
     messages = [r.getMessage() for r in records]
+    assert len([m for m in messages if m.startswith("skipped ")]) == len(report.skipped) == 6
+    assert [m for m in messages if not m.startswith("skipped ")] == ["read latin1.txt as cp1252 (not UTF-8)"]
     for skipped in report.skipped:
         hits = [m for m in messages if m.startswith(f"skipped {skipped.path}: ")]
         assert len(hits) == 1, (skipped, messages)
@@ -240,8 +242,8 @@ def test_file_without_read_permission_is_skipped(tmp_path):
 
 @pytest.mark.parametrize("include, exclude, expected", [
     (("*.md",), (), ["b.md", "sub/deeper/d.md"]),
-    (("*.txt", "*.md"), ("sub/*",), ["a.txt", "b.md", "bom.txt"]),
-    (("*.txt", "*.md"), ("b.md", "bom.*", "a.txt"), ["sub/c.txt", "sub/deeper/d.md"]),
+    (("*.txt", "*.md"), ("sub/*",), ["a.txt", "b.md", "bom.txt", "latin1.txt"]),
+    (("*.txt", "*.md"), ("b.md", "bom.*", "a.txt", "latin1.txt"), ["sub/c.txt", "sub/deeper/d.md"]),
     (("sub/*.txt",), (), ["sub/c.txt"]),
     (("*.md",), ("d.md",), ["b.md"]),
     (("*.rst",), (), ["notes.rst"]),
