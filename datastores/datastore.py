@@ -1,8 +1,20 @@
-"""A datastore opened for reading: manifest, shards, search and statistics."""
+"""A datastore opened for reading: manifest, shards, search and statistics.
+
+An open datastore follows its directory: before each search (and rows by id, statistics, SQL) it
+compares ``os.stat`` of ``manifest.json`` (inode, mtime, size; writers replace the manifest
+atomically, so every commit is a new file) with the one it read, and on a change loads the new
+manifest (``Datastore.refresh``). Each call works on one ``Snapshot`` (manifest, shard readers,
+caches) from start to end, so a search that starts after a commit has finished never returns a row
+that commit deleted, and a search running during a commit sees the old state or the new, never a mix.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,13 +29,123 @@ from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.records import Hit
-from datastores.search import ShardResult, merge_top_k
-from datastores.shard import ShardReader, check_shard_files
+from datastores.search import ShardResult, check_queries, merge_top_k
+from datastores.shard import ShardFiles, ShardReader, check_sha256, check_shard_files
 from datastores.sql import open_sql
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
+Stamp = tuple[int, int, int]
 SEARCH_MODES = ("dense", "bm25")
 WHERE_CACHE_SIZE = 8  # filters whose per-shard masks an open datastore keeps
+
+
+def manifest_stamp(layout: DatastoreLayout) -> Stamp | None:
+    """(inode, mtime_ns, size) of ``manifest.json``, or None when there is none."""
+    try:
+        st = os.stat(layout.manifest)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def check_datastore_files(layout: DatastoreLayout, manifest: Manifest) -> None:
+    """Presence and sizes of the files ``manifest`` references (cheap; no hashing)."""
+    for info in manifest.shards:
+        check_shard_files(layout.shard(info.name), info)
+    for name, tombstone in manifest.tombstones.items():
+        path = layout.root / tombstone.file
+        if not path.is_file() or path.stat().st_size != tombstone.bytes:
+            raise DatastoreError(f"{path} (tombstones of {name}) is missing or does not have the recorded size")
+    terms = layout.bm25_terms
+    if not terms.is_file():
+        raise DatastoreError(f"{terms} is missing")
+    if terms.stat().st_size != manifest.bm25["terms_file"]["bytes"]:
+        raise DatastoreError(f"{terms} does not have the size the manifest records (truncated or altered)")
+
+
+def _same_settings(a: Manifest, b: Manifest) -> bool:
+    """Whether shard files loaded under ``a`` read the same under ``b`` (BM25 statistics, dense settings)."""
+    return a.bm25 == b.bm25 and a.dense_index == b.dense_index and a.embedder.get("dim") == b.embedder.get("dim")
+
+
+@dataclass
+class Snapshot:
+    """One manifest generation of an open datastore: its shard readers and what is derived from it."""
+
+    layout: DatastoreLayout
+    manifest: Manifest
+    stamp: Stamp | None
+    shards: list[ShardReader]
+    idf: dict[str, float] | None = None
+    _sql: duckdb.DuckDBPyConnection | None = None
+    _where: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, layout: DatastoreLayout, manifest: Manifest, stamp: Stamp | None,
+             previous: "Snapshot | None" = None) -> "Snapshot":
+        """Readers for ``manifest``; readers (and loaded files) of ``previous`` are reused for shards
+        whose record and settings are unchanged, so a tombstone commit reloads only the bitmaps."""
+        same = previous is not None and _same_settings(previous.manifest, manifest)
+        old = {r.info.name: r for r in previous.shards} if same else {}
+        dim = int(manifest.embedder["dim"])
+        shards = []
+        for info in manifest.shards:
+            tombstone = manifest.tombstones.get(info.name)
+            reader = old.get(info.name)
+            if reader is None or reader.info != info:
+                reader = ShardReader(ShardFiles(layout.shard(info.name), info, dim, manifest.dense_index), tombstone)
+            elif reader.tombstone != tombstone:
+                reader = ShardReader(reader.files, tombstone)
+            shards.append(reader)
+        return cls(layout, manifest, stamp, shards, idf=previous.idf if same else None)
+
+    @property
+    def bm25_params(self) -> Bm25Params:
+        return Bm25Params.from_manifest(self.manifest.bm25)
+
+    @property
+    def bm25_stats(self) -> Bm25GlobalStats:
+        return Bm25GlobalStats.from_dict(self.manifest.bm25["stats"])
+
+    def global_idf(self) -> dict[str, float]:
+        """Global idf from ``bm25_terms.parquet`` (hashed when first read)."""
+        if self.idf is None:
+            with self._lock:
+                if self.idf is None:
+                    terms = self.layout.bm25_terms
+                    check_sha256(terms, self.manifest.bm25["terms_file"].get("sha256"))
+                    self.idf = load_global_idf(terms, self.bm25_params, self.bm25_stats)
+        return self.idf
+
+    def sql(self) -> duckdb.DuckDBPyConnection:
+        """The read-only DuckDB connection of this generation (views over its chunk files)."""
+        with self._lock:
+            if self._sql is None:
+                for reader in self.shards:
+                    _ = reader.chunks_path  # hash each chunk table once before DuckDB reads it
+                self._sql = open_sql(self.layout.root, self.manifest)
+            return self._sql
+
+    def row_masks(self, where: str | None = None) -> list[np.ndarray | None]:
+        """Per shard, the rows a search may return: live and matching ``where`` (None: every row)."""
+        masks = [shard.live_mask() for shard in self.shards]
+        if where is not None:
+            masks = [combine_masks(m, w) for m, w in zip(masks, self.where_masks(where))]
+        return masks
+
+    def where_masks(self, where: str) -> list[np.ndarray]:
+        """Per-shard masks of one WHERE expression, evaluated by DuckDB once per generation; the
+        last few are kept."""
+        con = self.sql()
+        with self._lock:
+            masks = self._where.pop(where, None)
+            if masks is None:
+                masks = shard_masks(self.manifest.shards, where_chunk_ids(con, where))
+            self._where[where] = masks  # most recent last
+            while len(self._where) > WHERE_CACHE_SIZE:
+                self._where.pop(next(iter(self._where)))
+        return masks
 
 
 class Datastore:
@@ -31,43 +153,85 @@ class Datastore:
 
     Dense search needs a ``query_encoder`` (texts -> float32 [n, dim]); ``rag.Datastore`` supplies
     the embedder recorded in the manifest. ``search_vectors`` works without one.
+
+    ``stamp`` is the ``manifest_stamp`` taken before ``manifest`` was read (``open`` passes it): the
+    datastore then follows new commits. Without it, it stays on ``manifest``. ``shards`` restricts
+    it to those shard numbers (a shard group; global BM25 statistics kept), in every generation.
     """
 
-    def __init__(self, root: Path, manifest: Manifest, query_encoder: QueryEncoder | None = None):
+    def __init__(self, root: Path, manifest: Manifest, query_encoder: QueryEncoder | None = None, *,
+                 stamp: Stamp | None = None, shards: Sequence[int] | None = None):
         self.root = Path(root)
         self.layout = DatastoreLayout(self.root)
-        self.manifest = manifest
         self.query_encoder = query_encoder
-        dim = int(manifest.embedder["dim"])
-        self.shards = [ShardReader(self.layout.shard(s.name), s, dim, manifest.tombstones.get(s.name),
-                                   dense_index=manifest.dense_index)
-                       for s in manifest.shards]
         #: candidates per hit taken from an approximate/binary index before rescoring (None: the manifest's)
         self.rescore_multiplier: int | None = None
-        self.bm25_params = Bm25Params.from_manifest(manifest.bm25)
-        self.bm25_stats = Bm25GlobalStats.from_dict(manifest.bm25["stats"])
-        self._idf: dict[str, float] | None = None
+        self._follows = stamp is not None
+        self._selection = None if shards is None else tuple(int(i) for i in shards)
+        self._refresh_lock = threading.Lock()
+        self._snapshot = Snapshot.load(self.layout, self._select(manifest), stamp)
         self._duckdb: duckdb.DuckDBPyConnection | None = None
-        self._sql: duckdb.DuckDBPyConnection | None = None
-        self._where_cache: dict[str, list[np.ndarray]] = {}
 
     @classmethod
-    def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None) -> "Datastore":
+    def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None, *,
+             shards: Sequence[int] | None = None, **kwargs: Any) -> "Datastore":
         """Open and check a datastore; raises ``DatastoreError`` naming any missing or bad file."""
         layout = DatastoreLayout(Path(path))
+        stamp = manifest_stamp(layout)
         manifest = read_manifest(layout)
-        for info in manifest.shards:
-            check_shard_files(layout.shard(info.name), info)
-        for name, tombstone in manifest.tombstones.items():
-            path = layout.root / tombstone.file
-            if not path.is_file() or path.stat().st_size != tombstone.bytes:
-                raise DatastoreError(f"{path} (tombstones of {name}) is missing or does not have the recorded size")
-        terms = layout.bm25_terms
-        if not terms.is_file():
-            raise DatastoreError(f"{terms} is missing")
-        if terms.stat().st_size != manifest.bm25["terms_file"]["bytes"]:
-            raise DatastoreError(f"{terms} does not have the size the manifest records (truncated or altered)")
-        return cls(layout.root, manifest, query_encoder)
+        store = cls(layout.root, manifest, query_encoder, stamp=stamp, shards=shards, **kwargs)
+        check_datastore_files(layout, store.manifest)
+        return store
+
+    def _select(self, manifest: Manifest) -> Manifest:
+        if self._selection is None:
+            return manifest
+        missing = [i for i in self._selection if not 0 <= i < len(manifest.shards)]
+        if missing:
+            raise DatastoreError(f"{self.root} has {len(manifest.shards)} shards now; shard(s) "
+                                 f"{', '.join(map(str, missing))} of this group no longer exist")
+        return dataclasses.replace(manifest, shards=[manifest.shards[i] for i in self._selection])
+
+    # -- generations ------------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Load the manifest again if ``manifest.json`` changed since it was read (one ``os.stat``
+        otherwise); True when a new generation was loaded. Thread-safe; runs before every search."""
+        if not self._follows or manifest_stamp(self.layout) == self._snapshot.stamp:
+            return False
+        with self._refresh_lock:
+            stamp = manifest_stamp(self.layout)  # before reading: a commit in between reloads again later
+            if stamp == self._snapshot.stamp:
+                return False
+            manifest = self._select(read_manifest(self.layout))
+            check_datastore_files(self.layout, manifest)
+            self._snapshot = Snapshot.load(self.layout, manifest, stamp, self._snapshot)
+        return True
+
+    def snapshot(self) -> Snapshot:
+        """The current generation, after ``refresh``; use one snapshot for a whole operation."""
+        self.refresh()
+        return self._snapshot
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._snapshot.manifest
+
+    @property
+    def shards(self) -> list[ShardReader]:
+        return self._snapshot.shards
+
+    @property
+    def bm25_params(self) -> Bm25Params:
+        return self._snapshot.bm25_params
+
+    @property
+    def bm25_stats(self) -> Bm25GlobalStats:
+        return self._snapshot.bm25_stats
+
+    @property
+    def _where_cache(self) -> dict[str, list[np.ndarray]]:
+        return self._snapshot._where
 
     def __len__(self) -> int:
         return self.manifest.num_chunks
@@ -88,80 +252,71 @@ class Datastore:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         if k < 1:
             raise ValueError(f"k must be at least 1 (got {k})")
-        masks = self.row_masks(where)
+        check_queries(queries)
+        snap = self.snapshot()
+        masks = snap.row_masks(where)
         if mode == "bm25":
-            return [self._hits(self._bm25_top_k(q, k, masks)) for q in queries]
+            return [self._hits(snap, self._bm25_ranked(snap, q, k, masks)) for q in queries]
         if self.query_encoder is None:
             raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
         vectors = np.asarray(self.query_encoder(list(queries)), dtype=np.float32)
-        return self._search_vectors_masked(vectors, k, masks)
+        return self._search_vectors_masked(snap, vectors, k, masks)
 
     def row_masks(self, where: str | None = None) -> list[np.ndarray | None]:
         """Per shard, the rows a search may return: live (not tombstoned) and matching ``where``.
 
         None stands for "every row"."""
-        masks = [shard.live_mask() for shard in self.shards]
-        if where is not None:
-            masks = [combine_masks(m, w) for m, w in zip(masks, self._where_masks(where))]
-        return masks
-
-    def _where_masks(self, where: str) -> list[np.ndarray]:
-        """Per-shard masks of one WHERE expression, evaluated by DuckDB once per open datastore
-        (the chunk tables never change under an open manifest); the last few are kept."""
-        masks = self._where_cache.pop(where, None)
-        if masks is None:
-            masks = shard_masks(self.manifest.shards, where_chunk_ids(self.sql(), where))
-        self._where_cache[where] = masks  # most recent last
-        while len(self._where_cache) > WHERE_CACHE_SIZE:
-            self._where_cache.pop(next(iter(self._where_cache)))
-        return masks
+        return self.snapshot().row_masks(where)
 
     def sql(self) -> duckdb.DuckDBPyConnection:
         """A read-only DuckDB connection with the views ``chunks``, ``docs`` and ``shards``."""
-        if self._sql is None:
-            self._sql = open_sql(self.root, self.manifest)
-        return self._sql
+        return self.snapshot().sql()
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
         """Exact inner-product top-``k`` for each row of ``vectors`` [n, dim], across all shards."""
-        return self._search_vectors_masked(vectors, k, self.row_masks(where))
+        snap = self.snapshot()
+        return self._search_vectors_masked(snap, vectors, k, snap.row_masks(where))
 
-    def _search_vectors_masked(self, vectors: np.ndarray, k: int,
+    def _search_vectors_masked(self, snap: Snapshot, vectors: np.ndarray, k: int,
                                masks: list[np.ndarray | None]) -> list[list[Hit]]:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        dim = int(self.manifest.embedder["dim"])
+        dim = int(snap.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
             raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
         per_shard = [shard.search_dense(vectors, k, mask, self.rescore_multiplier)
-                     for shard, mask in zip(self.shards, masks)]
+                     for shard, mask in zip(snap.shards, masks)]
         merged = []
         for q in range(len(vectors)):
             results = [ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)]
             merged.append(merge_top_k(results, k))
-        return self._hits_many(merged)
+        return self._hits_many(snap, merged)
 
     def _bm25_top_k(self, query: str, k: int, masks: list[np.ndarray | None]) -> list[tuple[int, int, float]]:
-        if self._idf is None:
-            self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
-        counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
+        return self._bm25_ranked(self.snapshot(), query, k, masks)
+
+    @staticmethod
+    def _bm25_ranked(snap: Snapshot, query: str, k: int,
+                     masks: list[np.ndarray | None]) -> list[tuple[int, int, float]]:
+        idf = snap.global_idf()
+        counts = Counter(t for t in snap.bm25_params.tokenize(query) if t in idf)
         if not counts:
             return []
-        args = (self.bm25_params, self.bm25_stats)
+        args = (snap.bm25_params, snap.bm25_stats)
         results = []
-        for i, (shard, mask) in enumerate(zip(self.shards, masks)):
-            scores, rows = shard.search_bm25(args, self._idf, counts, k, mask)
+        for i, (shard, mask) in enumerate(zip(snap.shards, masks)):
+            scores, rows = shard.search_bm25(args, idf, counts, k, mask)
             results.append(ShardResult(i, scores, rows))
         return merge_top_k(results, k)
 
     def bm25_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk in datastore order (0 where no query term occurs and at
         tombstoned chunks)."""
-        if self._idf is None:
-            self._idf = load_global_idf(self.layout.bm25_terms, self.bm25_params, self.bm25_stats)
-        counts = Counter(t for t in self.bm25_params.tokenize(query) if t in self._idf)
-        out = np.zeros(len(self), dtype=np.float64)
-        for shard in self.shards:
-            rows, scores = shard.bm25(self.bm25_params, self.bm25_stats).score(self._idf, counts)
+        snap = self.snapshot()
+        idf = snap.global_idf()
+        counts = Counter(t for t in snap.bm25_params.tokenize(query) if t in idf)
+        out = np.zeros(snap.manifest.num_chunks, dtype=np.float64)
+        for shard in snap.shards:
+            rows, scores = shard.bm25(snap.bm25_params, snap.bm25_stats).score(idf, counts)
             live = shard.live_mask()
             if live is not None:
                 rows, scores = rows[live[rows]], scores[live[rows]]
@@ -170,33 +325,39 @@ class Datastore:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def _hits(self, ranked: list[tuple[int, int, float]]) -> list[Hit]:
-        return self._hits_many([ranked])[0]
+    def _hits(self, snap: Snapshot, ranked: list[tuple[int, int, float]]) -> list[Hit]:
+        return self._hits_many(snap, [ranked])[0]
 
-    def _hits_many(self, ranked_lists: list[list[tuple[int, int, float]]]) -> list[list[Hit]]:
+    @staticmethod
+    def _hits_many(snap: Snapshot, ranked_lists: list[list[tuple[int, int, float]]]) -> list[list[Hit]]:
         out = []
         for ranked in ranked_lists:
             hits = []
             for shard, row, score in ranked:
-                reader = self.shards[shard]
-                record = reader.rows().get(row)
+                reader = snap.shards[shard]
+                record = reader.rows().get(row)  # checked against the row's CRC32
                 hits.append(Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score,
                                 reader.info.name, record["text"], record["source"]))
             out.append(hits)
         return out
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        """One in-memory DuckDB connection per open datastore, reused by every row lookup."""
-        if self._duckdb is None:
-            self._duckdb = duckdb.connect()
-        return self._duckdb
+        """A cursor of the one in-memory DuckDB connection of this datastore (a cursor per call, so
+        threads never share one)."""
+        with self._refresh_lock:
+            if self._duckdb is None:
+                self._duckdb = duckdb.connect()
+        return self._duckdb.cursor()
 
     def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Chunk rows by global id (DuckDB over the shard Parquet files)."""
-        return read_chunk_rows([s.chunks_path for s in self.shards], list(chunk_ids), self._connection())
+        snap = self.snapshot()
+        with self._connection() as con:
+            return read_chunk_rows([s.chunks_path for s in snap.shards], list(chunk_ids), con)
 
     def statistics(self) -> dict[str, Any]:
         """Chunk, document and size statistics of the live (not tombstoned) chunks, computed by
         DuckDB from the Parquet files."""
-        deleted = deleted_chunk_ids(self.root, self.manifest) if self.manifest.tombstones else None
-        return chunk_statistics([s.chunks_path for s in self.shards], exclude_ids=deleted)
+        snap = self.snapshot()
+        deleted = deleted_chunk_ids(self.root, snap.manifest) if snap.manifest.tombstones else None
+        return chunk_statistics([s.chunks_path for s in snap.shards], exclude_ids=deleted)

@@ -44,6 +44,7 @@ CODES_FILE = "codes.u8.npy"          # multi-bit planes [rows, bits, dim/8]
 SCALES_FILE = "scales.f16.npy"       # multi-bit scales [rows, bits]
 TRAINED_FILE = "dense_trained.faiss"  # datastore root: the trained, empty IVF index shared by shards
 RESCORING_FILES = (RESCORE_INT8_FILE, CODES_FILE, SCALES_FILE)  # per-row arrays besides the float16 embeddings
+DENSE_FILES = (INDEX_FILE, EMBEDDINGS_F16_FILE, *RESCORING_FILES)  # every per-shard file of the dense layer
 
 
 class DenseConfigError(ValueError):
@@ -488,7 +489,7 @@ def stored_vectors(folder: Path, spec: DenseSpec, training: DenseTraining, dim: 
     raise DatastoreError(f"{folder} keeps no float vectors (rescore none); rebuild it from the source")
 
 
-__all__ = ["DENSE_INDEX_TYPES", "RESCORE_TYPES", "RESCORING_FILES", "DenseConfigError", "DenseShard", "DenseSpec", "DenseTraining",
+__all__ = ["DENSE_FILES", "DENSE_INDEX_TYPES", "RESCORE_TYPES", "RESCORING_FILES", "DenseConfigError", "DenseShard", "DenseSpec", "DenseTraining",
            "build_dense_index", "manifest_dense_index", "open_faiss_index", "read_dense_index", "read_embeddings",
            "search_dense", "selector_params", "stored_vectors", "train_dense", "training_from_manifest",
            "write_dense_files"]

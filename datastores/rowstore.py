@@ -1,15 +1,19 @@
 """Constant-time access to a shard's chunk rows for filling in search hits.
 
 ``rows.bin`` holds one compact JSON record per chunk (the same fields as ``chunks.parquet``),
-``row_offsets.npy`` the byte offset of each record (rows + 1 entries). Both are memory-mapped:
-a hit costs one slice and one ``json.loads``, where reading Parquet would decompress whole row
-groups. The Parquet table stays the table of record for SQL and statistics.
+``row_offsets.npy`` the byte offset of each record (rows + 1 entries) and ``row_crc.npy`` the
+CRC32 of each record (uint32 [rows]). They are memory-mapped: a hit costs one slice, one CRC32
+and one ``json.loads``, where reading Parquet would decompress whole row groups. Every record a
+search returns is checked against its CRC32, so an altered row is an error, never served text.
+Row stores written before checksums existed have no ``row_crc.npy`` and are read unchecked.
+The Parquet table stays the table of record for SQL and statistics.
 """
 
 from __future__ import annotations
 
 import json
 import mmap
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,41 +24,73 @@ from datastores.records import Chunk
 
 ROWS_FILE = "rows.bin"
 ROW_OFFSETS_FILE = "row_offsets.npy"
+ROW_CRC_FILE = "row_crc.npy"
+ROW_STORE_FILES = (ROWS_FILE, ROW_OFFSETS_FILE, ROW_CRC_FILE)
+
+
+def _record_bytes(chunk: Chunk, chunk_id: int) -> bytes:
+    record = {"chunk_id": chunk_id, "doc_id": chunk.doc_id, "source": chunk.source, "start": chunk.start,
+              "end": chunk.end, "text": chunk.text,
+              "metadata": json.dumps(chunk.metadata, sort_keys=True, ensure_ascii=False)}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def write_row_store(folder: Path, chunks: Sequence[Chunk], first_chunk_id: int) -> None:
-    """Write the records of ``chunks`` (ids from ``first_chunk_id``) and their offsets."""
+    """Write the records of ``chunks`` (ids from ``first_chunk_id``), their offsets and CRC32s."""
     offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    crcs = np.zeros(len(chunks), dtype=np.uint32)
     with open(folder / ROWS_FILE, "wb") as handle:
-        for i, c in enumerate(chunks):
-            record = {"chunk_id": first_chunk_id + i, "doc_id": c.doc_id, "source": c.source, "start": c.start,
-                      "end": c.end, "text": c.text,
-                      "metadata": json.dumps(c.metadata, sort_keys=True, ensure_ascii=False)}
-            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        for i, chunk in enumerate(chunks):
+            data = _record_bytes(chunk, first_chunk_id + i)
             handle.write(data)
             offsets[i + 1] = offsets[i] + len(data)
+            crcs[i] = zlib.crc32(data)
     np.save(folder / ROW_OFFSETS_FILE, offsets)
+    np.save(folder / ROW_CRC_FILE, crcs)
+
+
+def row_checksums(data: bytes | mmap.mmap, offsets: np.ndarray) -> np.ndarray:
+    """CRC32 of every record of a row store's ``data`` (uint32 [rows])."""
+    bounds = np.asarray(offsets, dtype=np.int64).tolist()
+    return np.fromiter((zlib.crc32(data[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])),
+                       dtype=np.uint32, count=max(len(bounds) - 1, 0))
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise DatastoreError(f"{path} is unreadable: {exc}") from exc
 
 
 class RowStore:
-    """Memory-mapped records of one shard."""
+    """Memory-mapped, checksummed records of one shard."""
 
     def __init__(self, folder: Path, rows: int):
-        path = folder / ROWS_FILE
+        self.path = folder / ROWS_FILE
+        self.offsets = _load_npy(folder / ROW_OFFSETS_FILE)
         try:
-            self.offsets = np.load(folder / ROW_OFFSETS_FILE, mmap_mode="r")
-            with open(path, "rb") as handle:
-                size = path.stat().st_size
+            with open(self.path, "rb") as handle:
+                size = self.path.stat().st_size
                 self.data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except (OSError, ValueError) as exc:
-            raise DatastoreError(f"row store in {folder} is unreadable: {exc}") from exc
+        except OSError as exc:
+            raise DatastoreError(f"{self.path} is unreadable: {exc}") from exc
         if len(self.offsets) != rows + 1 or int(self.offsets[-1]) != size:
-            raise DatastoreError(f"{path} does not match {ROW_OFFSETS_FILE} (truncated or altered)")
+            raise DatastoreError(f"{self.path} does not match {ROW_OFFSETS_FILE} (truncated or altered)")
+        crc_path = folder / ROW_CRC_FILE
+        #: CRC32 per row, or None for a row store written before checksums existed
+        self.crc = _load_npy(crc_path) if crc_path.is_file() else None
+        if self.crc is not None and len(self.crc) != rows:
+            raise DatastoreError(f"{crc_path} holds {len(self.crc)} checksums for {rows} rows (truncated or altered)")
 
     def get(self, row: int) -> dict[str, Any]:
-        """The record of ``row`` (0-based within the shard)."""
+        """The record of ``row`` (0-based within the shard), checked against its CRC32."""
         lo, hi = int(self.offsets[row]), int(self.offsets[row + 1])
+        data = self.data[lo:hi]
+        if self.crc is not None and zlib.crc32(data) != int(self.crc[row]):
+            raise DatastoreError(f"{self.path}: row {row} does not match its checksum in {ROW_CRC_FILE} "
+                                 "(altered or corrupt; run rag datastore verify)")
         try:
-            return json.loads(self.data[lo:hi])
+            return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatastoreError(f"row {row} of the row store is corrupt: {exc}") from exc
+            raise DatastoreError(f"{self.path}: row {row} is corrupt: {exc}") from exc

@@ -1,4 +1,4 @@
-"""Exact top-k merge of per-shard results."""
+"""Query checks and the exact top-k merge of per-shard results."""
 
 from __future__ import annotations
 
@@ -6,6 +6,20 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from datastores.errors import DatastoreError
+
+
+class EmptyQueryError(DatastoreError, ValueError):
+    """A query text is empty or only whitespace: there is nothing to search for."""
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Raise ``EmptyQueryError`` when any query text is empty or whitespace only."""
+    for i, query in enumerate(queries):
+        if not str(query).strip():
+            where = "" if len(queries) == 1 else f" (query {i + 1} of {len(queries)})"
+            raise EmptyQueryError(f"the query is empty{where}: give some text to search for")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -12,24 +12,27 @@ from indexers.embedders import SentenceTransformerEmbedder, load_embedder
 
 
 class Datastore(_StoredDatastore):
-    """Opens a datastore and loads the embedder its manifest records, once, on first dense search."""
+    """Opens a datastore and loads the embedder its manifest records, once, on first dense search
+    (again only if a new manifest generation names another embedder)."""
 
     def __init__(self, *args, device: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.device = device
         self._embedder: SentenceTransformerEmbedder | None = None
+        self._embedder_spec: dict[str, Any] | None = None
         if self.query_encoder is None:
             self.query_encoder = self._encode_queries
 
     @classmethod
-    def open(cls, path: str | Path, query_encoder=None, device: str = "auto") -> "Datastore":
-        stored = _StoredDatastore.open(path, query_encoder)
-        return cls(stored.root, stored.manifest, query_encoder, device=device)
+    def open(cls, path: str | Path, query_encoder=None, device: str = "auto", **kwargs: Any) -> "Datastore":
+        return super().open(path, query_encoder, device=device, **kwargs)
 
     @property
     def embedder(self) -> SentenceTransformerEmbedder:
-        if self._embedder is None:
-            self._embedder = load_embedder(self.manifest.embedder, device=self.device)
+        spec = self.manifest.embedder
+        if self._embedder is None or self._embedder_spec != spec:
+            self._embedder = load_embedder(spec, device=self.device)
+            self._embedder_spec = spec
         return self._embedder
 
     @property

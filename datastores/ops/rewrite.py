@@ -44,10 +44,10 @@ from datastores.dense import CODES_FILE, DenseSpec, open_faiss_index, stored_vec
 from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
 from datastores.ops.tombstones import Operation
 from datastores.records import Chunk
-from datastores.rowstore import ROW_OFFSETS_FILE, ROWS_FILE, write_row_store
+from datastores.rowstore import ROW_STORE_FILES, write_row_store
 from datastores.writer import DatastoreWriter
 
-ID_FILES = (CHUNKS_FILE, ROWS_FILE, ROW_OFFSETS_FILE, SHARD_INFO)
+ID_FILES = (CHUNKS_FILE, *ROW_STORE_FILES, SHARD_INFO)  # rows.bin records (and their CRC32s) hold chunk ids
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _link_shard(source: SourceShard, writer: DatastoreWriter, index: int, first_
             chunks = read_shard_chunks(source.folder, None)
             write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
             write_row_store(tmp, chunks, first_chunk_id)
-            for rel in (CHUNKS_FILE, ROWS_FILE, ROW_OFFSETS_FILE):
+            for rel in (CHUNKS_FILE, *ROW_STORE_FILES):
                 files[rel] = FileInfo((tmp / rel).stat().st_size, sha256_file(tmp / rel))
         info = ShardInfo(name, source.info.rows, first_chunk_id, files)
         atomic_write_json(tmp / SHARD_INFO, {**record, "shard": asdict(info), "chunk_id_start": first_chunk_id,

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from datastores.records import Hit
+from datastores.search import check_queries
 from rag.retrieve.fusion import FUSIONS, NORMALIZATIONS, fuse
 from rag.retrieve.mmr import ChunkVectors, mmr
 from rag.retrieve.rerank import Reranker, load_reranker, parse_spec, rerank_order
@@ -104,6 +105,7 @@ class Retriever:
         queries = list(queries)
         if not queries:
             return []
+        check_queries(queries)
         pool = k
         if self.reranker is not None:
             pool = max(pool, self.config.rerank_depth)
