@@ -3,6 +3,7 @@
     ds/
       manifest.json          committed last; its presence makes the datastore valid
       build.json             present while a build runs (parameters, for --resume)
+      .writer.lock           flock-ed by the one writer at a time (datastores.lock)
       bm25_terms.parquet     global BM25 document frequencies (term, df)
       shards/shard-00000/    one folder per shard, renamed into place when complete
         shard.json           rows, first chunk id, file sizes and sha256
@@ -19,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,14 @@ CHUNKS_FILE = "chunks.parquet"
 EMBEDDINGS_FILE = "embeddings.f16.npy"
 DENSE_INDEX_FILE = "dense.faiss"
 BM25_DIR = "bm25"
+TOMBSTONES_DIR = "tombstones"
+TRAINED_FILE = "dense_trained.faiss"  # the same name as datastores.dense.TRAINED_FILE
+LOCK_FILE = ".writer.lock"
+
+#: Everything a terarag writer puts at the top of a datastore folder.
+WRITER_NAMES = frozenset({MANIFEST, BUILD_STATE, BM25_TERMS, SHARDS_DIR, TOMBSTONES_DIR, TRAINED_FILE, LOCK_FILE})
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp(-\d+)?$")  # atomic_write_bytes / atomic_directory leftovers
+_CHILD_NAMES = {SHARDS_DIR: re.compile(r"^shard-\d{5}$"), TOMBSTONES_DIR: re.compile(r"^shard-\d{5}\..+\.bits$")}
 
 
 def shard_name(index: int) -> str:
@@ -137,3 +147,90 @@ def remove_stale_temporaries(folder: Path) -> None:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+def _temporary_of(name: str) -> str | None:
+    """The final name of a temporary ``.NAME.tmp[-PID]`` file or folder, else None."""
+    match = _TEMPORARY.match(name)
+    return match["name"] if match else None
+
+
+def _written_by_terarag(entry: Path) -> bool:
+    """Whether a top-level entry of a datastore folder is one a terarag writer creates."""
+    name = _temporary_of(entry.name) or entry.name
+    if name not in WRITER_NAMES:
+        return False
+    pattern = _CHILD_NAMES.get(name)
+    if pattern is None or entry.name != name or not entry.is_dir():
+        return True
+    return all(pattern.match(_temporary_of(c.name) or c.name) for c in entry.iterdir())
+
+
+def _is_leftover(entry: Path) -> bool:
+    """The lock file, a temporary of a killed writer or an empty shards/tombstones folder."""
+    if entry.name == LOCK_FILE or _temporary_of(entry.name):
+        return True
+    return entry.is_dir() and entry.name in _CHILD_NAMES and not any(entry.iterdir())
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What a folder holds, for writers deciding whether they may create, resume or replace it.
+
+    ``kind``: ``absent``; ``empty`` (at most the lock file and leftovers of killed writers);
+    ``datastore`` (a manifest); ``partial`` (only names terarag writers leave, e.g. a killed build,
+    merge, subsample or compact output); ``foreign`` (something terarag did not write, named in
+    ``foreign``)."""
+
+    kind: str
+    foreign: tuple[str, ...] = ()
+    has_build: bool = False  # manifest.json or build.json present: a resume can check its parameters
+
+    @property
+    def terarag(self) -> bool:
+        return self.kind in ("datastore", "partial")
+
+
+def output_state(root: str | Path) -> OutputState:
+    """Classify ``root`` from the names a terarag writer can leave in it (see ``OutputState``).
+
+    A folder with ``manifest.json`` or ``build.json`` is terarag's whatever else it holds; without
+    them every entry must be one a terarag writer leaves (lock, temporaries, shards, ...)."""
+    root = Path(root)
+    if not root.exists():
+        return OutputState("absent")
+    if not root.is_dir():
+        return OutputState("foreign", (root.name,))
+    if (root / MANIFEST).is_file():
+        return OutputState("datastore", has_build=True)
+    if (root / BUILD_STATE).is_file():
+        return OutputState("partial", has_build=True)
+    entries = sorted(root.iterdir())
+    foreign = tuple(e.name for e in entries if not _written_by_terarag(e))
+    if foreign:
+        return OutputState("foreign", foreign)
+    return OutputState("empty" if all(_is_leftover(e) for e in entries) else "partial")
+
+
+def clear_folder(root: Path, keep: str = LOCK_FILE) -> None:
+    """Delete everything in ``root`` but ``keep`` (the lock file its writer holds)."""
+    for child in root.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def unfinished_advice(layout: DatastoreLayout) -> str:
+    """How to finish or replace the unfinished build in ``layout`` (its build.json names who wrote it)."""
+    try:
+        params = json.loads(layout.build_state.read_text(encoding="utf-8")).get("params", {})
+    except (OSError, ValueError, AttributeError):
+        params = {}
+    operation = params.get("operation") if isinstance(params, dict) else None
+    if operation:
+        return (f"it is the output of a `rag datastore {operation}` that did not finish; run that command "
+                "again with --overwrite")
+    return "finish it with `rag index ... --resume` (same inputs and settings) or start over with --overwrite"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from datastores.errors import DatastoreError, IncompleteBuildError
-from datastores.layout import DatastoreLayout, atomic_write_json
+from datastores.layout import DatastoreLayout, atomic_write_json, unfinished_advice
 
 FORMAT_NAME = "terarag-datastore"
 FORMAT_VERSION = 1
@@ -142,9 +142,7 @@ def read_manifest(layout: DatastoreLayout) -> Manifest:
     path = layout.manifest
     if not path.exists():
         if layout.build_state.exists():
-            raise IncompleteBuildError(
-                f"{root} holds an unfinished build (no {path.name}); finish it with `rag index ... --resume`"
-            )
+            raise IncompleteBuildError(f"{root} holds an unfinished build (no {path.name}); {unfinished_advice(layout)}")
         raise DatastoreError(f"no datastore at {root}: {path.name} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -28,13 +28,17 @@ from datastores.layout import (
     CHUNKS_FILE,
     SHARD_INFO,
     DatastoreLayout,
+    OutputState,
     atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
+    clear_folder,
+    output_state,
     remove_stale_temporaries,
     sha256_file,
     shard_name,
 )
+from datastores.lock import DatastoreLock, DatastoreLockedError, read_holder
 from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
 from datastores.records import Chunk
 from datastores.rowstore import write_row_store
@@ -55,6 +59,28 @@ def chunk_digest(chunks: Sequence[Chunk]) -> str:
     return digest.hexdigest()
 
 
+def check_output(root: str | Path, mode: str, resumable: bool = True) -> OutputState:
+    """Refuse, with a one-line ``DatastoreError``, to ``mode`` (create / resume / overwrite) the
+    folder ``root``; else return what it holds. Only folders that hold nothing but what terarag
+    writers leave (a datastore or a killed run's partial output) are resumed or replaced."""
+    if mode not in WRITE_MODES:
+        raise ValueError(f"unknown write mode {mode!r}")
+    state = output_state(root)
+    if state.kind == "foreign":
+        held = ", ".join(state.foreign[:3])
+        raise DatastoreError({
+            "create": f"{root} is not empty and holds files terarag did not write ({held}); choose another folder",
+            "resume": f"{root} holds no terarag build to resume (it holds {held})",
+            "overwrite": f"{root} is not a terarag datastore (it holds {held}); refusing to delete it with --overwrite",
+        }[mode])
+    if mode == "create" and state.terarag:
+        again = "pass --resume to continue the build or --overwrite to replace it" if resumable else \
+            "pass --overwrite to replace it"
+        what = "a terarag datastore" if state.kind == "datastore" else "the partial output of a killed run"
+        raise DatastoreError(f"{root} is not empty: it holds {what}; {again}")
+    return state
+
+
 class DatastoreWriter:
     """Creates, resumes or overwrites the datastore at ``root``.
 
@@ -65,10 +91,12 @@ class DatastoreWriter:
 
     def __init__(self, root: str | Path, params: dict[str, Any], embedder: dict[str, Any],
                  chunker: dict[str, Any], bm25: Bm25Params, dense_index: "str | DenseSpec" = "float-flat",
-                 mode: str = "create"):
-        if mode not in WRITE_MODES:
-            raise ValueError(f"unknown write mode {mode!r}")
+                 mode: str = "create", lock: DatastoreLock | None = None, resumable: bool = True):
         self.layout = DatastoreLayout(Path(root))
+        if lock is not None and lock.root != self.layout.root.resolve():
+            raise ValueError(f"the lock of {lock.root} does not cover {self.layout.root}")
+        #: the holder token of the writer lock the caller holds: shards are written only while it does
+        self.lock_token = lock.holder.token if lock is not None else None
         self.params = params
         self.embedder = embedder
         self.chunker = chunker
@@ -81,28 +109,22 @@ class DatastoreWriter:
             {"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
              "dense_index": self.dense.settings()}
         )
-        self._prepare(mode)
+        self._prepare(mode, resumable)
         self.shards: list[ShardInfo] = []
         self.resumed_shards = 0
 
     # -- set-up -----------------------------------------------------------------------------
 
-    def _prepare(self, mode: str) -> None:
+    def _prepare(self, mode: str, resumable: bool) -> None:
+        """Check the folder for ``mode``; clear it (overwrite) or check the interrupted build
+        (resume); then record this build's state. A folder holding only a killed run's leftovers
+        (temporaries, lock, shards without a build state) resumes as a fresh build that adopts
+        the shards this build's fingerprint matches."""
         root = self.layout.root
-        if root.exists() and not root.is_dir():
-            raise DatastoreError(f"{root} exists and is not a directory")
-        existing = root.exists() and any(root.iterdir())
-        if existing and mode == "create":
-            raise DatastoreError(
-                f"{root} already exists and is not empty; pass --resume to continue a build or "
-                "--overwrite to replace it"
-            )
-        if existing and mode == "overwrite":
-            if not (self.layout.manifest.exists() or self.layout.build_state.exists()):
-                raise DatastoreError(f"{root} is not a terarag datastore; refusing to delete it with --overwrite")
-            shutil.rmtree(root)
-            existing = False
-        if existing and mode == "resume":
+        state = check_output(root, mode, resumable)
+        if mode == "overwrite" and state.kind != "absent":
+            clear_folder(root)
+        if mode == "resume" and state.has_build:
             self._check_resumable()
         root.mkdir(parents=True, exist_ok=True)
         self.layout.shards_dir.mkdir(exist_ok=True)
@@ -112,6 +134,17 @@ class DatastoreWriter:
         # From here on the directory reads as an unfinished build until finish() commits.
         self.layout.manifest.unlink(missing_ok=True)
 
+    def check_lock(self) -> None:
+        """Raise if the writer lock this writer was given is now held by someone else (its holder
+        was killed and another writer took over: an orphaned task must not write)."""
+        if self.lock_token is None:
+            return
+        holder = read_holder(self.layout.root)
+        if holder is None or holder.token != self.lock_token:
+            who = holder.describe() if holder else "nobody"
+            raise DatastoreLockedError(f"{self.layout.root} is no longer locked by this build (now: {who}); "
+                                       "stopping without writing")
+
     def _check_resumable(self) -> None:
         state_path = self.layout.build_state
         if state_path.exists():
@@ -120,16 +153,14 @@ class DatastoreWriter:
             except (OSError, json.JSONDecodeError) as exc:
                 raise DatastoreError(f"{state_path} is corrupt ({exc}); rebuild with --overwrite") from exc
             previous = state.get("fingerprint")
-        elif self.layout.manifest.exists():
+        else:
             try:
                 manifest = json.loads(self.layout.manifest.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
-                raise DatastoreError(f"{self.layout.manifest} is corrupt ({exc})") from exc
+                raise DatastoreError(f"{self.layout.manifest} is corrupt ({exc}); rebuild with --overwrite") from exc
             previous = manifest.get("build", {}).get("fingerprint")
             state = {"params": manifest.get("build", {}).get("params", {}),
                      "dense_training": manifest.get("dense_index", {})}
-        else:
-            raise DatastoreError(f"{self.layout.root} holds no terarag build to resume")
         if previous != self.fingerprint:
             old = state.get("params", {})
             changed = sorted(k for k in set(old) | set(self.params) if old.get(k) != self.params.get(k))
@@ -239,6 +270,7 @@ class DatastoreWriter:
         """
         if len(embeddings) != len(chunks):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        self.check_lock()
         name = shard_name(index)
         with atomic_directory(self.layout.shard(name)) as tmp:
             write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
@@ -264,6 +296,7 @@ class DatastoreWriter:
 
     def finish(self, stats: dict[str, Any], embedder_dim: int) -> Manifest:
         """Compute global BM25 statistics, drop stray shards and commit the manifest."""
+        self.check_lock()
         keep = {s.name for s in self.shards}
         for folder in self.layout.shards_dir.iterdir():
             if folder.is_dir() and folder.name not in keep:

@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from datastores import Bm25Params, DatastoreWriter, Manifest
+from datastores.lock import DatastoreLock, writer_lock
+from datastores.writer import check_output
 from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
 from indexers.config import BuildConfig
@@ -70,20 +72,34 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
                     *, resume: bool = False, overwrite: bool = False,
                     embedder: SentenceTransformerEmbedder | None = None, progress: bool = True,
                     engine: EngineOptions | None = None,
-                    embedder_factory: Callable[[], Any] | None = None) -> BuildReport:
+                    embedder_factory: Callable[[], Any] | None = None,
+                    wait: bool = False, wait_timeout: float | None = None) -> BuildReport:
     """Index ``inputs`` into a datastore at ``output``.
 
     With ``resume``, shards already written by an interrupted build with the same settings are
-    kept and the result equals an uninterrupted build. ``embedder`` lets callers reuse a loaded
-    model; it must be the one ``config.embedder`` names. ``engine`` picks who embeds and writes
-    the shards (``indexers.engines``: local by default, or Ray); the datastore is the same either
-    way. Ray workers load their own embedder with ``embedder_factory`` (default: the one the config
-    names).
+    kept and the result equals an uninterrupted build; ``resume`` and ``overwrite`` accept any
+    folder holding only what terarag writers leave (a datastore or a killed run's partial output).
+    ``embedder`` lets callers reuse a loaded model; it must be the one ``config.embedder`` names.
+    ``engine`` picks who embeds and writes the shards (``indexers.engines``: local by default, or
+    Ray); the datastore is the same either way. Ray workers load their own embedder with
+    ``embedder_factory`` (default: the one the config names). The build holds ``output``'s writer
+    lock from start to commit; another writer there makes it fail at once, or, with ``wait``,
+    wait (at most ``wait_timeout`` seconds).
     """
-    config = config or BuildConfig()
-    engine = engine or EngineOptions()
     if resume and overwrite:
         raise ValueError("choose either resume or overwrite, not both")
+    mode = "resume" if resume else ("overwrite" if overwrite else "create")
+    check_output(output, mode)  # refuse before a lock file is created or a model loaded
+    operation = "index" if mode == "create" else f"index --{mode}"
+    with writer_lock(output, operation, wait=wait, timeout=wait_timeout, create=True) as lock:
+        return _build(inputs, output, config or BuildConfig(), mode, embedder, progress, engine or EngineOptions(),
+                      embedder_factory, lock)
+
+
+def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig, mode: str,
+           embedder: SentenceTransformerEmbedder | None, progress: bool, engine: EngineOptions,
+           embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
+    """``build_datastore`` while holding ``lock``."""
     chunker = make_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer)
     embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
                                                        backend=config.embed_backend),
@@ -91,8 +107,8 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
     bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
                       config.bm25_stopwords, config.bm25_idf)
-    writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_spec(),
-                             mode="resume" if resume else ("overwrite" if overwrite else "create"))
+    writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_spec(), mode=mode,
+                             lock=lock)
     if writer.needs_dense_training():  # int8 range / IVF centroids: once, from a sample of the whole input
         writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     read = ReadReport()

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 from datastores.dense import DenseSpec
 from datastores.errors import DatastoreError
 from datastores.layout import DatastoreLayout
+from datastores.lock import DatastoreLock
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.rewrite import SourceShard, write_selection
 from datastores.ops.tombstones import Operation, deleted_masks
@@ -34,10 +35,12 @@ def check_compatible(paths: Sequence[Path], manifests: Sequence[Manifest]) -> No
                 raise DatastoreError(f"cannot merge {paths[0]} and {path}: the {part} differs ({detail})")
 
 
-def merge(roots: Sequence[str | Path], output: str | Path,
-          progress: Callable[[int], Any] | None = None) -> Manifest:
+def merge(roots: Sequence[str | Path], output: str | Path, progress: Callable[[int], Any] | None = None, *,
+          overwrite: bool = False, lock: DatastoreLock | None = None) -> Manifest:
     """Write the live chunks of every datastore in ``roots``, in that order, to ``output``; BM25
-    document frequencies and averages are recomputed over the union."""
+    document frequencies and averages are recomputed over the union. The output is written under
+    its writer lock (``lock`` if the caller holds it); ``overwrite`` replaces a datastore or a
+    killed run's partial output there."""
     paths = [Path(r) for r in roots]
     if len(paths) < 2:
         raise ValueError("merge needs at least two datastores")
@@ -49,4 +52,4 @@ def merge(roots: Sequence[str | Path], output: str | Path,
             sources.append(SourceShard(path, info, ~mask if mask.any() else None))
     operation = Operation("merge", {"sources": [str(p) for p in paths]},
                           {"per_source": [m.num_live for m in manifests]})
-    return write_selection(output, manifests[0], sources, operation, (), progress)
+    return write_selection(output, manifests[0], sources, operation, (), progress, overwrite=overwrite, lock=lock)

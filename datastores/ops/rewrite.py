@@ -10,7 +10,9 @@ at least one selected row becomes one output shard:
   shard writer, so every index type it writes is rebuilt the same way as in a build.
 
 Global BM25 statistics are recomputed by the writer from the output shards' term tables, and the
-manifest is committed last, so a killed run leaves a directory that reads as an unfinished build.
+manifest is committed last, so a killed run leaves a directory that reads as an unfinished build
+of that operation; running it again with ``overwrite`` replaces it. The output is written under
+its writer lock (``datastores.lock``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ from datastores.layout import (
 )
 from datastores.chunks import write_chunk_table
 from datastores.dense import CODES_FILE, DenseSpec, open_faiss_index, stored_vectors, training_from_manifest
+from datastores.lock import DatastoreLock, writer_lock
 from datastores.manifest import FileInfo, Manifest, ShardInfo, write_manifest
 from datastores.ops.tombstones import Operation
 from datastores.records import Chunk
 from datastores.rowstore import ROW_STORE_FILES, write_row_store
-from datastores.writer import DatastoreWriter
+from datastores.writer import DatastoreWriter, check_output
 
 ID_FILES = (CHUNKS_FILE, *ROW_STORE_FILES, SHARD_INFO)  # rows.bin records (and their CRC32s) hold chunk ids
 
@@ -121,6 +124,7 @@ def _shard_record(folder: Path) -> dict[str, Any]:
 
 def _link_shard(source: SourceShard, writer: DatastoreWriter, index: int, first_chunk_id: int) -> ShardInfo:
     """Carry a fully kept shard over by hard links, rewriting only files that hold chunk ids."""
+    writer.check_lock()
     name = shard_name(index)
     record = _shard_record(source.folder)
     same_ids = first_chunk_id == source.info.chunk_id_start
@@ -141,30 +145,24 @@ def _link_shard(source: SourceShard, writer: DatastoreWriter, index: int, first_
     return info
 
 
-def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any]) -> DatastoreWriter:
+def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any], mode: str,
+            lock: DatastoreLock) -> DatastoreWriter:
     """A writer with the base datastore's embedder, chunker, BM25 and dense index settings; a
     trained dense index (IVF centroids, int8 range) reuses the base's training, so rewritten and
     linked shards agree."""
     embedder = {k: v for k, v in base.embedder.items() if k != "dim"}
     bm25 = Bm25Params(**{k: base.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
     writer = DatastoreWriter(output, params, embedder, base.chunker, bm25,
-                             DenseSpec.coerce(base.dense_index or "float-flat"), mode="create")
+                             DenseSpec.coerce(base.dense_index or "float-flat"), mode=mode, lock=lock,
+                             resumable=False)
     if writer.needs_dense_training():
         writer.reuse_dense_training(base.dense_index, base_root)
     return writer
 
 
-def write_selection(output: str | Path, base: Manifest, sources: Sequence[SourceShard], operation: Operation,
-                    lineage: Sequence[dict[str, Any]] = (), progress: Callable[[int], Any] | None = None) -> Manifest:
-    """Write the selected rows of ``sources`` (in order, ids renumbered from 0) as a new datastore
-    with ``base``'s settings (the manifest of ``sources[0].root``)."""
-    if not sources:
-        raise DatastoreError("the selection is empty: no shard to write")
-    output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise DatastoreError(f"{output} already exists and is not empty; choose a new output directory")
-    dim = int(base.embedder["dim"])
-    writer = _writer(output, base, sources[0].root, {"operation": operation.operation, **operation.parameters})
+def _write_shards(writer: DatastoreWriter, sources: Sequence[SourceShard], dim: int, dense_index: dict[str, Any],
+                  progress: Callable[[int], Any] | None) -> set[str]:
+    """Write every source shard with kept rows as the writer's next shard; the document ids kept."""
     next_id = 0
     doc_ids: set[str] = set()
     for source in sources:
@@ -177,20 +175,39 @@ def write_selection(output: str | Path, base: Manifest, sources: Sequence[Source
             doc_ids.update(pq.read_table(source.folder / CHUNKS_FILE, columns=["doc_id"]).column(0).to_pylist())
         else:
             chunks = read_shard_chunks(source.folder, source.keep)
-            vectors = shard_vectors(source.folder, dim, base.dense_index)[source.keep]
+            vectors = shard_vectors(source.folder, dim, dense_index)[source.keep]
             writer.add_shard(chunks, vectors, next_id)
             doc_ids.update(c.doc_id for c in chunks)
         next_id += kept
         if progress is not None:
             progress(kept)
-    if not writer.shards:
-        shutil.rmtree(output, ignore_errors=True)
+    return doc_ids
+
+
+def write_selection(output: str | Path, base: Manifest, sources: Sequence[SourceShard], operation: Operation,
+                    lineage: Sequence[dict[str, Any]] = (), progress: Callable[[int], Any] | None = None, *,
+                    overwrite: bool = False, lock: DatastoreLock | None = None) -> Manifest:
+    """Write the selected rows of ``sources`` (in order, ids renumbered from 0) as a new datastore
+    with ``base``'s settings (the manifest of ``sources[0].root``), holding ``output``'s writer lock
+    (``lock`` if the caller holds it). ``overwrite`` replaces a datastore or a killed run's partial
+    output there; folders holding anything else are refused."""
+    if not any(source.kept for source in sources):
         raise DatastoreError("the selection is empty: no chunk would be left in the new datastore")
-    manifest = writer.finish({"documents": len(doc_ids), "derived": operation.operation}, dim)
-    manifest.lineage = [*lineage]
-    operation.counts = {**operation.counts, "chunks": manifest.num_chunks}
-    manifest.lineage.append(operation.record())
-    write_manifest(writer.layout, manifest)
+    output = Path(output)
+    if output.resolve() in {Path(s.root).resolve() for s in sources}:
+        raise DatastoreError(f"{output} is one of the datastores read; choose another output folder")
+    mode = "overwrite" if overwrite else "create"
+    check_output(output, mode, resumable=False)
+    with writer_lock(output, operation.operation, create=True, held=lock) as held:
+        writer = _writer(output, base, sources[0].root, {"operation": operation.operation, **operation.parameters},
+                         mode, held)
+        doc_ids = _write_shards(writer, sources, int(base.embedder["dim"]), base.dense_index, progress)
+        manifest = writer.finish({"documents": len(doc_ids), "derived": operation.operation},
+                                 int(base.embedder["dim"]))
+        manifest.lineage = [*lineage]
+        operation.counts = {**operation.counts, "chunks": manifest.num_chunks}
+        manifest.lineage.append(operation.record())
+        write_manifest(writer.layout, manifest)
     return manifest
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from datastores.layout import DatastoreLayout
+from datastores.lock import DatastoreLock
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.rewrite import SourceShard, write_selection
 from datastores.ops.tombstones import Operation, deleted_masks
@@ -30,12 +31,16 @@ def subsample_masks(manifest: Manifest, deleted: list[np.ndarray], fraction: flo
 
 
 def subsample(root: str | Path, output: str | Path, fraction: float, seed: int = 0,
-              progress: Callable[[int], Any] | None = None) -> Manifest:
-    """Write a ``fraction`` of the live chunks of ``root`` (seeded) to the new datastore ``output``."""
+              progress: Callable[[int], Any] | None = None, *, overwrite: bool = False,
+              lock: DatastoreLock | None = None) -> Manifest:
+    """Write a ``fraction`` of the live chunks of ``root`` (seeded) to the new datastore ``output``,
+    under its writer lock (``lock`` if the caller holds it); ``overwrite`` replaces a datastore or a
+    killed run's partial output there."""
     root = Path(root)
     manifest = read_manifest(DatastoreLayout(root))
     masks = subsample_masks(manifest, deleted_masks(root, manifest), fraction, seed)
     sources = [SourceShard(root, info, mask) for info, mask in zip(manifest.shards, masks)]
     operation = Operation("subsample", {"source": str(root), "fraction": fraction, "seed": seed},
                           {"before": manifest.num_live})
-    return write_selection(output, manifest, sources, operation, manifest.lineage, progress)
+    return write_selection(output, manifest, sources, operation, manifest.lineage, progress, overwrite=overwrite,
+                           lock=lock)

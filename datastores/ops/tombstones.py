@@ -4,12 +4,16 @@ An operation never rewrites shard files. It writes new bitmap files below ``tomb
 the current manifest does not reference), then commits a new manifest that references them and
 records the operation in its lineage. Until that atomic commit the previous manifest, and with it
 the previous state, is what every reader sees; a killed operation leaves only unreferenced files,
-which the next commit removes.
+which the next commit removes. Commits hold the datastore's writer lock (``datastores.lock``) and
+re-read the manifest under it; bitmap names are unique per operation (lineage index, pid, random
+suffix), so two operations never write the same file.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from datastores.errors import DatastoreError
-from datastores.layout import DatastoreLayout, atomic_write_bytes, sha256_file
+from datastores.layout import TOMBSTONES_DIR, DatastoreLayout, atomic_write_bytes, sha256_file
+from datastores.lock import DatastoreLock, writer_lock
 from datastores.manifest import Manifest, TombstoneInfo, read_manifest, write_manifest
-
-TOMBSTONES_DIR = "tombstones"
 
 
 def read_deleted_mask(root: str | Path, info: TombstoneInfo, rows: int) -> np.ndarray:
@@ -71,12 +74,8 @@ class Operation:
 
 
 def _bitmap_name(manifest: Manifest, shard: str) -> str:
-    """A bitmap file name that the current manifest does not reference."""
-    taken = {t.file for t in manifest.tombstones.values()}
-    n = len(manifest.lineage) + 1
-    while f"{TOMBSTONES_DIR}/{shard}.op{n:04d}.bits" in taken:
-        n += 1
-    return f"{TOMBSTONES_DIR}/{shard}.op{n:04d}.bits"
+    """A bitmap file name no other operation can choose: lineage index, pid and a random suffix."""
+    return f"{TOMBSTONES_DIR}/{shard}.op{len(manifest.lineage) + 1:04d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.bits"
 
 
 def remove_unreferenced_bitmaps(root: str | Path, manifest: Manifest) -> None:
@@ -90,41 +89,49 @@ def remove_unreferenced_bitmaps(root: str | Path, manifest: Manifest) -> None:
             path.unlink(missing_ok=True)
 
 
-def commit_tombstones(root: str | Path, before: Manifest, chunk_ids: np.ndarray, operation: Operation) -> Manifest:
+def _new_masks(root: Path, manifest: Manifest, chunk_ids: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+    """Per shard that gains deletions, its new deleted mask; and how many rows are newly deleted."""
+    changed, removed = {}, 0
+    for shard, mask in zip(manifest.shards, deleted_masks(root, manifest)):
+        lo, hi = np.searchsorted(chunk_ids, [shard.chunk_id_start, shard.chunk_id_start + shard.rows])
+        rows = chunk_ids[lo:hi] - shard.chunk_id_start
+        new = rows[~mask[rows]]
+        if len(new):
+            removed += len(new)
+            changed[shard.name] = mask.copy()
+            changed[shard.name][new] = True
+    return changed, removed
+
+
+def commit_tombstones(root: str | Path, before: Manifest, chunk_ids: np.ndarray, operation: Operation,
+                      lock: DatastoreLock | None = None) -> Manifest:
     """Tombstone ``chunk_ids`` (global ids; already deleted ones are fine) and commit atomically.
 
-    ``before`` is the manifest the operation read; if another operation committed meanwhile the
-    commit is refused. ``operation.counts`` gains ``removed`` (newly deleted rows) and ``live``.
+    ``before`` is the manifest the operation read; the commit holds the writer lock (``lock``
+    when the caller already holds it, else taken here without waiting), re-reads the manifest
+    and is refused if another operation committed meanwhile. ``operation.counts`` gains
+    ``removed`` (newly deleted rows) and ``live``.
     """
     layout = DatastoreLayout(Path(root))
     chunk_ids = np.unique(np.asarray(chunk_ids, dtype=np.int64))
     if len(chunk_ids) and (chunk_ids[0] < 0 or chunk_ids[-1] >= before.num_chunks):
         raise ValueError(f"chunk ids must lie in [0, {before.num_chunks}) (got {chunk_ids[0]}..{chunk_ids[-1]})")
-    masks = deleted_masks(layout.root, before)
-    tombstones = dict(before.tombstones)
-    removed = 0
-    (layout.root / TOMBSTONES_DIR).mkdir(exist_ok=True)
-    for shard, mask in zip(before.shards, masks):
-        lo = np.searchsorted(chunk_ids, shard.chunk_id_start)
-        hi = np.searchsorted(chunk_ids, shard.chunk_id_start + shard.rows)
-        rows = chunk_ids[lo:hi] - shard.chunk_id_start
-        new = rows[~mask[rows]]
-        if not len(new):
-            continue
-        removed += len(new)
-        mask = mask.copy()
-        mask[new] = True
-        name = _bitmap_name(before, shard.name)
-        path = layout.root / name
-        atomic_write_bytes(path, np.packbits(mask, bitorder="little").tobytes())
-        tombstones[shard.name] = TombstoneInfo(name, path.stat().st_size, sha256_file(path), int(mask.sum()))
-    operation.counts = {**operation.counts, "removed": removed}
-    current = read_manifest(layout)
-    if current.content_checksum != before.content_checksum or len(current.lineage) != len(before.lineage):
-        raise DatastoreError(f"{layout.root} was changed by another operation meanwhile; run this one again")
-    after = Manifest(**{**before.__dict__, "tombstones": tombstones, "lineage": list(before.lineage)})
-    operation.counts["live"] = after.num_live
-    after.lineage.append(operation.record())
-    write_manifest(layout, after)
-    remove_unreferenced_bitmaps(layout.root, after)
+    with writer_lock(layout.root, operation.operation, held=lock):
+        current = read_manifest(layout)
+        if current.content_checksum != before.content_checksum or len(current.lineage) != len(before.lineage):
+            raise DatastoreError(f"{layout.root} was changed by another operation meanwhile; run this one again")
+        changed, removed = _new_masks(layout.root, current, chunk_ids)
+        tombstones = dict(current.tombstones)
+        (layout.root / TOMBSTONES_DIR).mkdir(exist_ok=True)
+        for shard, mask in changed.items():
+            name = _bitmap_name(current, shard)
+            path = layout.root / name
+            atomic_write_bytes(path, np.packbits(mask, bitorder="little").tobytes())
+            tombstones[shard] = TombstoneInfo(name, path.stat().st_size, sha256_file(path), int(mask.sum()))
+        operation.counts = {**operation.counts, "removed": removed}
+        after = Manifest(**{**current.__dict__, "tombstones": tombstones, "lineage": list(current.lineage)})
+        operation.counts["live"] = after.num_live
+        after.lineage.append(operation.record())
+        write_manifest(layout, after)
+        remove_unreferenced_bitmaps(layout.root, after)
     return after

@@ -3,15 +3,21 @@ decontaminate, filter, prune-importance, compact, subsample, merge)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import click
 from rich.table import Table
 
 from datastores import Datastore
+from datastores.layout import DatastoreLayout
+from datastores.lock import DatastoreLock, writer_lock
+from datastores.manifest import read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.sql import run_sql
 from datastores.verify import verify_datastore
@@ -97,7 +103,7 @@ def _progress_bar(total: int, desc: str):
 
 
 def _finish_operation(datastore: str, before, ids, operation, dry_run: bool, compact_after: bool,
-                      report: dict, as_json: bool, table: Table) -> None:
+                      report: dict, as_json: bool, table: Table, lock: DatastoreLock | None) -> None:
     """Commit the tombstones (unless --dry-run), optionally compact, then print the report."""
     from datastores.ops.compact import compact
     from datastores.ops.tombstones import commit_tombstones
@@ -105,10 +111,10 @@ def _finish_operation(datastore: str, before, ids, operation, dry_run: bool, com
     report = {"datastore": datastore, "operation": operation.operation, "parameters": operation.parameters,
               "dry_run": dry_run, "would_remove" if dry_run else "removed": len(ids), **report}
     if not dry_run:
-        after = commit_tombstones(datastore, before, ids, operation)
+        after = commit_tombstones(datastore, before, ids, operation, lock=lock)
         report["live"] = after.num_live
         if compact_after:
-            report["compacted_chunks"] = compact(datastore).num_chunks
+            report["compacted_chunks"] = compact(datastore, lock=lock).num_chunks
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
         return
@@ -120,17 +126,56 @@ def _finish_operation(datastore: str, before, ids, operation, dry_run: bool, com
 
 
 def _open_manifest(datastore: str):
-    from datastores.layout import DatastoreLayout
-    from datastores.manifest import read_manifest
-
     Datastore.open(datastore)  # checks the files before anything is computed
     return read_manifest(DatastoreLayout(Path(datastore)))
+
+
+_wait = click.option("--wait", is_flag=True,
+                     help="If another process is changing the datastore, wait for it instead of failing at once.")
+_wait_timeout = click.option("--wait-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                             help="With --wait: give up after this many seconds.")
+
+
+def lock_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The --wait and --wait-timeout options of commands that write a datastore."""
+    return _wait(_wait_timeout(func))
+
+
+def _writes(operation: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run the command holding DATASTORE's writer lock for its whole run (passed as ``lock``;
+    None for --dry-run, which writes nothing). Put it below ``user_errors``."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def command(datastore: str, wait: bool, wait_timeout: float | None, **kwargs: Any) -> Any:
+            if kwargs.get("dry_run"):
+                return func(datastore, lock=None, **kwargs)
+            read_manifest(DatastoreLayout(Path(datastore)))  # only a datastore gets a lock file
+            with writer_lock(datastore, operation, wait=wait, timeout=wait_timeout) as lock:
+                return func(datastore, lock=lock, **kwargs)
+
+        return lock_options(command)
+
+    return decorate
+
+
+@contextlib.contextmanager
+def _output_lock(output: str, operation: str, overwrite: bool, wait: bool,
+                 wait_timeout: float | None) -> Iterator[DatastoreLock]:
+    """The writer lock of a new datastore OUTPUT; a folder the command may not write is refused first."""
+    from datastores.writer import check_output
+
+    check_output(output, "overwrite" if overwrite else "create", resumable=False)
+    with writer_lock(output, operation, wait=wait, timeout=wait_timeout, create=True) as lock:
+        yield lock
 
 
 _dry_run = click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
 _compact = click.option("--compact", "compact_after", is_flag=True,
                         help="Afterwards rewrite the shards without tombstoned chunks (renumbers chunk ids).")
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+_overwrite = click.option("--overwrite", is_flag=True,
+                          help="Replace OUTPUT if it holds a datastore or the partial output of a killed run.")
 
 
 @datastore_group.command("dedup")
@@ -145,8 +190,10 @@ _as_json = click.option("--json", "as_json", is_flag=True, help="Print the repor
 @_compact
 @_as_json
 @user_errors
+@_writes("dedup")
 def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shingle: int, num_perm: int,
-                  examples: int, dry_run: bool, compact_after: bool, as_json: bool) -> None:
+                  examples: int, dry_run: bool, compact_after: bool, as_json: bool,
+                  lock: DatastoreLock | None) -> None:
     """Tombstone exact and near-duplicate chunks of DATASTORE, keeping the first occurrence."""
     from datastores.ops.dedup import find_duplicates
     from datastores.ops.tombstones import Operation
@@ -168,7 +215,7 @@ def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shi
         table.add_row(str(p.removed), str(p.kept), p.kind, f"{p.similarity:.3f}", snippet(rows[p.removed]["text"], 60))
         pairs.append({**p.__dict__, "removed_text": rows[p.removed]["text"], "kept_text": rows[p.kept]["text"]})
     _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
-                      {**result.counts(), "examples": pairs}, as_json, table)
+                      {**result.counts(), "examples": pairs}, as_json, table, lock)
 
 
 @datastore_group.command("decontaminate")
@@ -188,9 +235,10 @@ def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shi
 @_compact
 @_as_json
 @user_errors
+@_writes("decontaminate")
 def decontaminate_command(datastore: str, against: str, method: str, n: int, threshold: float, min_words: int,
                           fields: str, corpus: str | None, examples: int, dry_run: bool, compact_after: bool,
-                          as_json: bool) -> None:
+                          as_json: bool, lock: DatastoreLock | None) -> None:
     """Tombstone chunks of DATASTORE that overlap an evaluation set, and say why."""
     from datastores.ops.decontaminate import find_contaminated, load_eval_texts
     from datastores.ops.tombstones import Operation
@@ -211,7 +259,7 @@ def decontaminate_command(datastore: str, against: str, method: str, n: int, thr
         table.add_row(str(m.chunk_id), m.label, m.evidence, snippet(rows[m.chunk_id]["text"], 60))
     matches = [m.__dict__ for m in result.matches]
     _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
-                      {"scanned": result.scanned, "matches": matches}, as_json, table)
+                      {"scanned": result.scanned, "matches": matches}, as_json, table, lock)
 
 
 @datastore_group.command("filter")
@@ -227,9 +275,10 @@ def decontaminate_command(datastore: str, against: str, method: str, n: int, thr
 @_compact
 @_as_json
 @user_errors
+@_writes("filter")
 def filter_command(datastore: str, min_words: int | None, max_words: int | None, max_symbol_ratio: float | None,
                    max_repetition: float | None, max_non_alpha: float | None, where: str | None, samples: int,
-                   dry_run: bool, compact_after: bool, as_json: bool) -> None:
+                   dry_run: bool, compact_after: bool, as_json: bool, lock: DatastoreLock | None) -> None:
     """Tombstone chunks of DATASTORE that fail quality rules or a SQL expression."""
     from datastores.ops.quality import QualityRules, find_low_quality
     from datastores.ops.tombstones import Operation
@@ -247,7 +296,7 @@ def filter_command(datastore: str, min_words: int | None, max_words: int | None,
         table.add_row(str(s.chunk_id), ", ".join(s.rules), snippet(s.text, 70))
     _finish_operation(datastore, before, result.removed_ids, operation, dry_run, compact_after,
                       {"scanned": result.scanned, "per_rule": result.per_rule,
-                       "samples": [s.__dict__ for s in result.samples]}, as_json, table)
+                       "samples": [s.__dict__ for s in result.samples]}, as_json, table, lock)
 
 
 @datastore_group.command("prune-importance")
@@ -270,10 +319,11 @@ def filter_command(datastore: str, min_words: int | None, max_words: int | None,
 @_compact
 @_as_json
 @user_errors
+@_writes("prune-importance")
 def prune_importance_command(datastore: str, dataset: str, drop_below: float, k: int, candidates: int, mode: str,
                              method: str, samples: int, seed: int, learn_steps: int, learning_rate: float,
                              device: str, show: int, dry_run: bool,
-                             compact_after: bool, as_json: bool) -> None:
+                             compact_after: bool, as_json: bool, lock: DatastoreLock | None) -> None:
     """Tombstone retrieved chunks of DATASTORE whose data importance on DATASET is below a bound."""
     from datastores.ops.importance import datastore_importance, load_validation
     from datastores.ops.tombstones import Operation
@@ -302,7 +352,7 @@ def prune_importance_command(datastore: str, dataset: str, drop_below: float, k:
     least = [{"chunk_id": int(result.chunk_ids[i]), "importance": float(result.importance[i])} for i in order]
     _finish_operation(datastore, before, drop, operation, dry_run, compact_after,
                       {"scored": len(result.chunk_ids), "utility": result.utility, "least_important": least},
-                      as_json, table)
+                      as_json, table, lock)
 
 
 # -- operations that write a new datastore -------------------------------------------------------
@@ -319,16 +369,22 @@ def _written(manifest, output: str, as_json: bool) -> None:
 @click.argument("datastore", type=click.Path())
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Write the compacted datastore here instead of replacing DATASTORE.")
+@_overwrite
+@lock_options
 @_as_json
 @user_errors
-def compact_command(datastore: str, output: str | None, as_json: bool) -> None:
+def compact_command(datastore: str, output: str | None, overwrite: bool, wait: bool, wait_timeout: float | None,
+                    as_json: bool) -> None:
     """Rewrite DATASTORE without its tombstoned chunks (chunk ids are renumbered)."""
     from datastores.ops.compact import compact
 
     before = _open_manifest(datastore)
-    with _progress_bar(before.num_live, "compact") as bar:
-        manifest = compact(datastore, output, progress=bar.update)
-    _written(manifest, output or datastore, as_json)
+    target, operation = (output, "compact -o") if output else (datastore, "compact")
+    locked = _output_lock(output, operation, overwrite, wait, wait_timeout) if output else \
+        writer_lock(datastore, operation, wait=wait, timeout=wait_timeout)
+    with locked as lock, _progress_bar(before.num_live, "compact") as bar:
+        manifest = compact(datastore, output, progress=bar.update, overwrite=overwrite, lock=lock)
+    _written(manifest, target, as_json)
 
 
 @datastore_group.command("subsample")
@@ -336,28 +392,35 @@ def compact_command(datastore: str, output: str | None, as_json: bool) -> None:
 @click.option("-p", "--fraction", type=float, required=True, help="Share of the live chunks to keep, in (0, 1].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@_overwrite
+@lock_options
 @_as_json
 @user_errors
-def subsample_command(datastore: str, fraction: float, seed: int, output: str, as_json: bool) -> None:
+def subsample_command(datastore: str, fraction: float, seed: int, output: str, overwrite: bool, wait: bool,
+                      wait_timeout: float | None, as_json: bool) -> None:
     """Write a seeded random FRACTION of DATASTORE's chunks to a new datastore OUTPUT."""
     from datastores.ops.subsample import subsample
 
     before = _open_manifest(datastore)
-    with _progress_bar(round(before.num_live * fraction), "subsample") as bar:
-        manifest = subsample(datastore, output, fraction, seed, progress=bar.update)
+    with _output_lock(output, "subsample", overwrite, wait, wait_timeout) as lock, \
+            _progress_bar(round(before.num_live * fraction), "subsample") as bar:
+        manifest = subsample(datastore, output, fraction, seed, progress=bar.update, overwrite=overwrite, lock=lock)
     _written(manifest, output, as_json)
 
 
 @datastore_group.command("merge")
 @click.argument("datastores", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@_overwrite
+@lock_options
 @_as_json
 @user_errors
-def merge_command(datastores: tuple[str, ...], output: str, as_json: bool) -> None:
+def merge_command(datastores: tuple[str, ...], output: str, overwrite: bool, wait: bool, wait_timeout: float | None,
+                  as_json: bool) -> None:
     """Merge DATASTORES (same embedder and chunker) into OUTPUT, recomputing BM25 statistics."""
     from datastores.ops.merge import merge
 
     total = sum(_open_manifest(d).num_live for d in datastores)
-    with _progress_bar(total, "merge") as bar:
-        manifest = merge(datastores, output, progress=bar.update)
+    with _output_lock(output, "merge", overwrite, wait, wait_timeout) as lock, _progress_bar(total, "merge") as bar:
+        manifest = merge(datastores, output, progress=bar.update, overwrite=overwrite, lock=lock)
     _written(manifest, output, as_json)

@@ -11,6 +11,7 @@ from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
 from indexers.engines import ENGINES, EngineOptions, ShardBuildError
 from rag.cli.common import key_value_table, stderr, stdout, user_errors
+from rag.cli.datastore import lock_options
 
 
 @click.command("index")
@@ -51,8 +52,10 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
 @click.option("--bm25-b", type=float, help="BM25 b (default 0.75).")
 @click.option("--include", multiple=True, help="Glob of files to read in folders (repeatable).")
 @click.option("--exclude", multiple=True, help="Glob of files to leave out (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted build with the same settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing datastore.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build with the same settings (any partial "
+                                            "output of a killed build is accepted).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing datastore (or a killed run's partial output).")
+@lock_options
 @click.option("--strict/--no-strict", default=None, help="Exit non-zero if any input was skipped.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
@@ -71,7 +74,7 @@ from rag.cli.common import key_value_table, stderr, stdout, user_errors
 def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
                   bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
-                  strict, quiet,
+                  wait, wait_timeout, strict, quiet,
                   engine, address, num_workers, max_retries, workers, overlap_io, **dense_options) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
     engine_options = EngineOptions(engine, address, num_workers, max_retries,
@@ -86,7 +89,7 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
     config = config.replace(**dense_options)
     try:
         report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
-                                 engine=engine_options)
+                                 engine=engine_options, wait=wait, wait_timeout=wait_timeout)
     except (StrictModeError, ShardBuildError) as exc:
         raise click.ClickException(str(exc)) from exc
     manifest = report.manifest
