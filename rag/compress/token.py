@@ -7,7 +7,7 @@ fits its budget, counted exactly in the compressor's (not the LM's) tokenizer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,23 +15,28 @@ from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import keep_best_words, word_spans
 
+if TYPE_CHECKING:
+    from rag.lm import LanguageModel
+
 
 class TokenCompressor(Compressor):
-    """Self-information compression with a transformers causal LM (``model``: name or local path)."""
+    """Self-information compression with a causal LM (``model``: a ``rag.lm`` spec such as ``smollm2``,
+    or a loaded ``rag.lm.LanguageModel`` shared with other stages)."""
 
     name = "token"
 
-    def __init__(self, model: str, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
+    def __init__(self, model: "str | LanguageModel", tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
                  allow_download: bool = False, device: str = "auto", condition_on_query: bool = True,
                  window: int = 512, **options: Any):
-        from rag.generate.hf import load_causal_lm, max_positions
+        from rag.lm import as_causal_lm
 
         super().__init__(tokenizer, **options)
-        self.model_name = model
-        self.lm, self.lm_tokenizer, self.device = load_causal_lm(model, allow_download, device)
+        loaded = as_causal_lm(model, device, allow_download)
+        self.model_name = loaded.name
+        self.lm, self.lm_tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         if not getattr(self.lm_tokenizer, "is_fast", False):
-            raise ValueError(f"the tokenizer of {model!r} has no fast version; word offsets need one")
-        self.window = min(window, max_positions(self.lm))
+            raise ValueError(f"the tokenizer of {loaded.name!r} has no fast version; word offsets need one")
+        self.window = min(window, loaded.max_positions)
         self.condition_on_query = condition_on_query
 
     def token_information(self, query: str, text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,10 @@
-"""``hf:PATH_OR_NAME``: a local transformers causal LM answering from numbered passages.
+"""``hf:SPEC``: a transformers causal LM answering from numbered passages.
 
-The prompt goes through the tokenizer's chat template when it has one, and is a plain numbered
-prompt otherwise. Models load from local files only unless ``allow_download=True``.
+``SPEC`` is anything ``rag.lm.load_causal_lm`` takes: ``smollm2``, a local folder or ``.gguf`` file,
+or a Hugging Face name (local files only unless ``allow_download=True``); an already loaded
+``rag.lm.LanguageModel`` can be passed instead so that several stages share one model. The prompt
+goes through the tokenizer's chat template when it has one, and is a plain numbered prompt otherwise.
+``generate_batch`` answers several questions in one left-padded batch (greedy decoding).
 """
 
 from __future__ import annotations
@@ -11,50 +14,9 @@ import time
 from typing import Any, Callable, Sequence
 
 from rag.generate.base import Generation, Passage, build_messages, build_prompt, parse_citations
+from rag.lm import LanguageModel, as_causal_lm
 
 logger = logging.getLogger("terarag.generate")
-
-
-def load_pretrained(auto_class: Any, name: str, allow_download: bool, what: str) -> Any:
-    """``auto_class.from_pretrained`` from local files (unless allowed), with a clear error."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        return auto_class.from_pretrained(name, local_files_only=not allow_download)
-    except (OSError, ValueError) as exc:
-        hint = "" if allow_download else " (only local files are used; pass allow_download / --allow-download)"
-        raise ValueError(f"cannot load {what} {name!r}{hint}: {exc}") from exc
-
-
-def load_model(auto_class: Any, name: str, allow_download: bool, device: str, what: str) -> tuple[Any, Any, str]:
-    """(model in eval mode on its device, tokenizer, device) for a name or path, ``auto_class`` the model kind."""
-    from transformers import AutoTokenizer
-
-    from indexers.embedders import pick_device
-
-    tokenizer = load_pretrained(AutoTokenizer, name, allow_download, "tokenizer")
-    model = load_pretrained(auto_class, name, allow_download, what)
-    resolved = pick_device(device)
-    return model.to(resolved).eval(), tokenizer, resolved
-
-
-def load_causal_lm(name: str, allow_download: bool = False, device: str = "auto") -> tuple[Any, Any, str]:
-    """(model in eval mode on its device, tokenizer, device) for a causal LM name or path."""
-    from transformers import AutoModelForCausalLM
-
-    return load_model(AutoModelForCausalLM, name, allow_download, device, "causal language model")
-
-
-def max_positions(model: Any, default: int = 2048) -> int:
-    """The longest input the model accepts, from its config."""
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
 
 
 def callback_streamer(tokenizer: Any, on_token: Callable[[str], None]) -> Any:
@@ -72,16 +34,17 @@ def callback_streamer(tokenizer: Any, on_token: Callable[[str], None]) -> Any:
 class HFGenerator:
     """A transformers causal LM; greedy decoding unless ``temperature`` > 0."""
 
-    def __init__(self, model: str, allow_download: bool = False, device: str = "auto",
+    def __init__(self, model: str | LanguageModel, allow_download: bool = False, device: str = "auto",
                  max_new_tokens: int = 256, temperature: float = 0.0, system: str | None = None):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        self.name = f"hf:{model}"
-        self.model_name = model
+        self.lm = as_causal_lm(model, device, allow_download)
+        self.name = f"hf:{self.lm.name}"
+        self.model_name = self.lm.name
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.system = system
-        self.model, self.tokenizer, self.device = load_causal_lm(model, allow_download, device)
+        self.model, self.tokenizer, self.device = self.lm.model, self.lm.tokenizer, self.lm.device
 
     @property
     def has_chat_template(self) -> bool:
@@ -98,35 +61,68 @@ class HFGenerator:
             merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
             return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, question: str, passages: Sequence[Passage],
-                 on_token: Callable[[str], None] | None = None) -> Generation:
-        import torch
-
-        text = self.prompt(question, passages)
-        encoded = self.tokenizer(text, return_tensors="pt", add_special_tokens=not self.has_chat_template)
-        input_ids = encoded["input_ids"]
-        limit = max_positions(self.model)
-        new_tokens = min(self.max_new_tokens, max(1, limit - input_ids.shape[1]))
-        if input_ids.shape[1] + new_tokens > limit:
+    def prompt_ids(self, question: str, passages: Sequence[Passage]) -> tuple[list[int], int]:
+        """(prompt token ids, new tokens allowed): a prompt too long for the model keeps its last tokens."""
+        ids = list(self.tokenizer(self.prompt(question, passages),
+                                  add_special_tokens=not self.has_chat_template)["input_ids"])
+        limit = self.lm.max_positions
+        new_tokens = min(self.max_new_tokens, max(1, limit - len(ids)))
+        if len(ids) + new_tokens > limit:
             logger.warning("prompt of %d tokens exceeds %s's %d positions; keeping its last tokens",
-                           input_ids.shape[1], self.model_name, limit)
-            input_ids = input_ids[:, -(limit - new_tokens):]
-        attention = torch.ones_like(input_ids)
+                           len(ids), self.model_name, limit)
+            ids = ids[-(limit - new_tokens):]
+        return ids, new_tokens
+
+    def _decode_options(self, new_tokens: int) -> dict[str, Any]:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id
         options: dict[str, Any] = {"max_new_tokens": new_tokens, "pad_token_id": pad_id}
         if self.temperature > 0:
-            options.update(do_sample=True, temperature=self.temperature)
-        else:
-            options.update(do_sample=False)
-        if on_token is not None:
-            options["streamer"] = callback_streamer(self.tokenizer, on_token)
+            return {**options, "do_sample": True, "temperature": self.temperature}
+        return {**options, "do_sample": False}
+
+    def generate(self, question: str, passages: Sequence[Passage],
+                 on_token: Callable[[str], None] | None = None) -> Generation:
+        if on_token is None:
+            return self.generate_batch([(question, passages)])[0]
+        import torch
+
+        ids, new_tokens = self.prompt_ids(question, passages)
+        options = self._decode_options(new_tokens)
+        options["streamer"] = callback_streamer(self.tokenizer, on_token)
+        started = time.perf_counter()
+        input_ids = torch.tensor([ids], device=self.device)
+        with torch.no_grad():
+            output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
+        return self._generation(output[0, len(ids):], len(ids), len(passages), time.perf_counter() - started)
+
+    def generate_batch(self, items: Sequence[tuple[str, Sequence[Passage]]]) -> list[Generation]:
+        """Answers to several (question, passages) pairs from one left-padded batch."""
+        import torch
+
+        if not items:
+            return []
+        encoded = [self.prompt_ids(question, passages) for question, passages in items]
+        width = max(len(ids) for ids, _ in encoded)
+        options = self._decode_options(min(new for _, new in encoded))
+        input_ids = torch.full((len(items), width), options["pad_token_id"], dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(encoded):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
         started = time.perf_counter()
         with torch.no_grad():
-            output = self.model.generate(input_ids=input_ids.to(self.device),
-                                         attention_mask=attention.to(self.device), **options)
-        completion = output[0, input_ids.shape[1]:]
-        answer = self.tokenizer.decode(completion, skip_special_tokens=True).strip()
-        return Generation(answer, parse_citations(answer, len(passages)), int(input_ids.shape[1]),
-                          int(completion.shape[0]), {"seconds": time.perf_counter() - started})
+            output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                         **options)
+        seconds = (time.perf_counter() - started) / len(items)
+        return [self._generation(output[row, width:], len(ids), len(passages), seconds)
+                for row, ((ids, _), (_, passages)) in enumerate(zip(encoded, items))]
+
+    def _generation(self, completion: Any, prompt_tokens: int, n_passages: int, seconds: float) -> Generation:
+        """A Generation from generated ids (cut at the first end-of-sequence or padding token)."""
+        ids = completion.tolist()
+        stops = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if t is not None}
+        length = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+        answer = self.tokenizer.decode(ids[:length], skip_special_tokens=True).strip()
+        return Generation(answer, parse_citations(answer, n_passages), prompt_tokens, length, {"seconds": seconds})

@@ -13,11 +13,14 @@ causal LM works here, and instruction-tuned models do better than base models.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from indexers.html import Block, CleanPage
+
+if TYPE_CHECKING:
+    from rag.lm import LanguageModel
 
 PROMPT = ("{html}\n\nQuestion: {query}\n"
           "The part of the page above that answers the question is the element at path: ")
@@ -26,13 +29,14 @@ PROMPT = ("{html}\n\nQuestion: {query}\n"
 class PathScorer:
     """Log-probability of each block's path under a causal LM, given the page and the query."""
 
-    def __init__(self, model: str, device: str = "auto", allow_download: bool = False, batch_size: int = 8,
-                 max_length: int | None = None):
-        from rag.generate.hf import load_causal_lm, max_positions
+    def __init__(self, model: "str | LanguageModel", device: str = "auto", allow_download: bool = False,
+                 batch_size: int = 8, max_length: int | None = None):
+        from rag.lm import as_causal_lm
 
-        self.model, self.tokenizer, self.device = load_causal_lm(model, allow_download, device)
+        loaded = as_causal_lm(model, device, allow_download)
+        self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         self.batch_size = batch_size
-        self.max_length = max_length or min(max_positions(self.model), 8192)
+        self.max_length = max_length or min(loaded.max_positions, 8192)
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

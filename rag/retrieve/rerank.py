@@ -8,6 +8,7 @@ the Hugging Face cache) unless ``allow_download`` is set.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -17,6 +18,8 @@ import numpy as np
 from indexers.embedders import load_embedder, pick_device
 
 RERANK_KINDS = ("cross-encoder", "bi-encoder")
+
+logger = logging.getLogger("terarag.rerank")
 
 
 class RerankerError(ValueError):
@@ -36,6 +39,19 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise RerankerError(f"rerank spec {spec!r} must look like KIND:PATH_OR_NAME with KIND one of "
                             f"{', '.join(RERANK_KINDS)} (e.g. cross-encoder:cross-encoder/ms-marco-MiniLM-L6-v2)")
     return kind, model.strip()
+
+
+def warn_if_causal_lm(name: str, config: Any) -> bool:
+    """Log a warning (and return True) when a cross-encoder's config names a causal language model:
+    its relevance head is then untrained, so the rerank scores are meaningless."""
+    from rag.lm import is_causal_lm_config
+
+    if config is None or not is_causal_lm_config(config):
+        return False
+    logger.warning("cross-encoder %s is a causal language model (%s), not a cross-encoder: its relevance head is "
+                   "newly initialised and the rerank scores are random; use a trained cross-encoder",
+                   name, ", ".join(getattr(config, "architectures", None) or ["decoder"]))
+    return True
 
 
 @dataclass
@@ -61,6 +77,7 @@ class CrossEncoderReranker:
         except (OSError, ValueError) as exc:
             raise RerankerError(f"cannot load cross-encoder {self.model_name!r} from local files ({exc}); "
                                 "give a local folder or a model in the Hugging Face cache") from exc
+        warn_if_causal_lm(self.model_name, getattr(self.model, "config", None))
 
     @property
     def spec(self) -> str:
