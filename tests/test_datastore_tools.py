@@ -25,7 +25,10 @@ def copy(tmp_path, small_datastore):
 def test_verify_passes_on_an_intact_datastore(small_datastore):
     report = verify_datastore(small_datastore)
     assert report.ok, report.problems
-    assert report.files == sum(len(s.files) for s in Datastore.open(small_datastore).manifest.shards) + 1
+    shards = Datastore.open(small_datastore).manifest.shards
+    # every listed shard file and each shard.json, plus manifest.json and bm25_terms.parquet
+    assert report.files == sum(len(s.files) + 1 for s in shards) + 2
+    assert all("row_crc.npy" in s.files for s in shards) and not report.warnings
 
 
 @pytest.mark.parametrize("name", ["chunks.parquet", "dense.faiss", "rows.bin", "bm25/indices.npy"])

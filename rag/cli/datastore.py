@@ -39,6 +39,8 @@ datastore_group.add_command(info_command, "info")
 def verify_command(datastore: str) -> None:
     """Re-hash every file of DATASTORE and check row counts; exit 1 on any problem."""
     report = verify_datastore(datastore)
+    for warning in report.warnings:  # do not fail: unreferenced leftovers, no row checksums
+        click.echo(f"warning: {os.path.relpath(warning.path, datastore)}: {warning.problem}", err=True)
     if report.ok:
         stdout.print(f"ok: {report.files} files, {report.bytes / 1e6:.1f} MB verified in {report.seconds:.2f}s")
         return
