@@ -1,58 +1,63 @@
-"""Distributed search: Ray actors each hold a group of shards; a query fans out and merges exactly.
+"""Serving a datastore: one query engine for every front end, over local or Ray-held shards.
 
-Each ``ShardGroup`` actor opens the datastore restricted to its shards (a manifest with only those
-shards: the same files, memory-mapped row stores, the global BM25 statistics) and loads their
-indexes once. ``RayShardSearcher`` encodes queries on the driver (the manifest's embedder), sends
-the vectors (dense) or texts (BM25) to every group, and merges the groups' top-k with
-``datastores.search.merge_top_k``, ties by (shard, row), so the hits equal a local search's.
+``QueryEngine`` is the one search entry of ``rag serve`` (HTTP, ``rag.service``) and of its
+``--stdin`` JSON-lines mode: each request builds a ``rag.retrieve.Retriever`` (dense, BM25 or
+hybrid, rerank with the server's loaded reranker, MMR) over a *searcher* and, for ``/ask``, runs
+the server's ``rag.Pipeline`` on the hits. The searcher is a local ``rag.Datastore`` or a
+``RayShardSearcher``; both offer ``query_encoder``, ``search_vectors``, ``search_many``, ``shards``
+and ``manifest``, so nothing above them knows which engine answers.
 
-``serve_lines`` and ``serve_http`` put any searcher (local ``rag.Datastore`` or the Ray one) behind
-stdin/stdout JSON lines or a small local HTTP endpoint (``rag serve-shards``).
+``RayShardSearcher``: each ``ShardGroup`` actor opens the datastore restricted to its shards (the
+same files, memory-mapped row stores, the global BM25 statistics) and loads their indexes once.
+Queries are encoded on the driver exactly as ``rag.Datastore`` encodes them (its query prefix),
+vectors (dense) or texts (BM25) go to every group, and the groups' top-k merge with
+``datastores.search.merge_top_k``, ties by (shard, row), so the hits equal a local search's. Before
+each search the driver compares the manifest's stamp (inode, mtime, size of manifest.json) and,
+after a commit, reopens the datastore and re-creates the actors; between commits driver and actors
+stay on one manifest, so shard names and row ranges always agree.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, Sequence
-from urllib.parse import parse_qs, urlparse
+from typing import IO, Any, Callable, Sequence
 
 import numpy as np
 
 from datastores import Datastore as StoredDatastore
+from datastores.datastore import manifest_stamp
 from datastores.layout import DatastoreLayout
-from datastores.manifest import Manifest, read_manifest
+from datastores.manifest import Manifest
 from datastores.records import Hit
 from datastores.search import ShardResult, merge_top_k
+from rag.datastore import Datastore
+from rag.pipeline import Answer, Pipeline, PipelineConfig, passages_from_hits
+from rag.retrieve import Retriever, RetrieverConfig
+from rag.retrieve.rerank import Reranker
 
-
-class Searcher(Protocol):
-    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense",
-                    where: str | None = None) -> list[list[Hit]]: ...
+ENGINES = ("local", "ray")
 
 
 def shard_groups(num_shards: int, groups: int) -> list[list[int]]:
     """Split shard numbers 0..num_shards-1 into ``groups`` contiguous groups of near-equal size."""
     if groups < 1:
         raise ValueError(f"groups must be at least 1 (got {groups})")
-    groups = min(groups, num_shards)
+    groups = max(1, min(groups, num_shards))
     return [part.tolist() for part in np.array_split(np.arange(num_shards), groups)]
 
 
-def group_manifest(manifest: Manifest, shards: Sequence[int]) -> Manifest:
-    """The manifest restricted to ``shards`` (global statistics kept), for one actor's datastore."""
-    return dataclasses.replace(manifest, shards=[manifest.shards[i] for i in shards])
-
-
 class ShardGroup:
-    """One actor's shards, opened once; searches return hits with global chunk ids."""
+    """One actor's shards, opened once; searches return hits with global chunk ids.
 
-    def __init__(self, root: str, shards: Sequence[int]):
-        layout = DatastoreLayout(Path(root))
-        manifest = read_manifest(layout)
-        self.store = StoredDatastore(layout.root, group_manifest(manifest, shards))
+    The group is pinned to the ``manifest`` the driver read (it does not follow commits by itself),
+    so driver and actors always agree on shard names and row ranges; the driver re-creates the
+    actors when the manifest changes."""
+
+    def __init__(self, root: str, shards: Sequence[int], manifest: Manifest):
+        self.store = StoredDatastore(Path(root), manifest, shards=shards)
         for reader in self.store.shards:        # load indexes and map row stores now, not on the first query
             reader.dense()
             reader.rows()
@@ -79,30 +84,80 @@ def merge_group_hits(manifest: Manifest, per_group: Sequence[list[Hit]], k: int)
 
 
 class RayShardSearcher:
-    """Searches a datastore through Ray actors that each hold ``groups`` of its shards."""
+    """Searches a datastore through Ray actors that each hold one of ``groups`` groups of its shards.
+
+    A local ``rag.Datastore`` on the same folder encodes queries (with the manifest's query prefix)
+    and reads stored vectors for MMR; the actors do the searching.
+    """
 
     def __init__(self, root: str | Path, groups: int = 2, address: str | None = None, device: str = "auto",
                  cpus_per_group: float = 0):
-        import ray
-
         from indexers.ray_engine import connect_ray
 
         self.root = Path(root)
-        self.manifest = StoredDatastore.open(self.root).manifest   # validates files before actors start
-        self.groups = shard_groups(len(self.manifest.shards), groups)
+        self.requested_groups = groups
+        self.cpus_per_group = cpus_per_group
         self.device = device
-        self._embedder: Any = None
+        self._pin()                                              # validates files before actors start
+        self.actors: list[Any] = []
         self._started_ray = connect_ray(address)
-        actor = ray.remote(ShardGroup).options(num_cpus=cpus_per_group)
-        self.actors = [actor.remote(str(self.root), group) for group in self.groups]
+        self._start_actors()
+
+    def _start_actors(self) -> None:
+        import ray
+
+        self.groups = shard_groups(len(self.local.manifest.shards), self.requested_groups)
+        actor = ray.remote(ShardGroup).options(num_cpus=self.cpus_per_group)
+        manifest = self.local.manifest
+        self.actors = [actor.remote(str(self.root), group, manifest) for group in self.groups]
         ray.get([a.__ray_ready__.remote() for a in self.actors])
 
-    def _encode(self, queries: Sequence[str]) -> np.ndarray:
-        if self._embedder is None:
-            from indexers.embedders import load_embedder
+    def _stop_actors(self) -> None:
+        import ray
 
-            self._embedder = load_embedder(self.manifest.embedder, device=self.device)
-        return np.asarray(self._embedder.encode(list(queries)), dtype=np.float32)
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def _pin(self) -> None:
+        """Open the current generation; ``local`` stays on it (as the actors do) until ``sync``."""
+        self.generation = manifest_stamp(DatastoreLayout(self.root))   # before reading: a later commit shows
+        opened = Datastore.open(self.root, device=self.device)          # checks every file
+        self.local = Datastore(opened.root, opened.manifest, device=self.device)
+
+    def sync(self) -> bool:
+        """Reopen the datastore and re-create the actors if a commit changed the manifest."""
+        if manifest_stamp(DatastoreLayout(self.root)) == self.generation:
+            return False
+        self._pin()
+        self._stop_actors()
+        self._start_actors()
+        return True
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.local.manifest
+
+    @property
+    def shards(self) -> list[Any]:
+        return self.local.shards
+
+    @property
+    def embedder(self) -> Any:
+        return self.local.embedder
+
+    @property
+    def query_encoder(self) -> Callable[[Sequence[str]], np.ndarray]:
+        """Encodes queries exactly as ``rag.Datastore`` does (the manifest's embedder and query prefix)."""
+        return self.local.query_encoder
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
+        """Top-``k`` hits per query vector from every group, merged exactly."""
+        import ray
+
+        self.sync()
+        vectors = ray.put(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
+        return self._merged(ray.get([a.search_vectors.remote(vectors, k, where) for a in self.actors]), k)
 
     def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense",
                     where: str | None = None) -> list[list[Hit]]:
@@ -113,13 +168,14 @@ class RayShardSearcher:
             raise ValueError(f"unknown search mode {mode!r}; choose dense or bm25")
         if k < 1:
             raise ValueError(f"k must be at least 1 (got {k})")
+        self.sync()
         if mode == "dense":
-            vectors = ray.put(self._encode(queries))
-            refs = [a.search_vectors.remote(vectors, k, where) for a in self.actors]
-        else:
-            refs = [a.search_texts.remote(list(queries), k, mode, where) for a in self.actors]
-        per_group = ray.get(refs)
-        return [merge_group_hits(self.manifest, [g[q] for g in per_group], k) for q in range(len(queries))]
+            return self.search_vectors(self.query_encoder(list(queries)), k, where)
+        return self._merged(ray.get([a.search_texts.remote(list(queries), k, mode, where) for a in self.actors]), k)
+
+    def _merged(self, per_group: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
+        queries = len(per_group[0]) if per_group else 0
+        return [merge_group_hits(self.manifest, [g[q] for g in per_group], k) for q in range(queries)]
 
     def search(self, query: str, k: int = 5, mode: str = "dense", where: str | None = None) -> list[Hit]:
         return self.search_many([query], k, mode, where)[0]
@@ -128,64 +184,115 @@ class RayShardSearcher:
         """Stop the actors (and the Ray cluster if this searcher started it)."""
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        self._stop_actors()
         if self._started_ray:
             ray.shutdown()
 
 
-def answer(searcher: Searcher, query: str, k: int, mode: str, where: str | None) -> dict[str, Any]:
-    """One JSON-ready answer: the query and its hits."""
-    return {"query": query, "hits": [h.to_dict() for h in searcher.search_many([query], k, mode, where)[0]]}
+def open_searcher(path: str | Path, engine: str = "local", *, groups: int = 2, address: str | None = None,
+                  device: str = "auto") -> Any:
+    """A local ``rag.Datastore`` or a ``RayShardSearcher`` over the datastore at ``path``."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        return RayShardSearcher(path, groups, address, device)
+    if address is not None:
+        raise ValueError("--address needs --engine ray")
+    return Datastore.open(path, device=device)
 
 
-def serve_lines(searcher: Searcher, lines: IO[str], out: IO[str], k: int, mode: str, where: str | None) -> int:
-    """Answer each non-empty input line as a query with one JSON line; returns the queries served."""
+def build_engine(searcher: Any, engine: str = "local", *, rerank: str | None = None,
+                 pipeline_config: PipelineConfig | None = None, device: str = "auto") -> QueryEngine:
+    """A ``QueryEngine`` over ``searcher`` with the reranker ``rerank`` names (loaded once, used by
+    requests that ask for reranking) and the answer pipeline of ``pipeline_config`` (default: extractive)."""
+    from rag.retrieve import load_reranker
+
+    reranker = load_reranker(rerank, device) if rerank else None
+    pipeline = Pipeline.from_config(pipeline_config or PipelineConfig(device=device), datastore=searcher)
+    return QueryEngine(searcher, engine, reranker, pipeline)
+
+
+@dataclass
+class SearchResult:
+    """Hits of one query and the seconds each retrieval stage took."""
+
+    hits: list[Hit]
+    timings: dict[str, float]
+
+
+@dataclass
+class QueryEngine:
+    """One search entry over a searcher, shared by every request.
+
+    Searchers, embedders and DuckDB connections are not thread-safe, so each search or answer holds
+    ``lock``; callers run the methods in worker threads, never on an event loop.
+    """
+
+    searcher: Any
+    engine: str = "local"
+    reranker: Reranker | None = None
+    pipeline: Pipeline | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def rerank_spec(self) -> str | None:
+        """The loaded reranker's spec (what a request's ``rerank`` uses), or None."""
+        return getattr(self.reranker, "spec", None) if self.reranker is not None else None
+
+    def search(self, query: str, k: int, where: str | None = None,
+               config: RetrieverConfig = RetrieverConfig()) -> SearchResult:
+        """The top ``k`` hits for ``query`` through a retriever with ``config``."""
+        if config.rerank is not None and config.rerank != self.rerank_spec:
+            raise ValueError("this server has no reranker loaded; start it with --rerank KIND:MODEL")
+        retriever = Retriever(self.searcher, config, self.reranker if config.rerank else None)
+        with self.lock:
+            hits = retriever.retrieve(query, k, where=where)
+        return SearchResult(hits, dict(retriever.timings))
+
+    def answer(self, question: str, hits: Sequence[Hit], on_token: Callable[[str], None] | None = None) -> Answer:
+        """The server pipeline's answer from ``hits`` (context stages, then the generator)."""
+        if self.pipeline is None:
+            raise ValueError("this server has no answer pipeline")
+        with self.lock:
+            return self.pipeline.ask(question, passages=passages_from_hits(hits), on_token=on_token)
+
+    def warm_up(self) -> None:
+        """Load the query model and map every shard now rather than on the first request."""
+        self.search("warm up", 1, config=RetrieverConfig(mode="hybrid", depth=1))
+
+    def describe(self) -> dict[str, Any]:
+        """What the service serves (no secrets): datastore size, embedder, engine, reranker, generator."""
+        manifest = self.searcher.manifest
+        embedder = manifest.embedder
+        return {
+            "engine": self.engine,
+            "chunks": manifest.num_chunks,
+            "live_chunks": manifest.num_live,
+            "shards": len(manifest.shards),
+            "embedder": {"name": embedder.get("name"), "dim": embedder.get("dim"),
+                         "query_prefix": embedder.get("query_prefix", "")},
+            "dense_index": manifest.dense_index.get("type"),
+            "rerank": self.rerank_spec,
+            "generator": getattr(self.pipeline.generator, "name", None) if self.pipeline else None,
+        }
+
+    def close(self) -> None:
+        close = getattr(self.searcher, "close", None)
+        if callable(close):
+            close()
+
+
+def serve_lines(engine: QueryEngine, lines: IO[str], out: IO[str], k: int, where: str | None,
+                config: RetrieverConfig = RetrieverConfig()) -> int:
+    """Answer each non-empty input line as a query with one JSON line ``{"query", "hits"}``;
+    returns the queries served."""
     served = 0
     for line in lines:
         query = line.strip()
         if not query:
             continue
-        out.write(json.dumps(answer(searcher, query, k, mode, where), ensure_ascii=False) + "\n")
+        hits = engine.search(query, k, where, config).hits
+        out.write(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False) + "\n")
         out.flush()
         served += 1
     return served
-
-
-def make_http_server(searcher: Searcher, host: str, port: int, k: int, mode: str) -> HTTPServer:
-    """A local HTTP server: ``GET /search?q=TEXT&k=10&mode=dense&where=SQL`` answers JSON;
-    ``GET /health`` answers ``{"ok": true}``. Bad parameters get status 400 with the message."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            url = urlparse(self.path)
-            params = {key: values[-1] for key, values in parse_qs(url.query).items()}
-            if url.path == "/health":
-                self._send(200, {"ok": True})
-                return
-            if url.path != "/search":
-                self._send(404, {"error": f"unknown path {url.path}; use /search?q=... or /health"})
-                return
-            try:
-                if not params.get("q"):
-                    raise ValueError("the query parameter q is missing")
-                body = answer(searcher, params["q"], int(params.get("k", k)), params.get("mode", mode),
-                              params.get("where"))
-            except ValueError as exc:
-                self._send(400, {"error": str(exc)})
-                return
-            self._send(200, body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
-            return
-
-    return HTTPServer((host, port), Handler)

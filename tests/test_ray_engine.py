@@ -165,45 +165,100 @@ def test_ray_search_returns_the_same_hits_as_local_search(local_ds, ray_cluster,
         searcher.close()
 
 
-def test_serve_shards_cli_answers_queries_from_stdin(local_ds, ray_cluster):
+def test_serve_stdin_mode_with_the_ray_engine(local_ds, ray_cluster):
     from click.testing import CliRunner
 
+    from rag import Datastore
     from rag.cli import main
 
-    result = CliRunner().invoke(main, ["serve-shards", str(local_ds), "--engine", "ray", "--groups", "2",
+    result = CliRunner().invoke(main, ["serve", str(local_ds), "--stdin", "--engine", "ray", "--groups", "2",
                                        "-k", "3"], input="\n".join(QUERIES[:2]) + "\n")
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert [line["query"] for line in lines] == QUERIES[:2]
-    assert all(len(line["hits"]) == 3 for line in lines)
+    local = Datastore.open(local_ds)
+    assert [[h["chunk_id"] for h in line["hits"]] for line in lines] == \
+           [[h.chunk_id for h in local.search(q, k=3)] for q in QUERIES[:2]]
 
 
-def test_http_endpoint_serves_ray_search(local_ds, ray_cluster):
-    import threading
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+def _app_client(searcher, engine: str):
+    from fastapi.testclient import TestClient
 
+    from rag.serve import build_engine
+    from rag.service import ServiceSettings, create_app
+
+    return TestClient(create_app(build_engine(searcher, engine, device="cpu"), ServiceSettings(default_k=4)))
+
+
+def test_ray_actors_behind_the_http_app_answer_like_the_local_engine(local_ds, ray_cluster):
+    """The same endpoints over Ray shard groups and over one local datastore give the same hits."""
     from rag import Datastore
-    from rag.serve import RayShardSearcher, make_http_server
+    from rag.serve import RayShardSearcher
 
-    searcher = RayShardSearcher(local_ds, groups=2)
-    server = make_http_server(searcher, "127.0.0.1", 0, 4, "dense")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    searcher = RayShardSearcher(local_ds, groups=3)
+    cases = [{"q": QUERIES[0], "mode": "bm25", "k": 3}, {"q": QUERIES[1], "mode": "dense"},
+             {"q": QUERIES[2], "mode": "hybrid", "mmr": 0.5, "depth": 20, "k": 6},
+             {"q": QUERIES[0], "where": "doc_id LIKE '%1795%'", "k": 5}]
     try:
-        query = urllib.parse.quote(QUERIES[0])
-        with urllib.request.urlopen(f"{base}/search?q={query}&mode=bm25&k=3", timeout=60) as response:
-            body = json.loads(response.read())
-        expected = Datastore.open(local_ds).search(QUERIES[0], k=3, mode="bm25")
-        assert [h["chunk_id"] for h in body["hits"]] == [h.chunk_id for h in expected]
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{base}/search?q=x&k=0", timeout=60)
-        assert err.value.code == 400 and "k must be at least 1" in json.loads(err.value.read())["error"]
+        with _app_client(searcher, "ray") as ray_app, _app_client(Datastore.open(local_ds), "local") as local_app:
+            assert ray_app.get("/info").json()["engine"] == "ray"
+            for params in cases:
+                got, expected = ray_app.get("/search", params=params), local_app.get("/search", params=params)
+                assert got.status_code == 200 and got.json()["hits"], got.text
+                assert [h["chunk_id"] for h in got.json()["hits"]] == [h["chunk_id"] for h in expected.json()["hits"]]
+            bad = ray_app.get("/search", params={"q": QUERIES[0], "where": "no_such_column = 1"})
+            assert bad.status_code == 400 and bad.json()["error"]
+            assert ray_app.get("/health").json() == {"ok": True}
+            with ray_app.stream("GET", "/ask", params={"q": QUERIES[0], "k": 3}) as response:
+                assert "event: answer" in response.read().decode()
     finally:
-        server.shutdown()
-        server.server_close()
+        searcher.close()
+
+
+def test_ray_search_encodes_queries_with_the_datastore_query_prefix(tmp_path, corpus, ray_config, embedder,
+                                                                   ray_cluster):
+    """A datastore built with --query-prefix: Ray serving returns what rag.Datastore returns."""
+    from rag import Datastore
+    from rag.serve import RayShardSearcher
+
+    out = tmp_path / "prefixed"
+    build_datastore([corpus], out, ray_config.replace(query_prefix="query: ", passage_prefix="passage: "),
+                    embedder=embedder, progress=False)
+    local = Datastore.open(out, device="cpu")
+    searcher = RayShardSearcher(out, groups=2, device="cpu")
+    try:
+        got = searcher.search_many(QUERIES, k=6)
+        expected = local.search_many(QUERIES, k=6)
+        assert [[(h.chunk_id, round(h.score, 5)) for h in hits] for hits in got] == \
+               [[(h.chunk_id, round(h.score, 5)) for h in hits] for hits in expected]
+        plain = local.search_vectors(embedder.encode(QUERIES), k=6)   # without the prefix: other scores
+        assert [[round(h.score, 5) for h in hits] for hits in plain] != [[round(h.score, 5) for h in hits] for hits in got]
+    finally:
+        searcher.close()
+
+
+def test_ray_searcher_sees_commits(tmp_path, local_ds, ray_cluster):
+    """After `rag datastore filter` commits, the next Ray search never returns a deleted row."""
+    import shutil
+    import subprocess
+
+    from rag.serve import RayShardSearcher
+
+    root = tmp_path / "ds"
+    shutil.copytree(local_ds, root)
+    searcher = RayShardSearcher(root, groups=2)
+    try:
+        before = searcher.search(QUERIES[0], k=20, mode="bm25")
+        assert any("1795" in h.doc_id for h in before)
+        actors = list(searcher.actors)
+        done = subprocess.run([sys.executable, "-m", "rag.cli", "datastore", "filter", str(root),
+                               "--where", "doc_id NOT LIKE '%1795%'"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        for mode in ("bm25", "dense"):
+            after = searcher.search(QUERIES[0], k=20, mode=mode)
+            assert after and not any("1795" in h.doc_id for h in after), mode
+        assert searcher.actors != actors                    # the groups were re-created on the new manifest
+    finally:
         searcher.close()
 
 

@@ -16,7 +16,7 @@ from rag.cli.index import index_command
 from rag.cli.info import info_command
 from rag.cli.prune import prune_command
 from rag.cli.search import search_command
-from rag.cli.serve import serve_shards_command
+from rag.cli.serve import serve_command
 from rag.cli.sweep import sweep_command
 from rag.cli.synth import synth_command
 
@@ -38,7 +38,7 @@ main.add_command(search_command)
 main.add_command(prune_command)
 main.add_command(ask_command)
 main.add_command(compress_command)
-main.add_command(serve_shards_command)
+main.add_command(serve_command)
 main.add_command(datastore_group)
 main.add_command(eval_group)
 main.add_command(sweep_command)
