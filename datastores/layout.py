@@ -138,11 +138,11 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``.*.tmp-*`` leftovers of killed writers below ``folder``."""
+    """Delete ``.NAME.tmp`` / ``.NAME.tmp-PID`` leftovers of killed writers in ``folder``."""
     if not folder.exists():
         return
     for child in folder.iterdir():
-        if child.name.startswith(".") and ".tmp-" in child.name:
+        if _temporary_of(child.name):
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:

@@ -295,12 +295,15 @@ class DatastoreWriter:
     # -- commit -----------------------------------------------------------------------------
 
     def finish(self, stats: dict[str, Any], embedder_dim: int) -> Manifest:
-        """Compute global BM25 statistics, drop stray shards and commit the manifest."""
+        """Compute global BM25 statistics, drop stray shards (and a training this index does not use)
+        and commit the manifest."""
         self.check_lock()
         keep = {s.name for s in self.shards}
         for folder in self.layout.shards_dir.iterdir():
             if folder.is_dir() and folder.name not in keep:
                 shutil.rmtree(folder)
+        if not self.dense.ivf:  # a killed IVF build's training, not this build's
+            (self.layout.root / TRAINED_FILE).unlink(missing_ok=True)
         term_files = [self.layout.shard(s.name) / BM25_DIR / "terms.parquet" for s in self.shards]
         total_tokens = 0
         for s in self.shards:
