@@ -7,6 +7,7 @@
 - ``evaluators.sweep``: YAML chunking sweeps with resumable DuckDB results, reports and plots.
 - ``evaluators.retrieval``: nDCG@k, MRR@k, recall@k, MAP (pytrec_eval) and BEIR evaluation.
 - ``evaluators.answers``: SQuAD exact match and F1, answer-in-context hit rate.
+- ``evaluators.answer_eval``: whole ask pipelines over a QA set (``rag eval answers``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _LAZY = {
     "ChunkIndex": "evaluators.chunking", "run_sweep": "evaluators.sweep", "load_sweep_config": "evaluators.sweep",
     "evaluate_beir": "evaluators.retrieval", "retrieval_metrics": "evaluators.retrieval",
     "answer_metrics": "evaluators.answers", "load_beir": "evaluators.datasets",
+    "evaluate_answers": "evaluators.answer_eval", "load_qa_set": "evaluators.datasets",
 }
 
 
@@ -34,5 +36,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ChunkIndex", "ChunkingEvaluation", "EvalDataset", "Question", "SpanScorer", "SpanScores", "SpanSummary",
-           "answer_metrics", "evaluate_beir", "evaluate_chunking", "load_beir", "load_dataset", "load_sweep_config",
-           "retrieval_metrics", "run_sweep", "summarize"]
+           "answer_metrics", "evaluate_answers", "evaluate_beir", "evaluate_chunking",
+           "load_beir", "load_dataset", "load_qa_set", "load_sweep_config", "retrieval_metrics", "run_sweep",
+           "summarize"]

@@ -26,6 +26,14 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+_CITATION_MARK = re.compile(r"\[\d+(?:\s*[,;-]\s*\d+)*\]")
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without citation marks such as ``[2]`` or ``[1, 3]`` (they are not part of the answer)."""
+    return " ".join(_CITATION_MARK.sub(" ", text).split())
+
+
 def exact_match(prediction: str, golds: Iterable[str]) -> float:
     """1.0 when the normalised prediction equals some normalised gold answer, else 0.0."""
     predicted = normalize_answer(prediction)
@@ -108,4 +116,5 @@ def answer_metrics(golds: Sequence[Sequence[str]], predictions: Sequence[str] | 
     return AnswerSummary(len(golds) - skipped, skipped, _mean(em), _mean(f1), _mean(hit))
 
 
-__all__ = ["AnswerSummary", "answer_in_context", "answer_metrics", "exact_match", "f1_score", "normalize_answer"]
+__all__ = ["AnswerSummary", "answer_in_context", "answer_metrics", "exact_match", "f1_score", "normalize_answer",
+           "strip_citations"]

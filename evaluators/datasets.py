@@ -458,5 +458,108 @@ def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, stri
     return EvalDataset(out, dict(corpus), Path(questions_path), bad)
 
 
-__all__ = ["BadRow", "BeirDataset", "EvalDataset", "Question", "Reference", "SpanQuestion", "jsonl_eval_dataset",
-           "load_beir", "load_corpora", "load_corpus_texts", "load_dataset", "load_questions_jsonl", "read_text_exact"]
+# -- question-answer sets (rag eval answers) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A question with its gold answers; ``gold_passages`` (texts) and ``gold_docs`` (document ids)
+    name where the answer is, when the set knows (the oracle row and retrieval recall use them)."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    gold_passages: tuple[str, ...] = ()
+    gold_docs: tuple[str, ...] = ()
+
+
+@dataclass
+class QASet:
+    """Questions and, when the set brings its own passages, the documents to index (id -> text)."""
+
+    items: list[QAItem]
+    documents: dict[str, str]
+    path: Path | None = None
+    skipped: int = 0            # questions left out (no gold answer)
+
+    def limited(self, limit: int | None, seed: int | None = None) -> "QASet":
+        """``limit`` questions (all when None): the first ones, or with ``seed`` a seeded random
+        sample kept in the set's order."""
+        if limit is None or limit >= len(self.items):
+            return self
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if seed is None:
+            return QASet(self.items[:limit], self.documents, self.path, self.skipped)
+        import numpy as np
+
+        chosen = np.sort(np.random.default_rng(seed).choice(len(self.items), size=limit, replace=False))
+        return QASet([self.items[i] for i in chosen], self.documents, self.path, self.skipped)
+
+
+def load_squad_qa(path: str | Path) -> QASet:
+    """A SQuAD 1.1 / 2.0 JSON file: every paragraph a document (id ``<title>:<nnn>``, the paragraph's
+    index in its article), every answerable question an item whose gold passage is its paragraph;
+    unanswerable SQuAD 2.0 questions are counted as skipped."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))["data"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a SQuAD JSON file ({exc})") from exc
+    items, documents, skipped = [], {}, 0
+    for article in data:
+        for n, paragraph in enumerate(article.get("paragraphs", [])):
+            doc_id = f"{article.get('title', '')}:{n:03d}"
+            documents[doc_id] = paragraph["context"]
+            for qa in paragraph.get("qas", []):
+                answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a.get("text")))
+                if qa.get("is_impossible", False) or not answers:
+                    skipped += 1
+                    continue
+                items.append(QAItem(str(qa["id"]), qa["question"], answers, (paragraph["context"],), (doc_id,)))
+    if not items:
+        raise ValueError(f"{path} holds no answerable questions")
+    return QASet(items, documents, path, skipped)
+
+
+def load_chroma_qa(path: str | Path) -> QASet:
+    """A Chroma evaluation folder as a QA set: it has no short answers, so each question's reference
+    excerpts serve as its gold answers and gold passages, and its corpus as the gold document."""
+    data = load_dataset(path)
+    items = [QAItem(str(q.index), q.text, q.contents, q.contents, (q.corpus_id,)) for q in data.questions]
+    return QASet(items, dict(data.corpora), Path(path))
+
+
+def load_jsonl_qa(path: str | Path, documents: str | Path | None = None) -> QASet:
+    """Our JSONL questions (``question``, ``answers``, optional ``references``); with ``documents``
+    (a folder of texts or a JSONL corpus) the referenced spans become gold passages and the
+    documents are indexed. Questions without answers are counted as skipped."""
+    corpus = load_corpus_texts(documents) if documents is not None else None
+    questions, _ = load_questions_jsonl(path, corpus)
+    items, skipped = [], 0
+    for q in questions:
+        if not q.answers:
+            skipped += 1
+            continue
+        passages = tuple(corpus[r.doc_id][r.start:r.end] for r in q.references) if corpus else ()
+        items.append(QAItem(q.id, q.text, q.answers, passages, tuple(dict.fromkeys(r.doc_id for r in q.references))))
+    if not items:
+        raise ValueError(f"{path} has no questions with answers")
+    return QASet(items, dict(corpus or {}), Path(path), skipped)
+
+
+def load_qa_set(path: str | Path, documents: str | Path | None = None) -> QASet:
+    """A QA set by its form: a SQuAD ``.json`` file, a Chroma folder, or our ``.jsonl`` questions."""
+    path = Path(path)
+    if path.is_dir():
+        return load_chroma_qa(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"QA set {path} does not exist")
+    if path.suffix.lower() == ".json":
+        return load_squad_qa(path)
+    return load_jsonl_qa(path, documents)
+
+
+__all__ = ["BadRow", "BeirDataset", "EvalDataset", "QAItem", "QASet", "Question", "Reference", "SpanQuestion",
+           "jsonl_eval_dataset", "load_beir", "load_chroma_qa", "load_corpora", "load_corpus_texts", "load_dataset",
+           "load_jsonl_qa", "load_qa_set", "load_questions_jsonl", "load_squad_qa", "read_text_exact"]

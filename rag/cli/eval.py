@@ -1,5 +1,6 @@
 """``rag eval``: evaluation commands. ``rag eval chunking`` scores a chunker with Chroma's span metrics;
-``rag eval retrieval`` scores document retrieval on a BEIR folder (nDCG, MRR, recall, MAP)."""
+``rag eval retrieval`` scores document retrieval on a BEIR folder (nDCG, MRR, recall, MAP);
+``rag eval answers`` scores whole ask pipelines on a QA set (EM, F1, answer-in-context)."""
 
 from __future__ import annotations
 
@@ -320,4 +321,143 @@ def scaling_command(datastore: str, dataset: str, top_k: int, k: int, fractions:
             stdout.print(f"written {path}")
 
 
-__all__ = ["chunking_command", "eval_group", "retrieval_command", "scaling_command"]
+PIPELINE_FLAGS = ("k", "mode", "budget", "tokenizer", "prune", "compress", "compress_model", "reorder", "generator",
+                  "max_tokens", "allow_download", "base_url", "timeout", "device")
+
+
+def _pipelines(configs: tuple[str, ...], flags: dict) -> list:
+    """One named pipeline per --config (flags laid over each), or one from the flags alone."""
+    from evaluators.answer_eval import NamedPipeline
+    from rag.cli.ask import config_from_options
+
+    flags = {key: flags.get(key) for key in PIPELINE_FLAGS}
+    flags["allow_download"] = bool(flags["allow_download"])
+    if not configs:
+        config = config_from_options(None, **flags)
+        return [NamedPipeline(_describe(config), config)]
+    from pathlib import Path
+
+    names = [Path(c).stem for c in configs]
+    return [NamedPipeline(name if names.count(name) == 1 else f"{name}#{i}", config_from_options(path, **flags))
+            for i, (name, path) in enumerate(zip(names, configs), start=1)]
+
+
+def _describe(config) -> str:
+    """A short row name for a pipeline built from flags."""
+    parts = [str(config.retriever.get("mode", "dense")), f"k={config.k}"]
+    if config.budget:
+        parts.append(f"budget={config.budget}")
+    for stage in (config.pruner, config.compressor):
+        if stage:
+            parts.append(str(stage["method"]))
+    if config.reorder:
+        parts.append("reorder")
+    return " ".join(parts + [str(config.generator.get("spec", "extractive"))])
+
+
+def _seconds_cell(seconds: dict) -> str:
+    return " · ".join(f"{stage} {value:.2f}" for stage, value in seconds.items())
+
+
+def _answer_table(result) -> Table:
+    s = result.settings
+    table = Table(title=f"answers · {s['dataset']} · {s['questions']} questions ({s['skipped']} without answers "
+                        "skipped)", title_justify="left",
+                  caption=("EM, F1 (SQuAD normalisation, citation marks removed), acc (a gold answer occurs in the "
+                           "answer), answer in final context and "
+                           "retrieval recall (gold document retrieved) ×100 · tokens: mean per question (context in "
+                           "the pipeline's tokenizer) · seconds per question per stage"), caption_justify="left")
+    for name in ("pipeline", "EM", "F1", "acc", "in context", "recall", "ctx tokens", "gen tokens", "s/q", "stages (s/q)"):
+        table.add_column(name, justify="left" if name in ("pipeline", "stages (s/q)") else "right", no_wrap=True)
+    for row in result.rows:
+        recall = "–" if row.retrieval_recall is None else f"{row.retrieval_recall:.1f}"
+        table.add_row(row.pipeline, f"{row.exact_match:.1f}", f"{row.f1:.1f}", f"{row.accuracy:.1f}",
+                      f"{row.answer_in_context:.1f}", recall,
+                      f"{row.context_tokens:.0f}", f"{row.generated_tokens:.1f}", f"{sum(row.seconds.values()):.2f}",
+                      _seconds_cell(row.seconds))
+    return table
+
+
+@eval_group.command("answers")
+@click.option("--dataset", required=True, type=click.Path(exists=True),
+              help="QA set: SQuAD .json, a Chroma folder (reference excerpts as answers) or questions .jsonl "
+                   "({question, answers, references?}).")
+@click.option("--documents", type=click.Path(exists=True), default=None,
+              help="With a .jsonl set: its documents (folder or JSONL corpus), indexed unless --datastore is given.")
+@click.option("--datastore", type=click.Path(file_okay=False), default=None,
+              help="Retrieve from this datastore (default: index the set's own passages on the fly).")
+@click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
+              help="Pipeline YAML, repeatable: one row each (the flags below override every config).")
+@click.option("-k", "k", type=click.IntRange(min=1), help="Passages to retrieve [config: 5].")
+@click.option("--mode", type=click.Choice(["dense", "bm25", "hybrid"]), help="Retrieval mode [config: dense].")
+@click.option("--budget", type=click.IntRange(min=1), help="Context budget in tokens of --tokenizer.")
+@click.option("--tokenizer", help="Tokenizer the budget is counted in [cl100k_base].")
+@click.option("--prune", type=click.Choice(["html", "none"]), help="Prune HTML passages block by block.")
+@click.option("--compress", help="Compression method (truncate, sentence, semantic, token, summary, none).")
+@click.option("--compress-model", help="Model of the token / summary compressor (e.g. smollm2).")
+@click.option("--reorder/--no-reorder", default=None, help="Best passage first, second best last, inward.")
+@click.option("--generator", help="extractive | hf:SPEC (e.g. hf:smollm2) | openai:MODEL [config: extractive].")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Most tokens to generate (hf:, openai:).")
+@click.option("--allow-download", is_flag=True, help="Let models download from the Hugging Face Hub.")
+@click.option("--base-url", help="OpenAI-compatible server URL (openai: generators); key from OPENAI_API_KEY.")
+@click.option("--timeout", type=float, help="Seconds per request to the server (openai:).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate this many questions.")
+@click.option("--seed", type=int, default=None, help="With --limit: a seeded random sample instead of the first ones.")
+@click.option("--closed-book/--no-closed-book", default=True, show_default=True,
+              help="Add a row of the first pipeline's generator without passages.")
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Add a row of the first pipeline on the gold passages (where the set has them).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Questions prepared and generated together (one padded call for hf: generators).")
+@click.option("--chunker", type=click.Choice(list(CHUNKER_NAMES)), default="recursive", show_default=True,
+              help="Chunker of the on-the-fly index.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Chunk size of the on-the-fly index (cl100k tokens).")
+@click.option("--index-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the on-the-fly datastore here (it must not exist).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Generation cache folder, so a killed run resumes [$TERARAG_CACHE/answers].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the generation cache.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write per-question records (JSONL).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of a table.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@user_errors
+def answers_command(dataset: str, documents: str | None, datastore: str | None, configs: tuple[str, ...],
+                    limit: int | None, seed: int | None, closed_book: bool, oracle: bool, batch_size: int,
+                    chunker: str, chunk_size: int, index_dir: str | None, cache_dir: str | None, no_cache: bool,
+                    out: str | None, as_json: bool, **flags) -> None:
+    """Run whole ask pipelines over a QA set: EM, F1, answer-in-context, retrieval recall, tokens and
+    seconds per stage, one row per pipeline plus closed-book and oracle rows."""
+    import tempfile
+    from pathlib import Path
+
+    from evaluators.answer_eval import evaluate_answers, index_documents
+    from evaluators.datasets import load_qa_set
+    from rag.datastore import Datastore
+    from rag.lm import cache_root
+
+    qa = load_qa_set(dataset, documents).limited(limit, seed)
+    pipelines = _pipelines(configs, flags)
+    device = pipelines[0].config.device
+    cache = None if no_cache else Path(cache_dir) if cache_dir else cache_root() / "answers"
+    with tempfile.TemporaryDirectory(prefix="terarag-answers-") as tmp:
+        if datastore is not None:
+            store = Datastore.open(datastore, device=device)
+        elif qa.documents:
+            store = index_documents(qa.documents, Path(index_dir or Path(tmp) / "datastore"), chunker, chunk_size,
+                                    device=device, progress=not as_json)
+        else:
+            raise click.ClickException(f"{dataset} brings no passages: give --datastore (or --documents)")
+        result = evaluate_answers(qa, pipelines, store, closed_book=closed_book, oracle=oracle,
+                                  batch_size=batch_size, cache_dir=cache, progress=not as_json)
+    if out:
+        result.write_records(out)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in result.rows], ensure_ascii=False))
+        return
+    _print_wide(_answer_table(result))
+    if out:
+        stdout.print(f"per-question records written to {out}")
+
+
+__all__ = ["answers_command", "chunking_command", "eval_group", "retrieval_command", "scaling_command"]
