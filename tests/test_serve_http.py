@@ -366,6 +366,18 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(small_datastore):
     assert process.proc.wait(timeout=120) == 0, process.output
 
 
+def test_listen_makes_tcp_sockets_and_names_a_taken_port():
+    from rag.service import ServiceError, listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY on accepted connections
+        with pytest.raises(ServiceError, match=f"cannot listen on 127.0.0.1:{sock.getsockname()[1]}"):
+            listen("127.0.0.1", sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
 def test_stdin_mode_answers_json_lines(small_datastore, local):
     from click.testing import CliRunner
 
