@@ -41,8 +41,12 @@ WHERE_CACHE_SIZE = 8  # filters whose per-shard masks an open datastore keeps
 
 def manifest_stamp(layout: DatastoreLayout) -> Stamp | None:
     """(inode, mtime_ns, size) of ``manifest.json``, or None when there is none."""
+    return _stamp(layout.manifest)
+
+
+def _stamp(path: str | Path) -> Stamp | None:
     try:
-        st = os.stat(layout.manifest)
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
@@ -100,13 +104,9 @@ class Snapshot:
             shards.append(reader)
         return cls(layout, manifest, stamp, shards, idf=previous.idf if same else None)
 
-    @property
-    def bm25_params(self) -> Bm25Params:
-        return Bm25Params.from_manifest(self.manifest.bm25)
-
-    @property
-    def bm25_stats(self) -> Bm25GlobalStats:
-        return Bm25GlobalStats.from_dict(self.manifest.bm25["stats"])
+    def __post_init__(self) -> None:
+        self.bm25_params = Bm25Params.from_manifest(self.manifest.bm25)
+        self.bm25_stats = Bm25GlobalStats.from_dict(self.manifest.bm25["stats"])
 
     def global_idf(self) -> dict[str, float]:
         """Global idf from ``bm25_terms.parquet`` (hashed when first read)."""
@@ -167,6 +167,7 @@ class Datastore:
         #: candidates per hit taken from an approximate/binary index before rescoring (None: the manifest's)
         self.rescore_multiplier: int | None = None
         self._follows = stamp is not None
+        self._manifest_path = str(self.layout.manifest)
         self._selection = None if shards is None else tuple(int(i) for i in shards)
         self._refresh_lock = threading.Lock()
         self._snapshot = Snapshot.load(self.layout, self._select(manifest), stamp)
@@ -197,10 +198,10 @@ class Datastore:
     def refresh(self) -> bool:
         """Load the manifest again if ``manifest.json`` changed since it was read (one ``os.stat``
         otherwise); True when a new generation was loaded. Thread-safe; runs before every search."""
-        if not self._follows or manifest_stamp(self.layout) == self._snapshot.stamp:
+        if not self._follows or _stamp(self._manifest_path) == self._snapshot.stamp:
             return False
         with self._refresh_lock:
-            stamp = manifest_stamp(self.layout)  # before reading: a commit in between reloads again later
+            stamp = _stamp(self._manifest_path)  # before reading: a commit in between reloads again later
             if stamp == self._snapshot.stamp:
                 return False
             manifest = self._select(read_manifest(self.layout))

@@ -57,8 +57,9 @@ def row_checksums(data: bytes | mmap.mmap, offsets: np.ndarray) -> np.ndarray:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """Memory-map ``path`` as a plain ndarray view (indexing an ``np.memmap`` costs a Python call)."""
     try:
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r").view(np.ndarray)
     except (OSError, ValueError) as exc:
         raise DatastoreError(f"{path} is unreadable: {exc}") from exc
 

@@ -68,15 +68,13 @@ class ShardFiles:
 
     def _once(self, key: str, names: Iterable[str], load: Callable[[], T]) -> T:
         """``load()`` once, after hashing the listed files ``names`` that this shard has."""
-        value = self._loaded.get(key)
-        if value is None:
-            with self._lock:
-                value = self._loaded.get(key)
-                if value is None:
-                    for name in names:
-                        if name in self.info.files:
-                            check_sha256(self.folder / name, self.info.files[name].sha256)
-                    value = self._loaded[key] = load()
+        with self._lock:
+            value = self._loaded.get(key)
+            if value is None:
+                for name in names:
+                    if name in self.info.files:
+                        check_sha256(self.folder / name, self.info.files[name].sha256)
+                value = self._loaded[key] = load()
         return value
 
     @property
@@ -85,11 +83,14 @@ class ShardFiles:
         return self._once("chunks", [CHUNKS_FILE], lambda: self.folder / CHUNKS_FILE)
 
     def rows(self) -> RowStore:
-        return self._once("rows", [ROW_OFFSETS_FILE, ROW_CRC_FILE], lambda: RowStore(self.folder, self.info.rows))
+        rows = self._loaded.get("rows")  # the hot path: once per hit
+        if rows is None:
+            rows = self._once("rows", [ROW_OFFSETS_FILE, ROW_CRC_FILE], lambda: RowStore(self.folder, self.info.rows))
+        return rows
 
     def dense_layer(self) -> DenseShard:
         """The shard's dense index (read now) and rescoring layer (memory-mapped), after hashing them."""
-        return self._once("dense", DENSE_FILES, self._load_dense)
+        return self._loaded.get("dense") or self._once("dense", DENSE_FILES, self._load_dense)
 
     def _load_dense(self) -> DenseShard:
         spec = DenseSpec.coerce(self.dense_index or "float-flat")
