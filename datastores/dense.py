@@ -331,6 +331,8 @@ class DenseShard:
     dim: int
     rows: int
     use_gpu: bool = True  # used only when gpu_available(); masked searches stay on the CPU index
+    #: called with a file name before that file is first read (e.g. its sha256 against the manifest)
+    check: Callable[[str], None] | None = field(default=None, repr=False)
     _index: Any = field(default=None, repr=False)
     _gpu: Any = field(default=None, repr=False)
     _layer: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -338,6 +340,7 @@ class DenseShard:
     @property
     def index(self) -> Any:
         if self._index is None:
+            self._checked(INDEX_FILE)
             self._index = read_dense_index(self.folder / INDEX_FILE, self.dim, self.rows)
             if self.spec.type == "binary-hnsw":
                 self._index.hnsw.efSearch = self.spec.hnsw_ef_search
@@ -347,8 +350,13 @@ class DenseShard:
                 self._gpu = _to_gpu(self._index)
         return self._index
 
+    def _checked(self, name: str) -> None:
+        if self.check is not None:
+            self.check(name)
+
     def _array(self, name: str) -> np.ndarray:
         if name not in self._layer:
+            self._checked(name)  # a rescoring array is checked when first used, not with the index
             array = read_embeddings(self.folder / name)
             if len(array) != self.rows:
                 raise DatastoreError(f"{self.folder / name} holds {len(array)} rows; the manifest says {self.rows}")

@@ -1,7 +1,7 @@
 """Reading one shard: its chunk table, dense index, BM25 matrix and row store, loaded on first use.
 
-Integrity at read time: a shard's dense files, BM25 files and row-store index files are hashed
-(sha256 against the manifest's record) once, when first loaded; every row a search returns is
+Integrity at read time: a shard's dense files, BM25 files, row-store index files and chunk table
+are hashed (sha256 against the manifest's record) once, when first loaded; every row a search returns is
 checked against its CRC32 (``datastores.rowstore``). A mismatch is a ``DatastoreError`` naming
 the file. ``ShardFiles`` holds what was loaded and is shared by the readers of every manifest
 generation that records the same shard, so a new generation reloads only what changed.
@@ -89,14 +89,20 @@ class ShardFiles:
         return rows
 
     def dense_layer(self) -> DenseShard:
-        """The shard's dense index (read now) and rescoring layer (memory-mapped), after hashing them."""
-        return self._loaded.get("dense") or self._once("dense", DENSE_FILES, self._load_dense)
+        """The shard's dense index (hashed and read now) and rescoring layer (each array hashed and
+        memory-mapped when first used: float-flat search never reads the float16 copy)."""
+        return self._loaded.get("dense") or self._once("dense", [], self._load_dense)
 
     def _load_dense(self) -> DenseShard:
         spec = DenseSpec.coerce(self.dense_index or "float-flat")
-        layer = DenseShard(self.folder, spec, training_from_manifest(self.dense_index), self.dim, self.info.rows)
+        layer = DenseShard(self.folder, spec, training_from_manifest(self.dense_index), self.dim, self.info.rows,
+                           check=self._check_dense_file)
         _ = layer.index  # read the index under the lock, not in the first search of each thread
         return layer
+
+    def _check_dense_file(self, name: str) -> None:
+        if name in DENSE_FILES and name in self.info.files:
+            check_sha256(self.folder / name, self.info.files[name].sha256)
 
     def bm25(self, params: Bm25Params, stats: Bm25GlobalStats) -> Bm25Scorer:
         """The shard's BM25 scorer under the datastore's ``params`` and ``stats`` (fixed per generation)."""

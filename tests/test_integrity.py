@@ -68,7 +68,7 @@ def shard_file(root: Path, shard: int, name: str) -> Path:
 
 
 @pytest.mark.parametrize("spec, name", [
-    ("float-flat", "dense.faiss"), ("float-flat", "embeddings.f16.npy"),
+    ("float-flat", "dense.faiss"),
     ("binary-flat-int8", "dense.faiss"), ("binary-flat-int8", "rescore.i8.npy"),
     ("binary-flat-3bit", "codes.u8.npy"), ("binary-flat-3bit", "scales.f16.npy"),
     ("binary-ivf-int8", "dense.faiss"),
@@ -86,6 +86,17 @@ def test_a_flipped_byte_in_a_dense_file_fails_the_search_naming_the_file(tmp_pat
     with pytest.raises(DatastoreError, match=re.escape(str(path)) + ".*sha256"):
         ds.search(TEXTS[12], k=1)
     assert ds.search(TEXTS[12], k=1, mode="bm25")[0].chunk_id == 12  # BM25 does not read dense files
+
+
+def test_a_flipped_float16_vector_fails_mmr_which_reads_it(root):
+    """Float-flat search never reads embeddings.f16.npy (exact scores come from the index); MMR,
+    which does, fails naming it, and plain search keeps serving exact results."""
+    path = shard_file(root, 1, "embeddings.f16.npy")
+    flip(path, path.stat().st_size - 3)
+    ds = _open(root)
+    assert ds.search(TEXTS[12], k=1)[0].chunk_id == 12
+    with pytest.raises(DatastoreError, match=re.escape(str(path)) + ".*sha256"):
+        build_retriever(ds, "dense", mmr=0.5, depth=20).retrieve(TEXTS[12], 3)
 
 
 def test_rag_search_fails_in_one_line_on_an_altered_faiss_index(tmp_path, small_datastore):
