@@ -225,16 +225,22 @@ def add_error_handlers(app: FastAPI) -> None:
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
         return error(400, str(exc))
 
-    async def broken(request: Request, exc: DatastoreError) -> JSONResponse:
+    async def datastore(request: Request, exc: DatastoreError) -> JSONResponse:
+        if isinstance(exc, (SqlError, ValueError)):  # a bad filter or query, e.g. EmptyQueryError
+            return error(400, str(exc))
         logger.error("datastore error on %s: %s", request.url.path, exc)
         return error(500, f"the datastore cannot answer: {exc}")
+
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("internal error on %s", request.url.path, exc_info=exc)
+        return error(500, f"internal server error ({type(exc).__name__}; logged on the server)")
 
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(LimitError, limit)
-    app.add_exception_handler(SqlError, bad_request)
     app.add_exception_handler(ValueError, bad_request)
-    app.add_exception_handler(DatastoreError, broken)
+    app.add_exception_handler(DatastoreError, datastore)
+    app.add_exception_handler(Exception, internal)
 
 
 # -- the app --------------------------------------------------------------------------------

@@ -366,6 +366,38 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(small_datastore):
     assert process.proc.wait(timeout=120) == 0, process.output
 
 
+def _corrupt_rows_in_place(root: Path) -> None:
+    """Same size, still UTF-8, written into the mapped files (no truncation): only row checksums notice."""
+    for rows in root.glob("shards/*/rows.bin"):
+        with open(rows, "r+b") as f:
+            data = f.read()
+            f.seek(0)
+            f.write(data.replace(b"the ", b"thy "))
+
+
+def test_a_corrupt_row_is_a_json_500_and_the_server_keeps_answering(small_datastore, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(small_datastore, root)
+    process = ServerProcess(root)
+    try:
+        _corrupt_rows_in_place(root)
+        with client(process) as c:
+            response = c.get("/search", params={"q": QUERY, "mode": "bm25", "k": 10})
+            assert response.status_code == 500 and "rows.bin" in response.json()["error"], response.text
+            assert c.get("/health").json() == {"ok": True}
+    finally:
+        assert process.stop() == 0
+
+
+def test_a_corrupt_datastore_is_refused_at_start_with_one_line(small_datastore, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(small_datastore, root)
+    _corrupt_rows_in_place(root)
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "serve", str(root), "--port", "0", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=STARTUP_SECONDS)
+    assert done.returncode == 1 and "rows.bin" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_listen_makes_tcp_sockets_and_names_a_taken_port():
     from rag.service import ServiceError, listen
 
