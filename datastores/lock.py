@@ -122,12 +122,15 @@ def try_lock(root: str | Path, operation: str) -> DatastoreLock | None:
         if _same_file(fd, path):
             break
         os.close(fd)  # we locked a file that was replaced meanwhile; lock the current one
-    holder = LockHolder(os.getpid(), operation)
-    data = (json.dumps(asdict(holder), sort_keys=True) + "\n").encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
-    os.fsync(fd)
-    return DatastoreLock(root, holder, fd)
+    lock = DatastoreLock(root, LockHolder(os.getpid(), operation), fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(asdict(lock.holder), sort_keys=True) + "\n").encode(), 0)
+        os.fsync(fd)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _prepare_folder(root: Path, create: bool) -> None:

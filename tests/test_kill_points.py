@@ -131,7 +131,8 @@ def test_build_killed_inside_a_shard_resumes_and_overwrites(tmp_path, tiny_corpu
     shutil.copytree(out, copy)
     resumed = rebuild(tiny_corpus, out, tiny_config, embedder, resume=True)
     replaced = rebuild(tiny_corpus, copy, tiny_config, embedder, overwrite=True)
-    assert resumed.manifest.content_checksum == replaced.manifest.content_checksum == reference.manifest.content_checksum
+    expected = reference.manifest.content_checksum
+    assert resumed.manifest.content_checksum == replaced.manifest.content_checksum == expected
     assert not any(p.name.startswith(".") for p in (out / "shards").iterdir())
     assert not (out / LOCK_FILE).exists() and not (copy / LOCK_FILE).exists()
 
