@@ -182,6 +182,21 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def reading(results: dict) -> str:
+    """One paragraph computed from the figures: errors, scaling, and the slow-client effect."""
+    errors = sum(r["errors"] for r in results["load"])
+    requests = sum(r["requests"] for r in results["load"])
+    slow = results["slow_clients"]
+    without, held = slow["without"], slow["with"]
+    return (f"**Reading.** {requests:,} searches, {errors} errors (every request answered, none dropped). "
+            f"While {slow['count']} slow connections were held open, `/health` stayed at p50 "
+            f"{held['health']['p50_ms']:.1f} ms / p99 {held['health']['p99_ms']:.1f} ms (without them: "
+            f"{without['health']['p50_ms']:.1f} / {without['health']['p99_ms']:.1f} ms) and 8 search clients got "
+            f"{held['search']['requests']} answers with p99 {held['search']['p99_ms']:.0f} ms (without: "
+            f"{without['search']['requests']}, p99 {without['search']['p99_ms']:.0f} ms on the same loaded "
+            "machine). The stdlib server this replaces answered nothing else while one client held a connection.")
+
+
 def write_docs(results: dict, text: str) -> None:
     """Replace (or append) the HTTP service section of docs/benchmarks.md, atomically."""
     meta = results["meta"]
@@ -196,6 +211,7 @@ def write_docs(results: dict, text: str) -> None:
         f"{meta['load_average'][0]:g} before and {meta['load_average'][1]:g} after the run (other jobs shared "
         "the cores), so absolute figures are rough.", "",
         text, "",
+        reading(results), "",
         f"Code: commit `{meta['git']['commit']}`"
         + (" plus uncommitted library changes" if meta['git']['library_changes_not_committed'] else "")
         + f"; fastapi {meta['versions']['fastapi']}, uvicorn {meta['versions']['uvicorn']}, "
