@@ -164,7 +164,8 @@ def measure(server: Server, modes: list[str], levels: list[int], seconds: float,
 
 
 def table(results: dict) -> str:
-    rows = ["| mode | clients | requests | errors | queries/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| mode | clients | requests | errors | queries/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["load"]:
         rows.append(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['qps']:.1f} | "
                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")

@@ -166,7 +166,8 @@ def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
 
 
 class GuardMiddleware:
-    """Refuses declared bodies over the limit (413), over-long URLs (414) or headers (431) and, when a key is set, requests without it (401)."""
+    """Refuses declared bodies over the limit (413), over-long URLs (414) or headers (431) and,
+    when a key is set, requests without it (401)."""
 
     def __init__(self, app: ASGIApp, settings: ServiceSettings):
         self.app = app

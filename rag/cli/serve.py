@@ -25,10 +25,12 @@ from rag.retrieve import MODES
 @click.option("--groups", type=click.IntRange(min=1), default=2, show_default=True, help="Ray actors (shard groups).")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Default hits per query.")
 @click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True, help="Default search mode.")
-@click.option("--rerank", default=None, metavar="KIND:MODEL", help="Reranker loaded once; requests opt in with rerank=true.")
+@click.option("--rerank", default=None, metavar="KIND:MODEL",
+              help="Reranker loaded once; requests opt in with rerank=true.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Pipeline YAML for /ask.")
 @click.option("--generator", default=None, help="/ask generator: extractive | hf:PATH | openai:MODEL [extractive].")
-@click.option("--max-k", type=click.IntRange(min=1), default=1000, show_default=True, help="Largest k a request may ask.")
+@click.option("--max-k", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Largest k a request may ask.")
 @click.option("--max-depth", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Largest first-stage depth and rerank depth a request may ask.")
 @click.option("--max-query-chars", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -58,8 +60,8 @@ def serve_command(datastore: str, host: str, port: int, engine: str, address: st
     settings = _service_settings(k, mode, limits)      # checked before anything loads
     searcher = open_searcher(datastore, engine, groups=groups, address=address, device=device)
     try:
-        query_engine = build_engine(searcher, engine, rerank=rerank, pipeline_config=_pipeline(config, generator, device),
-                                    device=device)
+        pipeline = _pipeline(config, generator, device)
+        query_engine = build_engine(searcher, engine, rerank=rerank, pipeline_config=pipeline, device=device)
         if from_stdin:
             _serve_stdin(query_engine, datastore, k, mode, where)
         else:
