@@ -8,6 +8,8 @@
 - ``evaluators.retrieval``: nDCG@k, MRR@k, recall@k, MAP (pytrec_eval) and BEIR evaluation.
 - ``evaluators.answers``: SQuAD exact match and F1, answer-in-context hit rate.
 - ``evaluators.answer_eval``: whole ask pipelines over a QA set (``rag eval answers``).
+- ``evaluators.perplexity``: LM perplexity of held-out text with and without retrieval
+  (``rag eval perplexity``, MassiveDS).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _LAZY = {
     "evaluate_beir": "evaluators.retrieval", "retrieval_metrics": "evaluators.retrieval",
     "answer_metrics": "evaluators.answers", "load_beir": "evaluators.datasets",
     "evaluate_answers": "evaluators.answer_eval", "load_qa_set": "evaluators.datasets",
+    "evaluate_perplexity": "evaluators.perplexity",
 }
 
 
@@ -36,6 +39,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ChunkIndex", "ChunkingEvaluation", "EvalDataset", "Question", "SpanScorer", "SpanScores", "SpanSummary",
-           "answer_metrics", "evaluate_answers", "evaluate_beir", "evaluate_chunking",
+           "answer_metrics", "evaluate_answers", "evaluate_beir", "evaluate_chunking", "evaluate_perplexity",
            "load_beir", "load_dataset", "load_qa_set", "load_sweep_config", "retrieval_metrics", "run_sweep",
            "summarize"]

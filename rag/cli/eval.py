@@ -460,4 +460,78 @@ def answers_command(dataset: str, documents: str | None, datastore: str | None, 
         stdout.print(f"per-question records written to {out}")
 
 
-__all__ = ["answers_command", "chunking_command", "eval_group", "retrieval_command", "scaling_command"]
+@eval_group.command("perplexity")
+@click.option("--datastore", required=True, type=click.Path(file_okay=False), help="Retrieve from this datastore.")
+@click.option("--texts", "texts", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Held-out text: JSONL (one 'text' per record) or plain text files; repeatable.")
+@click.option("--lm", required=True, help="Causal LM: smollm2, a local folder or .gguf file, or a Hugging Face name.")
+@click.option("--window", type=click.IntRange(min=2), default=256, show_default=True, help="LM tokens per window.")
+@click.option("--query-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+              help="First tokens of a window: the retrieval query and the LM's prefix; the rest is scored.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=3, show_default=True, help="Chunks put in front.")
+@click.option("--order", type=click.Choice(["best-last", "best-first"]), default="best-last", show_default=True,
+              help="Where the best chunk goes: next to the prefix (best-last) or at the start.")
+@click.option("--budget", type=click.IntRange(min=1), default=768, show_default=True,
+              help="Most LM tokens of retrieved text in front.")
+@click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Chunks retrieved once per window (overlap removal and subsamples choose from them).")
+@click.option("--mode", type=click.Choice(["dense", "bm25"]), default="dense", show_default=True)
+@click.option("--fractions", default=None, help="Datastore fractions p, e.g. 0.01,0.1,1 (retrieve once, subsample).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsample.")
+@click.option("--max-windows", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--keep-overlaps", is_flag=True,
+              help="Do not remove chunks overlapping the window (shows the fake gain of a contaminated datastore).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Sequences per forward.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="PNG of perplexity against fraction.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@click.option("--allow-download", is_flag=True, help="Let --lm download from the Hugging Face Hub.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@user_errors
+def perplexity_command(datastore: str, texts: tuple[str, ...], lm: str, window: int, query_tokens: int, k: int,
+                       order: str, budget: int, top_k: int, mode: str, fractions: str | None, seed: int,
+                       max_windows: int, keep_overlaps: bool, batch_size: int, plot: str | None, out: str | None, allow_download: bool,
+                       device: str, as_json: bool) -> None:
+    """MassiveDS language modelling: the LM's perplexity of held-out windows without retrieval and with
+    the top-k retrieved chunks in front (overlapping chunks removed), optionally per datastore fraction."""
+    from evaluators.perplexity import PerplexitySettings, evaluate_perplexity, read_texts
+    from evaluators.scaling import parse_fractions
+    from rag.datastore import Datastore
+    from rag.lm import load_causal_lm
+
+    settings = PerplexitySettings(window, query_tokens, k, order, budget, top_k, mode,
+                                  parse_fractions(fractions) if fractions else (), seed, max_windows,
+                                  remove_overlaps=not keep_overlaps, batch_size=batch_size)
+    if plot and not settings.fractions:
+        raise click.UsageError("--plot needs --fractions")
+    store = Datastore.open(datastore, device=device)
+    result = evaluate_perplexity(store, read_texts(texts), load_causal_lm(lm, device, allow_download), settings)
+    if out:
+        result.write_json(out)
+    if plot:
+        result.plot(plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    info = result.info
+    table = Table(title=f"perplexity · {info['lm']} · {info['windows']} windows, {info['tokens']:,} tokens scored",
+                  title_justify="left",
+                  caption=(f"{window}-token windows, first {query_tokens} as query · top-{k} {mode} chunks "
+                           f"({order}, ≤ {budget} LM tokens) · removed {result.removed} overlapping chunks "
+                           f"({info['removed_pairs']} window-chunk pairs) of {info['datastore_chunks']:,}"),
+                  caption_justify="left")
+    table.add_column("context")
+    table.add_column("perplexity", justify="right")
+    table.add_row("no retrieval", f"{result.no_retrieval:.3f}")
+    for fraction, value in result.fractions.items():
+        table.add_row(f"retrieval, p={fraction:g}", f"{value:.3f}")
+    if 1.0 not in result.fractions:
+        table.add_row("retrieval", f"{result.retrieval:.3f}")
+    _print_wide(table)
+    for path in (out, plot):
+        if path:
+            stdout.print(f"written {path}")
+
+
+__all__ = ["answers_command", "chunking_command", "eval_group", "perplexity_command", "retrieval_command",
+           "scaling_command"]
