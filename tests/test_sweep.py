@@ -4,6 +4,7 @@ resume after an interruption, reports and plots."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -193,8 +194,8 @@ def test_shipped_reproduction_config_is_valid():
 
     cfg = load_sweep_config(REPO / "configs" / "sweeps" / "chroma-minilm.yaml")
     labels = [(b.chunker, b.chunk_size, b.overlap) for b in cfg.builds()]
-    assert sorted(labels) == sorted([("recursive", 250, 125), ("token", 250, 125), ("recursive", 250, 0),
-                                     ("recursive", 200, 0), ("token", 250, 0), ("token", 200, 0),
+    assert sorted(labels) == sorted([("recursive-start", 250, 125), ("token", 250, 125), ("recursive-start", 250, 0),
+                                     ("recursive-start", 200, 0), ("token", 250, 0), ("token", 200, 0),
                                      ("cluster", 250, 0), ("cluster", 200, 0)])
     assert cfg.k == (5,) and cfg.modes == ("dense",) and cfg.units == ("char",)
     assert cfg.dataset.resolve() == CHROMA.resolve()
@@ -218,3 +219,58 @@ def test_cli_dry_run_and_report_only(tmp_path, first_run):
 def test_rows_are_not_nan(first_run):
     assert all(not math.isnan(r["recall_mean"]) for r in first_run[1].rows)
     assert np.isfinite([r["mean_chunk_chars"] for r in first_run[1].rows]).all()
+
+
+# -- answer sweeps (kind: answers) ------------------------------------------------------------------
+
+
+def test_pareto_front_marks_the_undominated_points():
+    from evaluators.sweep import pareto_front
+
+    costs, values = [100, 200, 150, 300, 100], [10, 30, 5, 30, 12]
+    assert pareto_front(costs, values) == [False, True, False, False, True]
+
+
+def test_answer_sweep_config_is_validated(tmp_path):
+    from evaluators.sweep import load_sweep_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"kind": "answers", "dataset": "x.json", "grid": {"temperature": [1]}}))
+    with pytest.raises(ConfigError, match="grid keys must be among"):
+        load_sweep_config(path)
+    path.write_text(yaml.safe_dump({"kind": "answers", "dataset": "x.json", "colour": "red"}))
+    with pytest.raises(ConfigError, match="unknown answer sweep keys: colour"):
+        load_sweep_config(path)
+
+
+def test_answer_sweep_runs_the_grid_and_marks_the_front(tmp_path, monkeypatch):
+    from test_eval_answers import write_squad
+
+    monkeypatch.setenv("TERARAG_CACHE", str(tmp_path / "cache"))
+    squad = write_squad(tmp_path / "mini.json")
+    (tmp_path / "base.yaml").write_text("k: 3\ndevice: cpu\ngenerator: {spec: extractive, max_sentences: 1}\n")
+    config = {"kind": "answers", "dataset": str(squad), "base": "base.yaml", "output": "out",
+              "grid": {"budget": [40, 400], "reorder": [False, True], "chunk_size": [32, 256]}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main_cli(), ["sweep", str(tmp_path / "sweep.yaml"), "--no-progress",
+                                             "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    grid_rows = [r for r in rows if r["pipeline"] not in ("closed-book", "oracle")]
+    assert len(grid_rows) == 8 and {r["chunk_size"] for r in grid_rows} == {32, 256}
+    assert [r["pipeline"] for r in rows].count("oracle") == 1
+    assert all(r["context_tokens"] <= 40 for r in grid_rows if "budget=40" in r["pipeline"].split())
+    from evaluators.sweep import pareto_front
+
+    front = pareto_front([r["context_tokens"] for r in grid_rows], [r["f1"] for r in grid_rows])
+    assert [r["pareto"] for r in grid_rows] == front and any(front)
+    assert (tmp_path / "out" / "f1_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
+    with open(tmp_path / "out" / RESULTS_CSV) as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(rows) * 4
+
+
+def main_cli():
+    from rag.cli import main
+
+    return main

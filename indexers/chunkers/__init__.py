@@ -1,15 +1,19 @@
-"""Chunkers by name: ``token``, ``recursive``, ``sentence``, ``paragraph``; and the embedding-based
+"""Chunkers by name: ``token``, ``recursive`` (``recursive-start``: separators kept at chunk starts, as
+LangChain and the Chroma reproduction do), ``sentence``, ``paragraph``; and the embedding-based
 ``cluster`` and ``kamradt``, which need an embedder (``make_chunker(..., embedder=...)``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from indexers.chunkers.base import Chunker, strip_span
 from indexers.chunkers.cluster import ClusterSemanticChunker
 from indexers.chunkers.kamradt import KamradtModifiedChunker
 from indexers.chunkers.paragraph import ParagraphChunker
-from indexers.chunkers.recursive import RecursiveChunker
+from indexers.chunkers.recursive import RecursiveChunker, RecursiveStartChunker
 from indexers.chunkers.sentence import SentenceChunker
 from indexers.chunkers.token import TokenChunker
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
@@ -17,6 +21,7 @@ from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
 CHUNKERS: dict[str, type[Chunker]] = {
     "token": TokenChunker,
     "recursive": RecursiveChunker,
+    "recursive-start": RecursiveStartChunker,
     "sentence": SentenceChunker,
     "paragraph": ParagraphChunker,
 }
@@ -49,6 +54,48 @@ def make_chunker(name: str, chunk_size: int, overlap: int = 0,
     return CHUNKERS[name](tokenizer, chunk_size, overlap)
 
 
+class SharedEmbedder:
+    """A view of one loaded embedder used from several threads: ``encode`` calls take turns under
+    a shared lock, and each view keeps the statistics of its own last call (``last_stats``), so a
+    semantic chunker reading ahead does not disturb the build's encoding counts. Everything else
+    is the wrapped embedder's."""
+
+    def __init__(self, inner: Any, lock: threading.Lock):
+        self.inner = inner
+        self.lock = lock
+        self.last_stats = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """The wrapped embedder's ``encode``, once no other view is encoding."""
+        with self.lock:
+            vectors = self.inner.encode(texts, batch_size, progress)
+            self.last_stats = getattr(self.inner, "last_stats", None)
+        return vectors
+
+    __call__ = encode
+
+
+def build_chunker(name: str, chunk_size: int, overlap: int, tokenizer: str | Tokenizer,
+                  embedder: Any) -> tuple[Chunker, Any]:
+    """The chunker of a build and the embedder the build then embeds chunks with.
+
+    The embedding chunkers (``cluster``, ``kamradt``) reuse the build's loaded ``embedder`` (one
+    model load): chunker and build get two ``SharedEmbedder`` views of it that take turns, since
+    the build may chunk ahead in another thread. Other chunkers leave ``embedder`` as it is.
+    """
+    if name not in EMBEDDING_CHUNKERS:
+        return make_chunker(name, chunk_size, overlap, tokenizer), embedder
+    lock = threading.Lock()
+    chunker = make_chunker(name, chunk_size, overlap, tokenizer, embedder=SharedEmbedder(embedder, lock))
+    return chunker, SharedEmbedder(embedder, lock)
+
+
 __all__ = ["CHUNKERS", "CHUNKER_NAMES", "Chunker", "ClusterSemanticChunker", "EMBEDDING_CHUNKERS",
-           "KamradtModifiedChunker", "ParagraphChunker", "RecursiveChunker", "SentenceChunker", "TokenChunker",
-           "make_chunker", "strip_span"]
+           "KamradtModifiedChunker", "ParagraphChunker", "RecursiveChunker", "RecursiveStartChunker", "SentenceChunker", "TokenChunker",
+           "SharedEmbedder", "build_chunker", "make_chunker", "strip_span"]

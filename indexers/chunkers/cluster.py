@@ -137,7 +137,7 @@ class ClusterSemanticChunker(Chunker):
         self.embedder = embedder
         self.piece_size = piece_size
         self.max_pieces = chunk_size // piece_size
-        self.splitter = RecursiveChunker(tokenizer, piece_size, 0, separators)
+        self.splitter = RecursiveChunker(tokenizer, piece_size, 0, separators, keep_separator="start")
 
     def pieces(self, text: str) -> list[Span]:
         """The ≤``piece_size``-token stripped spans the chunks are built from."""

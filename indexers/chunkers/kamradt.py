@@ -78,7 +78,7 @@ class KamradtModifiedChunker(Chunker):
         self.embedder = embedder
         self.piece_size = piece_size
         self.window = window
-        self.splitter = RecursiveChunker(tokenizer, piece_size, 0, separators)
+        self.splitter = RecursiveChunker(tokenizer, piece_size, 0, separators, keep_separator="start")
 
     def spans(self, text: str) -> list[Span]:
         pieces = self.splitter.spans(text)
