@@ -144,8 +144,8 @@ def test_wrong_declared_encodings_decode_to_the_right_characters():
 def test_deeply_nested_and_multi_megabyte_pages():
     deep = b"<div><span>x</span>" * 2000 + b"<p>bottom</p>" + b"</div>" * 2000  # deeper than Python's recursion limit
     assert read_html_page(deep)[1].split() == ["x"] * 2000 + ["bottom"]
-    too_deep = b"<div>" * 20000 + b"<p>bottom</p>" + b"</div>" * 20000  # libxml2 stops at depth 2048: no crash
-    assert read_html_page(too_deep)[1] == ""
+    too_deep = b"<div>" * 20000 + b"<p>bottom</p>" + b"</div>" * 20000  # libxml2 stops at depth 2048
+    assert read_html_page(too_deep)[1] == "bottom"  # read again without a depth limit (indexers.html.deep)
     filler = "lorem ipsum dolor sit amet " * 6
     rows = "".join(f"<tr><td>row {i} {filler}</td><td>value {i * 7}</td><td></td></tr>" for i in range(12000))
     big = f"<html><body><h1>Big</h1><table>{rows}</table><p>end marker</p></body></html>".encode()
@@ -158,6 +158,42 @@ def test_deeply_nested_and_multi_megabyte_pages():
     assert f"row 11999 {filler}value 83993" in text and text.endswith("end marker")
     assert len(reparse(page.html).findall(".//tr")[-1]) == 3  # the empty last cell is still there
     assert max(b.words for b in blocks) <= 256
+
+
+@pytest.mark.parametrize("depth", [2047, 2049, 3000, 12000])
+def test_pages_deeper_than_libxml2_allows_keep_all_their_text(depth):
+    page = (f"<html><head><title>Deep</title></head><body><p>before the tower</p>" + "<div><b>level</b> " * depth
+            + "<p>the treaty &amp; the &#8220;bottom&#8221;</p>" + "</div>" * depth + "<p>after the tower</p></body></html>")
+    title, text, blocks = read_html_page(page.encode())
+    assert title == "Deep"
+    words = text.split()
+    assert words[:3] == ["before", "the", "tower"] and words[-3:] == ["after", "the", "tower"]
+    assert words.count("level") == depth and "the treaty & the \u201cbottom\u201d" in text
+    assert len(blocks.paths) >= 3
+
+
+def test_image_alt_text_is_kept():
+    page = clean_html(b'<p>The map <img src="m.png" alt="  Ghent in   1814 "> shows <img src="x.png"> it.</p>'
+                      b'<figure><img src="f.png" alt="A treaty signing"><figcaption>Caption</figcaption></figure>')
+    assert "Ghent in 1814" in page.html and "src" not in page.html and "<img" not in page.html
+    assert clean_html(page.html).html == page.html
+    assert read_html_page(page.html)[1] == "The map Ghent in 1814 shows it.\nA treaty signing\nCaption"
+
+
+@pytest.mark.parametrize("data", [
+    b"<p>unclosed <b>bold <table><tr><td>x<td></table><div>treaty of Ghent 1814",
+    b"<p>intro <div>inside a paragraph</div> outro</p>",
+    b"<h2>Heading <ul><li>listed</li></ul></h2><p><span><section>deep block</section></span></p>",
+])
+def test_malformed_nesting_leaves_no_block_inside_a_paragraph(data):
+    page = clean_html(data)
+    tree = reparse(page.html)
+    blocks = {"div", "table", "ul", "section", "p", "h2", "li"}
+    for p in tree.iter("p", "h2"):
+        assert not [d for d in p.iterdescendants() if d.tag in blocks], page.html
+    words = lambda text: " ".join(text.split())
+    assert words(read_html_page(page.html)[1]).replace(" ", "") == \
+        words(" ".join(lxml.etree.fromstring(data, lxml.etree.HTMLParser()).itertext())).replace(" ", "")
 
 
 # --- blocks ---------------------------------------------------------------------------------------

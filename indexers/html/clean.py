@@ -11,8 +11,13 @@ HtmlRAG toolkit, empty table cells stay (so columns keep their positions), ``<br
 stay (so line breaks do not glue words together) and ``<pre>`` keeps its newlines. Loose text
 next to block children is wrapped in ``<p>`` so that every piece of text belongs to a block.
 
+Alt text of images is kept as text. Malformed nesting that puts blocks inside a paragraph or an
+inline element (``<p>text <b>bold <table>``) is undone: such a container becomes a ``<div>``, so
+no ``<p>`` ends up holding a ``<div>`` or ``<table>``.
+
 All tree walks are iterative: a page nested ten thousand levels deep does not hit Python's
-recursion limit.
+recursion limit. libxml2 itself stops at 2,048 levels and drops the rest of the page; such a
+page is read again with ``indexers.html.deep.parse_deep``, which has no depth limit.
 """
 
 from __future__ import annotations
@@ -119,6 +124,10 @@ def parse_html(data: Union[bytes, str]) -> Element:
         root = lxml.etree.fromstring(text, parser=parser) if text.strip() else None
     except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError):
         root = None
+    if any("excessive depth" in e.message.lower() for e in parser.error_log):
+        from indexers.html.deep import parse_deep
+
+        root = parse_deep(text)
     if root is None or not isinstance(root.tag, str):
         root = lxml.etree.Element("html")
     for element in root.iter():  # character references such as &#1; parse to characters lxml refuses
@@ -173,6 +182,11 @@ def _drop_junk(root: Element) -> str:
             continue
         if not _TAG_NAME.match(tag):  # "o:p", "p<<" and other names a broken page can produce
             element.tag = "span"
+        if tag == "img":  # an image becomes its alt text (one without alt text holds nothing and goes)
+            alt = " ".join(element.get("alt", "").split())
+            element.tail = f" {alt} {element.tail or ''}" if alt else element.tail
+            drop_tree(element)
+            continue
         span = {k: v for k, v in element.attrib.items()
                 if tag in CELL_TAGS and k in ("colspan", "rowspan") and v.strip().isdigit() and int(v) > 1}
         element.attrib.clear()
@@ -183,6 +197,20 @@ def _drop_junk(root: Element) -> str:
         lxml.etree.SubElement(head, "title").text = title
         root.insert(0, head)
     return title
+
+
+#: Elements that may hold only inline content: a block inside one is malformed nesting.
+PHRASING_ONLY = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6"})
+
+
+def _unnest_blocks(root: Element) -> None:
+    """Turn paragraphs, headings and inline elements that hold block children into ``<div>``
+    (bottom-up, so ``<p><b><table>`` is undone at every level)."""
+    for element in reversed(list(root.iter())):
+        if element.tag in ("html", "body", "head") or (_is_block(element) and element.tag not in PHRASING_ONLY):
+            continue
+        if any(_is_block(c) and c.tag not in VOID_TAGS for c in element):
+            element.tag = "div"
 
 
 def _normalize_whitespace(root: Element) -> None:
@@ -386,6 +414,7 @@ def serialize(root: Element) -> tuple[str, dict[Element, Span]]:
 def clean_tree(root: Element) -> str:
     """Clean ``root`` in place (see the module docstring); return the page title."""
     title = _drop_junk(root)
+    _unnest_blocks(root)
     _normalize_whitespace(root)
     _wrap_loose_text(root)
     _remove_empty(root)
