@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -14,11 +14,13 @@ from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
-from indexers.config import BuildConfig
+from indexers.config import BuildConfig, ConfigError
+from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
 from indexers.embedders import PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder, with_prefixes
-from indexers.engines import BuildProgress, EmbedderFactory, EngineOptions, chunk_blocks, run_engine
+from indexers.engines import BuildProgress, EmbedderFactory, EngineError, EngineOptions, chunk_blocks, run_engine
 from indexers.readers import ReadReport, iter_documents
 from indexers.training_sample import embed_training_sample
+from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sample_vectors
 
 
 class StrictModeError(RuntimeError):
@@ -54,18 +56,30 @@ class _CorpusStats:
                 "files": read.files, "skipped": len(read.skipped)}
 
 
-def _chunks_of(documents, chunker: Chunker, stats: _CorpusStats, timings: dict[str, float]) -> Iterator[Chunk]:
-    """The chunks of streamed documents, counting documents, characters and tokens on the way."""
+def _chunks_of(chunked: Iterable[ChunkedDocument], stats: _CorpusStats, timings: dict[str, float]) -> Iterator[Chunk]:
+    """The chunks of streamed chunked documents, counting documents, characters and tokens on the way."""
     started = time.perf_counter()
-    for document in documents:
+    for document in chunked:
         stats.documents += 1
-        stats.characters += len(document.text)
-        stats.tokens += chunker.tokenizer.count(document.text)
-        chunks = chunker.chunk(document)
+        stats.characters += document.characters
+        stats.tokens += document.tokens
         timings["read_chunk"] += time.perf_counter() - started
-        yield from chunks
+        yield from document.chunks
         started = time.perf_counter()
     timings["read_chunk"] += time.perf_counter() - started
+
+
+def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> VectorSpec | None:
+    """The checked precomputed-vector settings of a build (None: the build embeds)."""
+    spec = config.vector_spec()
+    if spec is None:
+        return None
+    if config.dim is not None and config.dim != dim:
+        raise ConfigError(f"--dim {config.dim} does not match the dimension {dim} of embedder {config.embedder}")
+    if engine.name != "local" or engine.workers > 1:
+        raise EngineError("precomputed vectors are written by the local engine without embedding "
+                          "processes; drop --engine ray / --workers")
+    return spec.with_dim(dim)
 
 
 def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
@@ -101,15 +115,21 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
            embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
     """``build_datastore`` while holding ``lock``."""
     chunker = make_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer)
+    if embedder is None and config.embedder == NO_EMBEDDER:
+        embedder = PrecomputedEmbedder(config.dim or 0)
     embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
                                                        backend=config.embed_backend),
                              config.embedder, config.query_prefix, config.passage_prefix)
+    vectors = _vector_spec(config, embedder.dim, engine)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
     bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
                       config.bm25_stopwords, config.bm25_idf)
-    writer = DatastoreWriter(output, params, embedder.spec, chunker.spec, bm25, config.dense_spec(), mode=mode,
-                             lock=lock)
-    if writer.needs_dense_training():  # int8 range / IVF centroids: once, from a sample of the whole input
+    spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
+    writer = DatastoreWriter(output, params, spec, chunker.spec, bm25, config.dense_spec(), mode=mode, lock=lock)
+    if writer.needs_dense_training() and vectors:  # int8 range / IVF centroids: once, from the whole input
+        writer.train_dense(sample_vectors(iter_documents(inputs, config.reader_options), chunker, vectors,
+                                          config.train_sample))
+    elif writer.needs_dense_training():
         writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     read = ReadReport()
     stats = _CorpusStats()
@@ -121,9 +141,12 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
         embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
     if embedder_factory is not None:
         embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
-    blocks = chunk_blocks(_chunks_of(documents, chunker, stats, timings), config.shard_size)
-    run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
-               lambda: stats.documents)
+    recipe = ChunkRecipe(config.chunker, config.chunk_size, config.overlap, config.tokenizer, vectors)
+    with CpuPool(engine.cpu_workers, recipe) as cpu:
+        chunked = cpu.chunk_documents(documents, chunker, vectors)
+        blocks = chunk_blocks(_chunks_of(chunked, stats, timings), config.shard_size)
+        run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
+                   lambda: stats.documents, cpu)
     encoded = tracker.encoded
     bar.close()
     if config.strict and read.skipped:

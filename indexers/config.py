@@ -13,6 +13,7 @@ import yaml
 from datastores.dense import DenseConfigError, DenseSpec
 from indexers.embedders import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
+from indexers.vectors import NO_EMBEDDER, VECTORS_PER, VectorSpec
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,11 @@ class BuildConfig:
     ivf_nprobe: int = 16
     bits: int = 1                       # >1: multi-bit residual sign codes, rescored asymmetrically
     strict: bool = False
+    # Precomputed vectors (indexers.vectors): a JSONL/Parquet field instead of embedding the chunks
+    vectors_field: str | None = None
+    vectors_per: str = "document"       # document | chunk
+    dim: int | None = None              # their dimension; required with embedder "none" (no query embedder)
+    normalize: bool = False             # scale them to unit length (else a vector not of length 1 is an error)
 
     def __post_init__(self) -> None:
         for name, minimum in (("chunk_size", 1), ("overlap", 0), ("batch_size", 1), ("shard_size", 1)):
@@ -69,6 +75,26 @@ class BuildConfig:
             raise ConfigError(str(exc)) from exc
         if self.embed_backend not in BACKENDS:
             raise ConfigError(f"embed_backend must be one of {', '.join(BACKENDS)} (got {self.embed_backend!r})")
+        self._check_vectors()
+
+    def _check_vectors(self) -> None:
+        if self.vectors_per not in VECTORS_PER:
+            raise ConfigError(f"vectors_per must be one of {', '.join(VECTORS_PER)} (got {self.vectors_per!r})")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"dim must be at least 1 (got {self.dim})")
+        if self.vectors_field is None:
+            given = [k for k, off in (("dim", self.dim is None), ("normalize", not self.normalize),
+                                      ("vectors_per", self.vectors_per == "document")) if not off]
+            if given or self.embedder == NO_EMBEDDER:
+                raise ConfigError(f"{', '.join(given) or 'embedder none'} needs vectors_field (--vectors-field)")
+        elif self.embedder == NO_EMBEDDER and self.dim is None:
+            raise ConfigError("precomputed vectors without an embedder need their dimension (--dim)")
+
+    def vector_spec(self) -> VectorSpec | None:
+        """Where the precomputed vectors are and how to check them; None when the build embeds."""
+        if self.vectors_field is None:
+            return None
+        return VectorSpec(self.vectors_field, self.vectors_per, self.dim, self.normalize)
 
     def dense_spec(self) -> DenseSpec:
         """The dense index settings as the datastore writer and readers take them."""
@@ -79,7 +105,7 @@ class BuildConfig:
     @property
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(tuple(self.include), tuple(self.exclude), self.id_field, self.text_field,
-                             self.title_field, strict=self.strict)
+                             self.title_field, strict=self.strict, vectors_field=self.vectors_field)
 
     def result_params(self) -> dict[str, Any]:
         """Settings that change the datastore's content (device and batch size do not).
@@ -88,6 +114,8 @@ class BuildConfig:
         record (``spec["backend"]``), which the build fingerprint already covers.
         """
         skip = {"device", "batch_size", "strict", "embed_backend"}
+        if self.vectors_field is None:  # builds without vectors keep the fingerprint they always had
+            skip |= {"vectors_field", "vectors_per", "dim", "normalize"}
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     def replace(self, **overrides: Any) -> "BuildConfig":

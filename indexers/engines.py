@@ -24,6 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -32,8 +33,10 @@ import numpy as np
 
 from datastores import DatastoreWriter
 from datastores.records import Chunk
+from indexers.cpu_pool import CpuPool
 from indexers.embed_pool import BlockEmbedder
 from indexers.embedders import EncodeStats, load_embedder
+from indexers.vectors import stacked_vectors
 
 ENGINES = ("local", "ray")
 #: Chunks per ``encode`` call: the unit in which both engines embed a shard (blocks start at fixed
@@ -64,6 +67,8 @@ class EngineOptions:
     built (monitoring, fault injection in tests); it must be picklable. ``overlap`` (local only)
     reads ahead and writes in background threads while embedding; off, each step waits. ``workers``
     (local only) embeds blocks in that many processes, each with ``cores // workers`` threads.
+    ``cpu_workers`` (local only) chunks documents and writes shards in that many processes
+    (``indexers.cpu_pool``); the datastore is the same for any count.
     """
 
     name: str = "local"
@@ -73,6 +78,7 @@ class EngineOptions:
     task_hook: Callable[[int], None] | None = None
     overlap: bool = True
     workers: int = 1
+    cpu_workers: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -87,6 +93,10 @@ class EngineOptions:
             raise EngineError(f"workers must be at least 1 (got {self.workers})")
         if self.name != "local" and self.workers > 1:
             raise EngineError("--workers sets the local engine's embedding processes; with Ray use --num-workers")
+        if self.cpu_workers < 1:
+            raise EngineError(f"cpu_workers must be at least 1 (got {self.cpu_workers})")
+        if self.name != "local" and self.cpu_workers > 1:
+            raise EngineError("--cpu-workers sets the local engine's chunking and writing processes")
 
 
 @dataclass(frozen=True)
@@ -229,36 +239,54 @@ def read_ahead(items: Iterable[T], depth: int = PREFETCH_BLOCKS) -> Iterator[T]:
         thread.join()
 
 
-def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np.ndarray, first: int,
-           timings: dict[str, float]) -> Any:
+def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np.ndarray,
+           first: int) -> tuple[Any, float]:
+    """Shard ``index`` written (in a thread or a worker process): its record and the seconds taken."""
     started = time.perf_counter()
     info = writer.write_shard(index, chunks, vectors, first)
-    timings["write"] += time.perf_counter() - started
-    return info
+    return info, time.perf_counter() - started
+
+
+def _vectors_of(embed: BlockEmbedder, chunks: list[Chunk], progress: BuildProgress) -> list[Future]:
+    """Futures of the vectors of ``chunks``: the precomputed ones they carry (``indexers.vectors``),
+    or embedded in blocks of ``EMBED_BLOCK``."""
+    vectors = stacked_vectors(chunks)
+    if vectors is None:
+        return embed.submit_blocks([c.text for c in chunks], EMBED_BLOCK)
+    if progress.bar is not None:
+        progress.bar.update(len(chunks))
+    done: Future = Future()
+    done.set_result(vectors)
+    return [done]
 
 
 def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any, batch_size: int | None,
               progress: BuildProgress, documents: Callable[[], int], overlap: bool = True, workers: int = 1,
-              embedder_factory: Callable[[], Any] | None = None) -> None:
+              embedder_factory: Callable[[], Any] | None = None, cpu: CpuPool | None = None) -> None:
     """Embed and write every shard from this process (the streaming build).
 
     Blocks are embedded as they arrive unless their shard is already on disk from an interrupted
     build (then the shard is adopted, or embedded whole if its record is unreadable). With
     ``overlap`` a thread reads and chunks ahead and another writes the previous shard while the
     next one embeds; without it every step waits for the one before. ``workers`` > 1 embeds blocks
-    in that many processes (``indexers.embed_pool``), each loading ``embedder_factory()``."""
+    in that many processes (``indexers.embed_pool``), each loading ``embedder_factory()``. With a
+    ``cpu`` pool of several processes, up to that many shards are written at once in them."""
     bar = progress.bar
+    pending: deque[Future] = deque()
+    depth = cpu.write_depth if cpu is not None and cpu.write_depth else 1
 
-    def record(done: Future | None) -> None:
-        if done is not None:
-            writer.append_shard(done.result())
+    def record(keep: int = 0) -> None:
+        while len(pending) > keep:
+            info, seconds = pending.popleft().result()
+            progress.timings["write"] += seconds
+            writer.append_shard(info)
             progress.shard_done(writer, documents())
 
     stream = read_ahead(blocks) if overlap else iter(blocks)
     with BlockEmbedder(embedder, batch_size, progress.encoded, progress.timings,
                        bar.update if bar is not None else None, workers, embedder_factory) as embed, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as pool:
-        pending: Future | None = None
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as thread:
+        submit = cpu.submit if depth > 1 else thread.submit
         chunks: list[Chunk] = []
         parts: list[Future] = []
         eager = True
@@ -267,39 +295,35 @@ def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: A
                 eager = not writer.shard_on_disk(block.shard)
             chunks.extend(block.chunks)
             if eager:
-                parts.extend(embed.submit([c.text for c in block.chunks]))
+                parts.extend(_vectors_of(embed, block.chunks, progress))
             if not block.closes_shard:
                 continue
             index, first = block.shard, block.shard_first_chunk_id
             existing = None if eager else writer.completed_shard(index, chunks, first)
             if existing is None and not eager:
-                parts = embed.submit_blocks([c.text for c in chunks], EMBED_BLOCK)
+                parts = _vectors_of(embed, chunks, progress)
             if existing is not None:
-                record(pending)
-                pending = None
+                record()
                 writer.append_shard(existing, resumed=True)
                 if bar is not None:
                     bar.update(len(chunks))
                 progress.shard_done(writer, documents())
             else:
                 vectors = embed.gather(parts)
-                done = pool.submit(_write, writer, index, chunks, vectors, first, progress.timings)
-                record(pending)
-                pending = done
-                if not overlap:
-                    record(pending)
-                    pending = None
+                pending.append(submit(_write, writer, index, chunks, vectors, first))
+                record(depth if overlap else 0)
             chunks, parts = [], []
-        record(pending)
+        record()
 
 
 def run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any,
                embedder_factory: Callable[[], Any] | None, batch_size: int | None, progress: BuildProgress,
-               documents: Callable[[], int]) -> None:
-    """Build every shard of ``blocks`` with the chosen engine and record them in ``writer`` in order."""
+               documents: Callable[[], int], cpu: CpuPool | None = None) -> None:
+    """Build every shard of ``blocks`` with the chosen engine and record them in ``writer`` in order
+    (``cpu``: the local engine's worker processes for shard writes)."""
     if options.name == "local":
         run_local(blocks, writer, embedder, batch_size, progress, documents, options.overlap, options.workers,
-                  embedder_factory)
+                  embedder_factory, cpu)
         return
     jobs = shard_jobs(blocks)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from datastores.records import Document
+from indexers.vectors import VectorDocument, VectorError, arrow_vector_rows, parse_vectors
 
 logger = logging.getLogger("terarag.readers")
 
@@ -49,6 +50,8 @@ class ReaderOptions:
     title_field: str = "title"
     #: refuse text that is not UTF-8 (InputRefused) instead of reading it in the detected encoding
     strict: bool = False
+    #: JSON Lines / Parquet field of precomputed vectors (``indexers.vectors``); None: none are read
+    vectors_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,10 @@ def _read_html(path: Path, doc_id: str, options: ReaderOptions, report: ReadRepo
     yield HtmlDocument(doc_id, text, doc_id, {"format": "html", "title": title}, blocks=blocks)
 
 
-def _record_document(record: Any, doc_id: str, source: str, where: str, options: ReaderOptions) -> Document:
+def _record_document(record: Any, doc_id: str, source: str, where: str, options: ReaderOptions,
+                     vectors: Any = None) -> Document:
+    """The document of a JSON Lines or Parquet record; with ``options.vectors_field``, a
+    ``VectorDocument`` carrying the field's vectors (``vectors``: already parsed from Arrow)."""
     if not isinstance(record, dict):
         raise SkipInput(f"{where}: expected a JSON object")
     text = record.get(options.text_field)
@@ -221,11 +227,15 @@ def _record_document(record: Any, doc_id: str, source: str, where: str, options:
     if record_id is not None:
         doc_id = f"{source}#{record_id}"
     metadata = {k: v for k, v in record.items()
-                if k not in (options.text_field, options.id_field, options.title_field)}
+                if k not in (options.text_field, options.id_field, options.title_field, options.vectors_field)}
     title = record.get(options.title_field)
     if isinstance(title, str):
         metadata["title"] = title
-    return Document(doc_id, text, source, metadata)
+    if options.vectors_field is None:
+        return Document(doc_id, text, source, metadata)
+    raw = record.get(options.vectors_field) if vectors is None else vectors
+    return VectorDocument(doc_id, text, source, metadata, vectors=parse_vectors(raw, where, options.vectors_field),
+                          where=where)
 
 
 def _read_jsonl(path: Path, source: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
@@ -259,12 +269,20 @@ def _read_parquet(path: Path, source: str, options: ReaderOptions, report: ReadR
         raise SkipInput(f"not a readable Parquet file ({exc})") from exc
     if options.text_field not in parquet.schema_arrow.names:
         raise SkipInput(f"no column {options.text_field!r} (columns: {', '.join(parquet.schema_arrow.names)})")
+    field = options.vectors_field
+    if field is not None and field not in parquet.schema_arrow.names:
+        raise VectorError(f"{source}: no column {field!r} of precomputed vectors "
+                          f"(columns: {', '.join(parquet.schema_arrow.names)})")
     row = 0
     for batch in parquet.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
+        vectors: list[Any] = [None] * batch.num_rows
+        if field is not None:  # straight from Arrow to numpy, not through Python lists
+            vectors = arrow_vector_rows(batch.column(field))
+            batch = batch.drop_columns([field])
+        for record, vector in zip(batch.to_pylist(), vectors):
             row += 1
             try:
-                yield _record_document(record, f"{source}#R{row}", source, f"{source} row {row}", options)
+                yield _record_document(record, f"{source}#R{row}", source, f"{source} row {row}", options, vector)
             except SkipInput as exc:
                 report.skip(f"{source} row {row}", str(exc).split(": ", 1)[-1])
 

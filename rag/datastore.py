@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from datastores import Datastore as _StoredDatastore
+from datastores.errors import DatastoreError
 from indexers.embedders import SentenceTransformerEmbedder, load_embedder
 
 
@@ -30,6 +31,9 @@ class Datastore(_StoredDatastore):
     @property
     def embedder(self) -> SentenceTransformerEmbedder:
         spec = self.manifest.embedder
+        if spec.get("name") is None:  # built from precomputed vectors with no query embedder
+            raise DatastoreError(f"{self.root} was built from precomputed vectors without a query embedder; "
+                                 "search it with query vectors (Datastore.search_vectors) or --mode bm25")
         if self._embedder is None or self._embedder_spec != spec:
             self._embedder = load_embedder(spec, device=self.device)
             self._embedder_spec = spec

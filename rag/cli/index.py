@@ -10,6 +10,7 @@ from indexers.chunkers import CHUNKERS
 from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
 from indexers.engines import ENGINES, EngineOptions, ShardBuildError
+from indexers.vectors import NO_EMBEDDER, VECTORS_PER
 from rag.cli.common import key_value_table, stderr, stdout, user_errors
 from rag.cli.datastore import lock_options
 
@@ -67,6 +68,17 @@ from rag.cli.datastore import lock_options
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local engine: embedding processes, each with cores/N threads; each block is split "
                    "among them. No faster than one process on 2 cores (docs/benchmarks.md).")
+@click.option("--cpu-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local engine: processes that chunk documents and write shards (BM25 tokenizing, "
+                   "Parquet, indexes, hashing); the datastore is the same for any count.")
+@click.option("--vectors-field", help="Precomputed vectors: the JSONL/Parquet field holding them (no embedding; "
+                                      "--embedder names the query embedder, or give --dim for none).")
+@click.option("--vectors-per", type=click.Choice(list(VECTORS_PER)),
+              help="Precomputed vectors: one per document (default) or a list with one per chunk.")
+@click.option("--dim", type=click.IntRange(min=1), help="Precomputed vectors: their dimension (with no --embedder: "
+                                                       "a datastore searched by query vectors or BM25).")
+@click.option("--normalize", is_flag=True, default=None,
+              help="Precomputed vectors: scale to unit length (else a vector of another length is an error).")
 @click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
               help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
                    "while embedding.")
@@ -75,10 +87,12 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
                   bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
                   wait, wait_timeout, strict, quiet,
-                  engine, address, num_workers, max_retries, workers, overlap_io, **dense_options) -> None:
+                  engine, address, num_workers, max_retries, workers, cpu_workers, overlap_io,
+                  vectors_field, vectors_per, dim, normalize, **dense_options) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
     engine_options = EngineOptions(engine, address, num_workers, max_retries,
-                                   overlap=overlap_io if engine == "local" else True, workers=workers)
+                                   overlap=overlap_io if engine == "local" else True, workers=workers,
+                                   cpu_workers=cpu_workers)
     config = load_config(config_file) if config_file else BuildConfig()
     config = config.replace(chunker=chunker, chunk_size=chunk_size, overlap=overlap, tokenizer=tokenizer,
                             embedder=embedder, device=device, batch_size=batch_size, embed_backend=embed_backend,
@@ -87,6 +101,10 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
                             bm25_k1=bm25_k1, bm25_b=bm25_b,
                             include=list(include) or None, exclude=list(exclude) or None, strict=strict)
     config = config.replace(**dense_options)
+    if vectors_field and embedder is None and dim is not None and config_file is None:
+        embedder = NO_EMBEDDER  # --dim without --embedder: no query embedder
+    config = config.replace(vectors_field=vectors_field, vectors_per=vectors_per, dim=dim, normalize=normalize,
+                            embedder=embedder)
     try:
         report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
                                  engine=engine_options, wait=wait, wait_timeout=wait_timeout)
@@ -100,14 +118,23 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
                    f"overlap {config.overlap}, {config.tokenizer})"),
         ("shards", f"{len(manifest.shards)} ({report.shards_written} written, "
                    f"{report.shards_resumed} kept from an earlier run)"),
-        ("embedder", f"{manifest.embedder['name']} (dim {manifest.embedder['dim']}, "
-                     f"backend {manifest.embedder.get('backend', '?')})"),
+        ("embedder", _embedder_line(manifest.embedder)),
         ("truncated", _truncation(report.embedding)),
         ("skipped inputs", str(len(report.read.skipped))),
         ("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s"),
     ]))
     if report.read.skipped:
         stderr.print(f"[yellow]{len(report.read.skipped)} input(s) skipped[/yellow] (see the warnings above)")
+
+
+def _embedder_line(record: dict) -> str:
+    """The manifest's embedder, and where precomputed vectors came from."""
+    vectors = record.get("vectors")
+    name = record["name"] or "none (dense search by query vectors)"
+    line = f"{name} (dim {record['dim']}, backend {record.get('backend', '?')})"
+    if vectors:
+        line += f"; precomputed vectors from field {vectors['field']!r}, one per {vectors['per']}"
+    return line
 
 
 def _truncation(embedding: dict) -> str:
