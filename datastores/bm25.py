@@ -1,20 +1,27 @@
 """Sparse BM25 with statistics shared by every shard.
 
-Scores equal rank-bm25's ``BM25Okapi`` for the same tokens (the default, ``idf="rank-bm25"``):
+Default (``Bm25Params()``, chosen on nine collections in docs/benchmarks.md, "Retrieval defaults"):
+English text through a Snowball (Porter2) stemmer after Lucene's English stop words are dropped,
+Lucene's always-positive idf, k1 = 1.5, b = 0.75 (what bm25s does with a stemmer):
 
-    idf(t)   = ln(N - df + 0.5) - ln(df + 0.5), and where that is negative,
-               epsilon * (mean idf over the whole vocabulary)
+    idf(t)   = ln(1 + (N - df + 0.5) / (df + 0.5))
     score(q) = sum over query tokens t (repeats count) of
                idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
+
+``Bm25Params.rank_bm25()`` (``tokenizer="simple"``, ``stopwords="none"``, ``idf="rank-bm25"``,
+the default before issue 18) gives scores equal to rank-bm25's ``BM25Okapi`` for the same tokens:
+its idf is ``ln(N - df + 0.5) - ln(df + 0.5)`` and, where that is negative, epsilon * (mean idf
+over the whole vocabulary).
 
 N, df and avglen are global: each shard stores raw term frequencies, and the datastore stores
 document frequencies merged across shards, so sharding never changes a score.
 
-Options (``Bm25Params``, recorded in the manifest's ``bm25`` dict): ``idf="lucene"`` uses
-Lucene's always-positive ``ln(1 + (N - df + 0.5) / (df + 0.5))``; ``tokenizer`` is ``simple``
-(lower-cased runs of word characters), ``stemmed`` / ``stemmed:LANGUAGE`` (those runs through a Snowball
-stemmer, PyStemmer; English by default) or ``hf:NAME_OR_PATH`` (a Hugging Face tokenizer's
-tokens, lower-cased); ``stopwords="english"`` drops Lucene's English stop set before stemming.
+Options (``Bm25Params``, recorded in the manifest's ``bm25`` dict, so a datastore keeps the
+options it was built with; a manifest from before the options were recorded means rank-bm25's):
+``tokenizer`` is ``simple`` (lower-cased runs of word characters), ``stemmed`` /
+``stemmed:LANGUAGE`` (those runs through a Snowball stemmer, PyStemmer; English by default) or
+``hf:NAME_OR_PATH`` (a Hugging Face tokenizer's tokens, lower-cased); ``stopwords="english"``
+drops Lucene's English stop set before stemming, ``"none"`` keeps every token.
 """
 
 from __future__ import annotations
@@ -101,16 +108,21 @@ def make_tokenizer(tokenizer: str = "simple", stopwords: str = "none"):
     raise ValueError(f"unknown BM25 tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
+#: What a manifest written before the options were recorded was built with (rank-bm25 parity).
+LEGACY_OPTIONS = {"tokenizer": "simple", "stopwords": "none", "idf": "rank-bm25"}
+
+
 @dataclass(frozen=True)
 class Bm25Params:
-    """BM25Okapi parameters (rank-bm25 defaults), the tokenizer, stopwords and idf variant."""
+    """BM25 parameters: k1, b, rank-bm25's epsilon, the tokenizer, stop words and idf variant
+    (defaults: English stemming and stop words, Lucene idf; see the module docstring)."""
 
     k1: float = 1.5
     b: float = 0.75
     epsilon: float = 0.25
-    tokenizer: str = "simple"
-    stopwords: str = "none"
-    idf: str = "rank-bm25"
+    tokenizer: str = "stemmed"
+    stopwords: str = "english"
+    idf: str = "lucene"
 
     def __post_init__(self) -> None:
         if self.idf not in IDF_VARIANTS:
@@ -120,10 +132,16 @@ class Bm25Params:
         make_tokenizer(self.tokenizer, self.stopwords)  # fails early on an unknown or unloadable tokenizer
 
     @classmethod
+    def rank_bm25(cls, **kwargs) -> "Bm25Params":
+        """rank-bm25's ``BM25Okapi`` (simple tokens, no stop words, its idf): the default before issue 18."""
+        return cls(**{**LEGACY_OPTIONS, **kwargs})
+
+    @classmethod
     def from_manifest(cls, bm25: dict) -> "Bm25Params":
-        """The parameters a manifest's ``bm25`` dict records (older manifests lack the options)."""
-        return cls(**{name: bm25[name] for name in ("k1", "b", "epsilon", "tokenizer", "stopwords", "idf")
-                      if name in bm25})
+        """The parameters a manifest's ``bm25`` dict records; options an older manifest lacks are
+        the ones it was built with (``LEGACY_OPTIONS``), never today's defaults."""
+        names = ("k1", "b", "epsilon", "tokenizer", "stopwords", "idf")
+        return cls(**{**LEGACY_OPTIONS, **{name: bm25[name] for name in names if name in bm25}})
 
     def tokenize(self, text: str) -> list[str]:
         return make_tokenizer(self.tokenizer, self.stopwords)(text)

@@ -41,9 +41,9 @@ class BuildConfig:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     bm25_epsilon: float = 0.25
-    bm25_tokenizer: str = "simple"       # simple | stemmed[:LANGUAGE] | hf:NAME_OR_PATH (datastores.bm25)
-    bm25_stopwords: str = "none"         # none | english
-    bm25_idf: str = "rank-bm25"          # rank-bm25 | lucene
+    bm25_tokenizer: str = "stemmed"      # simple | stemmed[:LANGUAGE] | hf:NAME_OR_PATH (datastores.bm25)
+    bm25_stopwords: str = "english"      # none | english
+    bm25_idf: str = "lucene"             # rank-bm25 | lucene
     query_prefix: str = "auto"           # text put before each query; auto = the model family's default
     passage_prefix: str = "auto"         # text put before each passage when embedding it
     # Dense layer (datastores.dense.DenseSpec): index type, rescoring, training sample, HNSW/IVF, bits

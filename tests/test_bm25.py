@@ -38,7 +38,7 @@ def write_datastore(root: Path, chunks, shard_size: int, vectors: np.ndarray | N
         vectors = np.random.default_rng(0).standard_normal((len(chunks), 8)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     writer = DatastoreWriter(root, {"test": True}, {"name": "random", "normalized": True},
-                             {"name": "recursive"}, Bm25Params())
+                             {"name": "recursive"}, Bm25Params.rank_bm25())  # rank-bm25 parity option
     for lo in range(0, len(chunks), shard_size):
         writer.add_shard(chunks[lo:lo + shard_size], vectors[lo:lo + shard_size], lo)
     writer.finish({"documents": len({c.doc_id for c in chunks})}, vectors.shape[1])

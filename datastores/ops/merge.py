@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from datastores.bm25 import Bm25Params
 from datastores.dense import DenseSpec
 from datastores.errors import DatastoreError
 from datastores.layout import DatastoreLayout
@@ -13,12 +14,10 @@ from datastores.manifest import Manifest, read_manifest
 from datastores.ops.rewrite import SourceShard, write_selection
 from datastores.ops.tombstones import Operation, deleted_masks
 
-BM25_SETTINGS = ("k1", "b", "epsilon", "tokenizer")
-
 
 def _settings(manifest: Manifest) -> dict[str, dict[str, Any]]:
     return {"embedder": manifest.embedder, "chunker": manifest.chunker,
-            "bm25": {k: manifest.bm25.get(k) for k in BM25_SETTINGS},
+            "bm25": Bm25Params.from_manifest(manifest.bm25).to_dict(),  # every option, old manifests too
             # index settings (aliases resolved) and the datastore-wide int8 range of rescoring files
             "dense index": {**DenseSpec.coerce(manifest.dense_index or "float-flat").settings(),
                             "int8": manifest.dense_index.get("int8")}}

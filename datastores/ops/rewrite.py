@@ -151,7 +151,7 @@ def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any
     trained dense index (IVF centroids, int8 range) reuses the base's training, so rewritten and
     linked shards agree."""
     embedder = {k: v for k, v in base.embedder.items() if k != "dim"}
-    bm25 = Bm25Params(**{k: base.bm25[k] for k in ("k1", "b", "epsilon", "tokenizer")})
+    bm25 = Bm25Params.from_manifest(base.bm25)
     writer = DatastoreWriter(output, params, embedder, base.chunker, bm25,
                              DenseSpec.coerce(base.dense_index or "float-flat"), mode=mode, lock=lock,
                              resumable=False)
