@@ -1,4 +1,5 @@
-"""``rag sweep CONFIG.yaml``: run (or resume) a chunking sweep and write its tables and plots."""
+"""``rag sweep CONFIG.yaml``: run (or resume) a chunking sweep, or with ``kind: answers`` a grid of
+pipeline settings scored by ``rag eval answers``, and write its tables and plots."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def sweep_command(config: str, output: str | None, device: str | None, dry_run: 
     from evaluators.datasets import load_dataset
 
     cfg = load_sweep_config(config)
+    if not hasattr(cfg, "configurations"):  # kind: answers
+        from evaluators.sweep import run_answer_sweep
+
+        if device:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, device=device))
+        files = run_answer_sweep(cfg, output, progress=not no_progress)
+        for name, path in files.items():
+            stdout.print(f"{name}: {path}")
+        return
     out_dir = Path(output) if output else (cfg.output or Path("results/sweeps") / cfg.name)
     if dry_run or report_only:
         dataset = load_dataset(cfg.dataset, cfg.corpora)
