@@ -58,7 +58,7 @@ def questions_file(tmp_path_factory, store) -> Path:
         words = text.split()
         out.append({"id": f"c{chunk_id}", "question": " ".join(words[5:25]),
                     "references": [{"doc_id": doc_id, "start": start, "end": end}]})
-    chunk_id, doc_id, start, end, text = rows[20]
+    chunk_id, doc_id, start, end, text = max(rows, key=lambda r: (len(r[4].split()), -r[0]))  # the longest chunk
     out.append({"id": "copy", "question": text, "references": [{"doc_id": doc_id, "start": start, "end": end}]})
     path = tmp_path_factory.mktemp("scaling") / "questions.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in out) + "\n", encoding="utf-8")
