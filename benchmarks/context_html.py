@@ -54,7 +54,7 @@ def visible(html: str) -> str:
     """Visible text of an output page, read the same way for every method."""
     from indexers.html import read_html_page
 
-    return normalise(read_html_page(html)[1]) if html else ""
+    return normalise(read_html_page(html, main_content=False)[1]) if html else ""
 
 
 class CachedEmbedder:
@@ -145,11 +145,14 @@ def htmlrag_worker(task_path: Path, out_path: Path) -> None:
 # --- our side -----------------------------------------------------------------------------------------
 
 def run_ours(questions, budgets, max_words_list, embedder, tokenizer) -> tuple[list[dict], dict]:
-    from indexers.html import build_blocks, clean_html
-    from rag.html.prune import EmbeddingScorer, prune_pages
+    """terarag's pruner (rag.html.HtmlPruner, refinement down to sentences) on every question and
+    budget. ``block_seconds`` is the model time to embed a page's blocks (once per page and block
+    size, cached for its other questions, as for htmlrag); ``embed_seconds`` is what each query
+    adds (the pieces of the blocks it splits)."""
+    from indexers.html import block_text, build_blocks, clean_html
+    from rag.html import HtmlPruner
 
-    scorer = EmbeddingScorer(embedder)  # a CachedEmbedder
-    results, cleaned_pages = [], {}
+    results, cleaned_pages, pages = [], {}, {}
     for q in questions:
         raw = (PAGES / q["page"]).read_bytes()
         started = time.perf_counter()
@@ -157,19 +160,19 @@ def run_ours(questions, budgets, max_words_list, embedder, tokenizer) -> tuple[l
         clean_seconds = time.perf_counter() - started
         cleaned_pages.setdefault(q["page"], {"html": page.html, "seconds": clean_seconds})
         for max_words in max_words_list:
-            started, embed_before = time.perf_counter(), embedder.seconds
-            blocks = build_blocks(page, max_words)
-            scores = scorer.score(q["question"], page, blocks)
-            embed_seconds = embedder.seconds - embed_before
-            rank_seconds = time.perf_counter() - started - embed_seconds
+            if (q["page"], max_words) not in pages:
+                before = embedder.seconds
+                embedder.encode([block_text(b) for b in build_blocks(page, max_words)])
+                pages[q["page"], max_words] = embedder.seconds - before
+            pruner = HtmlPruner(tokenizer=tokenizer, embedder=embedder, max_words=max_words)
             for budget in budgets:
-                started = time.perf_counter()
-                (state,) = prune_pages([page], [blocks], [scores], budget, tokenizer)
-                prune_seconds = time.perf_counter() - started
-                results.append({"id": q["id"], "max_words": max_words, "budget": budget,
-                                "html": "" if state.empty else state.html, "error": None,
-                                "seconds": clean_seconds + rank_seconds + prune_seconds,
-                                "embed_seconds": embed_seconds})
+                started, embed_before = time.perf_counter(), embedder.seconds
+                (result,) = pruner.prune_many([page], q["question"], budget)
+                embed_seconds = embedder.seconds - embed_before
+                results.append({"id": q["id"], "max_words": max_words, "budget": budget, "html": result.html,
+                                "error": None, "embed_seconds": embed_seconds,
+                                "block_seconds": pages[q["page"], max_words],
+                                "seconds": clean_seconds + time.perf_counter() - started - embed_seconds})
     return results, cleaned_pages
 
 
@@ -193,21 +196,27 @@ def summarise(name: str, results: list[dict], questions: dict, raw_tokens: dict,
     keys = sorted({(r["max_words"], r["budget"]) for r in results})
     for max_words, budget in keys:
         group = [r for r in results if r["max_words"] == max_words and r["budget"] == budget]
-        kept, tokens, ratio, over, errors = [], [], [], 0, 0
+        kept, tokens, ratio, over, errors, fill, empty = [], [], [], 0, 0, [], 0
         for r in group:
             q = questions[r["id"]]
             text = visible(r["html"])
             kept.append(sum(normalise(a) in text for a in q["answers"]) / len(q["answers"]))
             n = tokenizer.count(r["html"])
             tokens.append(n)
+            fill.append(n / budget)
+            empty += not text
             ratio.append(n / raw_tokens[q["page"]])
             over += n > budget
             errors += r["error"] is not None
+        pages = {questions[r["id"]]["page"]: r.get("block_seconds", 0.0) for r in group}
         rows.append({"method": name, "max_words": max_words, "budget": budget, "questions": len(group),
-                     "answer_retention": statistics.fmean(kept), "mean_tokens": statistics.fmean(tokens),
-                     "over_budget": over, "errors": errors, "ratio_to_raw": statistics.fmean(ratio),
+                     "answer_retention": statistics.fmean(kept), "answers_kept": round(sum(kept)),
+                     "mean_tokens": statistics.fmean(tokens), "median_fill": statistics.median(fill),
+                     "empty": empty, "over_budget": over, "errors": errors, "ratio_to_raw": statistics.fmean(ratio),
                      "median_ms": 1000 * statistics.median(r["seconds"] for r in group),
-                     "embed_s_per_page": sum(r["embed_seconds"] for r in group) / len({questions[r["id"]]["page"] for r in group})})
+                     "embed_s_per_page": (sum(r["embed_seconds"] for r in group) + sum(pages.values())) / len(pages),
+                     "block_s_per_page": statistics.fmean(pages.values()),
+                     "refine_s_per_query": statistics.median(r["embed_seconds"] for r in group)})
     return rows
 
 
@@ -219,6 +228,34 @@ def cleaning_rows(cleaned: dict[str, dict], questions: list[dict], raw_tokens: d
             "raw_tokens": sum(raw_tokens[n] for n in cleaned),
             "answer_retention": statistics.fmean(kept),
             "median_ms": 1000 * statistics.median(c["seconds"] for c in cleaned.values())}
+
+
+def run_retrieval(questions: list[dict], ks=(1, 3, 5)) -> dict:
+    """Index the shipped pages with ``rag index`` defaults and check, per question and mode, whether
+    a chunk holding the answer string is in the top k; also whether the top hit for "json decode
+    errors" is page furniture (the table of contents of library_json.html)."""
+    import tempfile
+
+    from indexers.build import build_datastore
+    from indexers.config import BuildConfig
+    from rag.datastore import Datastore
+    from rag.retrieve import build_retriever
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_datastore(sorted(PAGES.glob("*.html")), Path(tmp) / "ds", BuildConfig(), progress=False)
+        store = Datastore.open(Path(tmp) / "ds", device="cpu")
+        out: dict = {"chunks": store.manifest.num_chunks, "modes": {}}
+        for mode in ("dense", "bm25", "hybrid"):
+            retriever = build_retriever(store, mode, device="cpu")
+            hits = retriever.retrieve_many([q["question"] for q in questions], max(ks))
+            found = {k: 0 for k in ks}
+            for q, top in zip(questions, hits):
+                for k in ks:
+                    found[k] += any(normalise(a) in normalise(h.text) for h in top[:k] for a in q["answers"])
+            out["modes"][mode] = {f"top{k}": found[k] / len(questions) for k in ks}
+        top = build_retriever(store, "dense", device="cpu").retrieve("json decode errors", 1)[0]
+        out["json_decode_errors_top_hit"] = normalise(top.text)[:160]
+    return out
 
 
 def htmlrag_python(arg: str | None) -> str | None:
@@ -235,10 +272,12 @@ def htmlrag_python(arg: str | None) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[512, 1024, 2048])
-    parser.add_argument("--max-words", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--max-words", type=int, nargs="+", default=[256])
     parser.add_argument("--questions", type=Path, default=PAGES / "questions.jsonl")
     parser.add_argument("--htmlrag-python", default=None, help="interpreter that can import htmlrag")
+    parser.add_argument("--retrieval", action="store_true",
+                        help="only index the pages and report answer-in-top-k retrieval (no pruning)")
     parser.add_argument("--worker", nargs=2, metavar=("TASK", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -252,6 +291,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer("cl100k_base")
     questions = load_questions(args.questions)
+    if args.retrieval:
+        report = {**run_retrieval(questions), "git": git_state()}
+        print(json.dumps(report, indent=2))
+        (OUT / "context_html_retrieval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        return
     by_id = {q["id"]: q for q in questions}
     raw_tokens = {q["page"]: tokenizer.count((PAGES / q["page"]).read_text(encoding="utf-8")) for q in questions}
     embedder = CachedEmbedder(load_embedder(device="cpu"))
@@ -289,13 +333,14 @@ def main() -> None:
         print(f"| {name} | {c['pages']} | {c['raw_tokens']:,} | {c['tokens']:,} | {c['tokens'] / c['raw_tokens']:.3f} "
               f"| {c['answer_retention']:.3f} | {c['median_ms']:.0f} |")
     print("\npruning:")
-    print("| method | words/block | budget | answers kept | mean tokens | over budget | errors | tokens / raw "
-          "| median ms/query (no embedding) | block embedding s/page |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | words/block | budget | answers kept | median fill | empty | over budget | errors "
+          "| tokens / raw | median ms/query (no embedding) | block embedding s/page | refinement embedding s/query |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["budget"], r["method"], r["max_words"])):
-        print(f"| {r['method']} | {r['max_words'] or '-'} | {r['budget']} | {r['answer_retention']:.3f} "
-              f"| {r['mean_tokens']:.0f} | {r['over_budget']}/{r['questions']} | {r['errors']} "
-              f"| {r['ratio_to_raw']:.3f} | {r['median_ms']:.0f} | {r['embed_s_per_page']:.1f} |")
+        print(f"| {r['method']} | {r['max_words'] or '-'} | {r['budget']} | {r['answers_kept']}/{r['questions']} "
+              f"| {r['median_fill']:.2f} | {r['empty']} | {r['over_budget']}/{r['questions']} | {r['errors']} "
+              f"| {r['ratio_to_raw']:.3f} | {r['median_ms']:.0f} | {r['block_s_per_page']:.2f} "
+              f"| {r['refine_s_per_query']:.2f} |")
     report = {"rows": rows, "cleaning": cleaning, "questions": len(questions), "budgets": args.budgets,
               "max_words": args.max_words, "git": git_state(),
               "packages": package_versions("lxml", "tiktoken", "sentence-transformers", "onnxruntime"),

@@ -42,7 +42,8 @@ class HtmlDocument(Document):
     blocks: BlockMap | None = field(default=None, compare=False, repr=False)
 
 
-def read_html_page(data: Union[bytes, str], max_words: int = DEFAULT_MAX_WORDS) -> tuple[str, str, BlockMap]:
+def read_html_page(data: Union[bytes, str], max_words: int = DEFAULT_MAX_WORDS,
+                   main_content: bool = False) -> tuple[str, str, BlockMap]:
     """(title, visible text, block map) of any HTML input."""
     page = clean_html(data)
     blocks = build_blocks(page, max_words)

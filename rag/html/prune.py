@@ -1,19 +1,29 @@
-"""HTML pruning to a token budget: rank the blocks of cleaned pages, remove the lowest-ranked.
+"""HTML pruning to a token budget: the page's block tree, pruned at finer and finer granularity.
 
-Step 1 (``EmbeddingScorer``) ranks blocks by the cosine similarity of their text to the query.
+Step 1 (``EmbeddingScorer``) ranks blocks (elements of at most ``max_words`` words) by the cosine
+similarity of their text to the query. Pieces are taken best first while they fit the budget; a
+piece that does not fit is split into its children, down to sentences
+(``indexers.html.split_block``), and each child is ranked by a mix of its own similarity and its
+parent's (``parent_weight``), as HtmlRAG prunes its tree level by level. So a block larger than
+the whole budget gives up its best sentences instead of being removed, and the budget is filled
+with the best text. A page with text never comes back empty: when not even the best sentence
+fits, its beginning is kept, cut to the budget.
 Step 2 (``rag.html.generative.PathScorer``, optional, needs a causal LM) re-blocks what step 1
 kept at a finer grain and ranks the blocks by the probability the model gives to their paths.
 
-Budgets are measured on the output HTML in the caller's tokenizer (the generator's) and hold
-exactly: blocks are removed lowest score first until the estimate fits, then the page is re-cleaned
-and recounted, and removal goes on while the true count is over. Unlike the HtmlRAG toolkit,
-every block that does not fit is removed (it never leaves low-ranked blocks in place and then
-truncates the page end), and a removed table cell is emptied, not deleted, so columns stay put.
-The output is valid HTML: whole elements are cut and the page is re-parsed and re-cleaned.
+Budgets are measured on the output in the caller's tokenizer (the generator's) and hold exactly:
+the selection adds up the tokens of each piece, then the re-cleaned page is counted, the
+lowest-ranked kept pieces are removed while it is over, and the best removed pieces that still
+fit are put back. Unlike the HtmlRAG toolkit, nothing is truncated at the page end, and a removed
+table cell is emptied, not deleted, so columns stay put. The output is valid HTML: only balanced
+spans are cut and the page is re-parsed and re-cleaned.
 """
 
 from __future__ import annotations
 
+import heapq
+import html as html_lib
+import itertools
 import math
 import re
 import time
@@ -22,16 +32,24 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from indexers.html import DEFAULT_MAX_WORDS, Block, CleanPage, block_text, build_blocks, clean_html
+from indexers.html import (DEFAULT_MAX_WORDS, SENTENCE, Block, CleanPage, block_text, build_blocks, clean_html, split_block,
+                           visible_text, word_counts)
 from indexers.tokenizers import Tokenizer, load_tokenizer
+from rag.compress.budget import allocate_budget, truncate_to_tokens
+from rag.generate.extractive import terms
 from rag.stages import check_budget, with_text
 
 DEFAULT_FINE_MAX_WORDS = 32
+DEFAULT_PARENT_WEIGHT = 0.5
+DEFAULT_MAX_SPLITS = 12
+LEXICAL_WEIGHT = 0.3
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 _LOOKS_LIKE_HTML = re.compile(r"<\s*(html|body|head|div|p|table|tr|td|ul|ol|li|section|article|main|span|a|h[1-6]|"
                               r"pre|dl|dt|dd|br|blockquote|header|footer|nav)\b[^>]*>", re.I)
-
-
 _NO_HEAD = re.compile(r"<head>.*?</head>", re.S)
+_MIN_ROOM = 4  # tokens: below this, nothing more is tried
+_MIN_SPLIT_ROOM = 16  # tokens: below this, no piece is split (a sentence would rarely fit)
+_LABEL_WORDS = 80  # a label longer than this is not lifted with the text it introduces
 
 
 class BlockScorer(Protocol):
@@ -41,30 +59,68 @@ class BlockScorer(Protocol):
 
 
 class EmbeddingScorer:
-    """Cosine similarity between the query and each block's visible text (step 1)."""
+    """Cosine similarity between the query and each block's visible text (step 1), plus
+    ``lexical_weight`` × the share of the query's rare words the block holds (word rarity counted
+    over the lines of the page), which keeps exact names such as ``glob.escape`` in view."""
 
-    def __init__(self, embedder: Any = None, device: str = "auto"):
+    def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT):
         from rag.stages import LazyEmbedder
 
         self._lazy = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
+        self._query: tuple[str, np.ndarray] | None = None
+        self._idf: tuple[int, dict[str, float]] | None = None
+        self.lexical_weight = lexical_weight
 
     @property
     def embedder(self) -> Any:
         return self._lazy.embedder
 
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's vector (the embedder's query encoding when it has one), remembered for the last query."""
+        if self._query is None or self._query[0] != query:
+            encode_queries = getattr(self.embedder, "encode_queries", None)
+            vector = encode_queries([query]) if encode_queries else self.embedder.encode([query])
+            self._query = (query, np.asarray(vector, dtype=np.float32)[0])
+        return self._query[1]
+
+    def idf(self, page: CleanPage) -> dict[str, float]:
+        """Inverse document frequency of each word over the lines of ``page`` (the last page's, remembered)."""
+        if self._idf is None or self._idf[0] != id(page):
+            lines = [terms(line) for line in visible_text(page)[0].split("\n")]
+            counts: dict[str, int] = {}
+            for line in lines:
+                for term in line:
+                    counts[term] = counts.get(term, 0) + 1
+            self._idf = (id(page), {t: math.log1p(len(lines) / (1 + n)) for t, n in counts.items()})
+        return self._idf[1]
+
+    def lexical(self, query: str, page: CleanPage, texts: Sequence[str]) -> np.ndarray:
+        """Share of the query words' idf mass that each text holds."""
+        idf = self.idf(page)
+        weights = {t: idf.get(t, math.log1p(len(idf) + 1)) for t in terms(query)}
+        total = sum(weights.values())
+        if not total:
+            return np.zeros(len(texts), dtype=np.float32)
+        return np.asarray([sum(w for t, w in weights.items() if t in terms(text)) / total for text in texts],
+                          dtype=np.float32)
+
     def score(self, query: str, page: CleanPage, blocks: Sequence[Block]) -> np.ndarray:
         if not blocks:
             return np.zeros(0, dtype=np.float32)
-        embedder = self.embedder
-        encode_queries = getattr(embedder, "encode_queries", None)
-        q = encode_queries([query]) if encode_queries else embedder.encode([query])
-        vectors = embedder.encode([block_text(b) for b in blocks])
-        return (np.asarray(vectors, dtype=np.float32) @ np.asarray(q, dtype=np.float32)[0]).astype(np.float32)
+        texts = [block_text(b) for b in blocks]
+        vectors = np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        scores = vectors @ self.query_vector(query)
+        if self.lexical_weight:
+            scores = scores + self.lexical_weight * self.lexical(query, page, texts)
+        return scores.astype(np.float32)
 
 
 @dataclass
 class PruneResult:
-    """One pruned page: its HTML, tokens before (cleaned) and after, and which blocks went."""
+    """One pruned page: its HTML (or text), tokens before (cleaned) and after, and which pieces went.
+
+    ``blocks`` counts the pieces at the grain the pruner ended at (blocks, their children,
+    sentences); ``removed`` holds the paths of those removed (a sentence piece is ``PATH#sN``)."""
 
     html: str
     tokens_before: int
@@ -97,87 +153,243 @@ def cut_blocks(html: str, blocks: Sequence[Block]) -> str:
     return "".join(pieces)
 
 
+def text_page(text: str) -> CleanPage:
+    """A page of plain text whose lines are paragraphs (the visible text of an HTML page puts
+    each block on its own line), so text can be pruned block by block and sentence by sentence."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    return clean_html("<html><body>" + "".join(f"<p>{html_lib.escape(line, quote=False)}</p>" for line in lines)
+                      + "</body></html>")
+
+
 @dataclass
 class _Page:
+    """One page under selection: the pieces kept and removed (disjoint, together covering its text)."""
+
     page: CleanPage
-    blocks: list[Block]
+    as_text: bool = False  # output (and budget) is the visible text, not the HTML
+    kept: dict[Block, float] = field(default_factory=dict)
+    dropped: dict[Block, float] = field(default_factory=dict)
     html: str = ""
     tokens: int = 0
-    removed: list[Block] = field(default_factory=list)
-    empty: bool = False  # removed entirely (no block left and still over budget)
-    clean: CleanPage | None = None  # the cleaned page whose html is ``html`` (None once the head is cut)
+    title: bool = True
+    counts: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.counts = word_counts(self.page.root)
+
+    def frame(self) -> str:
+        """The output with nothing kept: the page's head and an empty body ("" for text)."""
+        if self.as_text:
+            return ""
+        head = _NO_HEAD.search(self.page.html) if self.title else None
+        return f"<html>{head.group() if head else ''}<body></body></html>"
+
+    def cost(self, block: Block, tokenizer: Tokenizer) -> int:
+        """Estimated tokens ``block`` adds to the output."""
+        if self.as_text:
+            return tokenizer.count(block_text(block)) + 1
+        return tokenizer.count(self.page.html[block.cut_start:block.cut_end])
+
+    def render(self, tokenizer: Tokenizer) -> None:
+        """Cut the removed pieces out of the page, re-clean it and count its tokens."""
+        if not self.kept:
+            self.html, self.tokens = "", 0
+            return
+        clean = clean_html(cut_blocks(self.page.html, list(self.dropped)))
+        out = visible_text(clean)[0] if self.as_text else clean.html
+        if not self.title:
+            out = _NO_HEAD.sub("", out, count=1)
+        self.html, self.tokens = out, tokenizer.count(out)
 
 
-def _rebuild(state: _Page, tokenizer: Tokenizer) -> None:
-    """Cut the removed blocks out of the page, re-clean it and count its tokens."""
-    state.clean = clean_html(cut_blocks(state.page.html, state.removed)) if state.removed else state.page
-    state.html = state.clean.html
-    state.tokens = tokenizer.count(state.html)
+@dataclass
+class _Selection:
+    """How pieces are chosen: the scorer, the grain of the first blocks, whether to refine."""
+
+    scorer: BlockScorer
+    max_words: int
+    refine: bool = True
+    parent_weight: float = DEFAULT_PARENT_WEIGHT
+    max_splits: int = DEFAULT_MAX_SPLITS
 
 
-def prune_pages(pages: Sequence[CleanPage], blocks: Sequence[Sequence[Block]], scores: Sequence[np.ndarray],
-                budget: int, tokenizer: Tokenizer, fixed_tokens: int = 0, max_restore: int = 32) -> list[_Page]:
-    """Remove the lowest-scored blocks, across all pages, until the pages plus ``fixed_tokens``
-    hold at most ``budget`` tokens; pages that still do not fit once empty are dropped.
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
-    Removal is by estimated block cost, then exact counts on the re-cleaned pages; afterwards up
-    to ``max_restore`` of the last removed blocks are put back, best first, while they fit."""
-    states = [_Page(p, list(b)) for p, b in zip(pages, blocks)]
+
+def labels(element: Any) -> list[Any]:
+    """The elements that say what ``element`` is about: the terms (``<dt>``) of the definition
+    it sits in and the heading of its section (the nearest before it or an ancestor)."""
+    out, want_term, want_heading = [], True, True
+    node = element
+    while node is not None and node.tag not in ("body", "html") and (want_term or want_heading):
+        if want_term and node.tag == "dd":
+            term = node.getprevious()
+            while term is not None and term.tag == "dt":
+                out.append(term)
+                term = term.getprevious()
+            want_term = False
+        if want_heading:
+            sibling = node.getprevious()
+            while sibling is not None and sibling.tag not in _HEADINGS:
+                sibling = sibling.getprevious()
+            if sibling is not None:
+                out.append(sibling)
+                want_heading = False
+        node = node.getparent()
+    return out
+
+
+class _Queue:
+    """Pieces by rank; a piece pushed again with a higher rank is taken at the higher one, once."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, int, Block]] = []
+        self.decided: set[Block] = set()
+        self.pieces: dict[tuple[int, Any], Block] = {}  # (page, element) -> its element piece
+        self.order = itertools.count()  # ties go to the piece pushed first
+
+    def push(self, score: float, page: int, block: Block) -> None:
+        heapq.heappush(self.heap, (-score, next(self.order), page, block))
+        if block.tag != SENTENCE:
+            self.pieces.setdefault((page, block.element), block)
+
+    def lift_labels(self, score: float, page: int, block: Block) -> None:
+        """Push the labels of ``block`` that are pieces of their own again, at ``score``."""
+        for label in labels(block.element):
+            piece = self.pieces.get((page, label))
+            if piece is not None and piece is not block and piece not in self.decided and piece.words <= _LABEL_WORDS:
+                self.push(score, page, piece)
+
+    def pop(self) -> tuple[float, int, Block] | None:
+        while self.heap:
+            negative, _, page, block = heapq.heappop(self.heap)
+            if block not in self.decided:
+                self.decided.add(block)
+                return -negative, page, block
+        return None
+
+
+def _choose(states: list[_Page], query: str, budget: int, tokenizer: Tokenizer, fixed: int,
+            how: _Selection) -> None:
+    """Take pieces best first while their estimated cost fits; split those that do not. A kept
+    piece lifts its labels (definition term, section heading) to its own rank."""
+    queue = _Queue()
+    for i, state in enumerate(states):
+        blocks = build_blocks(state.page, how.max_words)
+        for block, score in zip(blocks, how.scorer.score(query, state.page, blocks)):
+            queue.push(float(score), i, block)
+    used, opened, splits = fixed, set(), 0
+    while (item := queue.pop()) is not None:
+        score, i, block = item
+        state = states[i]
+        cost = state.cost(block, tokenizer) + (0 if i in opened else tokenizer.count(state.frame()))
+        if budget - used >= _MIN_ROOM and used + cost <= budget:
+            state.kept[block] = score
+            used += cost
+            opened.add(i)
+            queue.lift_labels(score, i, block)
+            continue
+        refine = how.refine and splits < how.max_splits and budget - used >= _MIN_SPLIT_ROOM
+        children = split_block(state.page, block, state.counts) if refine else []
+        if not children:
+            state.dropped[block] = score
+            continue
+        splits += 1
+        mixed = [how.parent_weight * score + (1 - how.parent_weight) * float(own)
+                 for own in how.scorer.score(query, state.page, children)]
+        for child, rank in zip(children, mixed):
+            queue.push(rank, i, child)
+        queue.lift_labels(max(mixed), i, children[int(np.argmax(mixed))])
+
+
+def _fit(states: list[_Page], budget: int, tokenizer: Tokenizer, fixed: int, max_restore: int) -> int:
+    """Render the pages and make the exact total fit: remove the lowest-ranked kept pieces while
+    over, then put back the best removed pieces that fit. Returns the total."""
     for state in states:
-        _rebuild(state, tokenizer)
-    total = fixed_tokens + sum(s.tokens for s in states)
-    if total <= budget:
-        return states
-    order = sorted(((float(scores[i][j]), -b.start, i, j) for i, s in enumerate(states) for j, b in enumerate(s.blocks)))
-    cost = [[tokenizer.count(s.page.html[b.cut_start:b.cut_end]) for b in s.blocks] for s in states]
-    position = 0
-    while total > budget and position < len(order):
-        deficit = total - budget
-        touched = set()
-        while deficit > 0 and position < len(order):  # estimate: remove until the block costs cover it
-            _, _, i, j = order[position]
-            position += 1
-            states[i].removed.append(states[i].blocks[j])
-            deficit -= cost[i][j]
-            touched.add(i)
-        for i in touched:
-            _rebuild(states[i], tokenizer)
-        total = fixed_tokens + sum(s.tokens for s in states if not s.empty)
-    # The estimate overshoots (an emptied row still costs its tags until all its cells go): put back
-    # the last removed blocks, highest score first, while they fit.
-    if total <= budget:
-        for _, _, i, j in reversed(order[max(0, position - max_restore):position]):
-            state, block = states[i], states[i].blocks[j]
-            before = state.tokens
-            state.removed.remove(block)
-            _rebuild(state, tokenizer)
-            if total - before + state.tokens <= budget:
-                total += state.tokens - before
-            else:  # stop at the first that does not fit: what is removed stays the lowest-ranked
-                state.removed.append(block)
-                _rebuild(state, tokenizer)
-                break
-    # Still over with every block gone: drop the titles, then whole pages, largest first.
-    for state in states:
-        if total > budget and state.html.startswith("<html><head>"):
-            total -= state.tokens
-            state.html = _NO_HEAD.sub("", state.html, count=1)
-            state.clean = None
-            state.tokens = tokenizer.count(state.html)
-            total += state.tokens
-    for state in sorted(states, key=lambda s: -s.tokens):
-        if total <= budget:
+        state.render(tokenizer)
+    total = fixed + sum(s.tokens for s in states)
+    while total > budget:
+        kept = sorted(((score, i, b) for i, s in enumerate(states) for b, score in s.kept.items()),
+                      key=lambda c: (c[0], c[1], -c[2].cut_start))
+        if not kept:
             break
-        state.empty = True
-        total -= state.tokens
+        excess, touched = total - budget, set()
+        for score, i, block in kept:  # remove until the estimated costs cover the excess
+            states[i].dropped[block] = states[i].kept.pop(block)
+            touched.add(i)
+            excess -= states[i].cost(block, tokenizer)
+            if excess <= 0:
+                break
+        for i in touched:
+            states[i].render(tokenizer)
+        total = fixed + sum(s.tokens for s in states)
+    candidates = sorted(((score, i, b) for i, s in enumerate(states) for b, score in s.dropped.items()),
+                        key=lambda c: (-c[0], c[1], c[2].cut_start))
+    tried = 0
+    for score, i, block in candidates:
+        if tried >= max_restore or budget - total < _MIN_ROOM:
+            break
+        state = states[i]
+        if state.cost(block, tokenizer) > budget - total:
+            continue
+        tried += 1
+        before = state.tokens
+        state.kept[block] = state.dropped.pop(block)
+        state.render(tokenizer)
+        if total - before + state.tokens <= budget:
+            total += state.tokens - before
+        else:
+            state.dropped[block] = state.kept.pop(block)
+            state.render(tokenizer)
+    return total
+
+
+def _keep_start_of_best(states: list[_Page], budget: int, tokenizer: Tokenizer, fixed: int) -> None:
+    """Nothing fits whole: keep the beginning of the best piece, cut to the budget (titles go first)."""
+    pieces = [(score, i, b) for i, s in enumerate(states) for b, score in s.dropped.items() if block_text(b)]
+    if not pieces:
+        return
+    _, i, block = max(pieces, key=lambda p: p[0])
+    state = states[i]
+    for title in (True, False):
+        state.title = title
+        frame = state.frame()
+        wrap = (lambda t: t) if state.as_text else \
+            (lambda t: frame.replace("<body></body>", f"<body><p>{html_lib.escape(t, quote=False)}</p></body>"))
+        room = budget - fixed - tokenizer.count(wrap(""))
+        text = truncate_to_tokens(block_text(block), room, tokenizer) if room > 0 else ""
+        while text and tokenizer.count(wrap(text)) > budget - fixed:
+            text = truncate_to_tokens(text, tokenizer.count(text) - 1, tokenizer)
+        if text:
+            state.html = wrap(text)
+            state.tokens = tokenizer.count(state.html)
+            state.kept[block] = state.dropped.pop(block)
+            return
+
+
+def prune_pages(states: list[_Page], query: str, budget: int, tokenizer: Tokenizer, how: _Selection,
+                fixed_tokens: int = 0, max_restore: int = 32) -> list[_Page]:
+    """Prune pages (``_Page``) to share ``budget`` tokens (plus ``fixed_tokens`` used elsewhere):
+    choose pieces best first, refining those that do not fit, then fit the exact count. A page
+    with nothing kept comes back with ``html == ""``; if nothing at all fits, the beginning of the
+    best piece is kept."""
+    for state in states:  # a title that alone breaks the budget goes
+        if fixed_tokens + tokenizer.count(state.frame()) > budget:
+            state.title = False
+    _choose(states, query, budget, tokenizer, fixed_tokens, how)
+    _fit(states, budget, tokenizer, fixed_tokens, max_restore)
+    if not any(s.kept for s in states):
+        _keep_start_of_best(states, budget, tokenizer, fixed_tokens)
     return states
 
 
 class HtmlPruner:
-    """Prunes HTML pages (or passages whose text is HTML) to a token budget.
+    """Prunes HTML pages, and passages from HTML sources, to a token budget.
 
     ``tokenizer``: the generator's tokenizer (a name for ``indexers.tokenizers.load_tokenizer`` or an
-    instance). ``embedder``: the step-1 embedder (default: the bundled MiniLM). ``lm``: a causal LM
+    instance). ``embedder``: the step-1 embedder (default: the bundled MiniLM). ``max_words``: the
+    grain of the first blocks; ``parent_weight``: how much a split piece's rank follows its parent
+    (0: only its own similarity); ``max_splits``: most blocks split per call. ``lm``: a causal LM
     name or path for step 2 (generative fine-grained pruning); step 1 then prunes to
     ``coarse_factor`` × budget and step 2 to the budget.
     """
@@ -186,16 +398,20 @@ class HtmlPruner:
 
     def __init__(self, tokenizer: Union[str, Tokenizer] = "cl100k_base", embedder: Any = None,
                  max_words: int = DEFAULT_MAX_WORDS, lm: str | None = None, fine_max_words: int = DEFAULT_FINE_MAX_WORDS,
-                 coarse_factor: float = 2.0, device: str = "auto", allow_download: bool = False):
+                 coarse_factor: float = 2.0, device: str = "auto", allow_download: bool = False,
+                 parent_weight: float = DEFAULT_PARENT_WEIGHT, max_splits: int = DEFAULT_MAX_SPLITS):
         if max_words < 1 or fine_max_words < 1:
             raise ValueError("max words per block must be at least 1")
         if coarse_factor < 1:
             raise ValueError(f"coarse_factor must be at least 1 (got {coarse_factor})")
+        if not 0.0 <= parent_weight <= 1.0:
+            raise ValueError(f"parent_weight must be in [0, 1] (got {parent_weight})")
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.scorer: BlockScorer = EmbeddingScorer(embedder, device)
         self.max_words = max_words
         self.fine_max_words = fine_max_words
         self.coarse_factor = coarse_factor
+        self.step1 = _Selection(self.scorer, max_words, True, parent_weight, max_splits)
         self.path_scorer: BlockScorer | None = None
         if lm:
             from rag.html.generative import PathScorer
@@ -204,82 +420,91 @@ class HtmlPruner:
 
     # -- pages ---------------------------------------------------------------------------------
 
-    def prune_many(self, pages: Sequence[Union[str, bytes]], query: str, budget: int | None,
-                   fixed_tokens: int = 0) -> list[PruneResult]:
+    def prune_many(self, pages: Sequence[Union[str, bytes, CleanPage]], query: str, budget: int | None,
+                   fixed_tokens: int = 0, as_text: bool = False) -> list[PruneResult]:
         """Prune several pages to one shared budget (minus ``fixed_tokens`` used elsewhere).
 
-        A page that cannot fit even when empty comes back with ``html == ""``.
+        A page none of whose pieces made it comes back with ``html == ""`` (when no page keeps
+        anything, the beginning of the best piece is kept). ``as_text``: budget and output are
+        the visible text of the pruned pages instead of their HTML.
         """
         started = time.perf_counter()
         check_budget(budget)
-        cleaned = [clean_html(p) for p in pages]
-        before = [self.tokenizer.count(c.html) for c in cleaned]
+        cleaned = [p if isinstance(p, CleanPage) else clean_html(p) for p in pages]
+        states = [_Page(c, as_text) for c in cleaned]
+        before = [self.tokenizer.count(visible_text(c)[0] if as_text else c.html) for c in cleaned]
         if budget is None:
-            return [PruneResult(c.html, n, n, 0, seconds=time.perf_counter() - started) for c, n in zip(cleaned, before)]
-        steps: list[tuple[BlockScorer, int, int]] = [(self.scorer, self.max_words, budget)]
-        if self.path_scorer is not None:
+            out = [visible_text(c)[0] if as_text else c.html for c in cleaned]
+            return [PruneResult(o, n, n, 0, seconds=time.perf_counter() - started) for o, n in zip(out, before)]
+        steps = [(self.step1, budget)]
+        if self.path_scorer is not None and not as_text:
             coarse = max(budget, int(math.ceil(budget * self.coarse_factor)))
-            steps = [(self.scorer, self.max_words, coarse), (self.path_scorer, self.fine_max_words, budget)]
+            steps = [(self.step1, coarse), (_Selection(self.path_scorer, self.fine_max_words, refine=False), budget)]
         removed: list[list[str]] = [[] for _ in cleaned]
-        current = cleaned
         alive = list(range(len(cleaned)))
-        states: list[_Page] = []
-        counts: list[int] = []
-        for scorer, max_words, step_budget in steps:
-            blocks = [build_blocks(c, max_words) for c in current]
-            counts = counts or [len(b) for b in blocks]
-            scores = [scorer.score(query, c, b) for c, b in zip(current, blocks)]
-            states = prune_pages(current, blocks, scores, step_budget, self.tokenizer, fixed_tokens)
-            for index, state in zip(alive, states):
-                removed[index].extend(b.path for b in (state.blocks if state.empty else state.removed))
-            keep = [k for k, s in enumerate(states) if not s.empty]
-            alive = [alive[k] for k in keep]
-            current = [states[k].clean or clean_html(states[k].html) for k in keep]
-            states = [states[k] for k in keep]
-        out = {index: state for index, state in zip(alive, states)}
+        for n, (how, step_budget) in enumerate(steps):
+            if n:  # the next step starts from what the last one kept, re-cleaned
+                alive = [i for i, s in zip(alive, states) if s.html]
+                states = [_Page(clean_html(s.html)) for s in states if s.html]
+            prune_pages(states, query, step_budget, self.tokenizer, how, fixed_tokens)
+            for i, state in zip(alive, states):
+                removed[i].extend(b.path for b in state.dropped)
+        final = dict(zip(alive, states))
         seconds = time.perf_counter() - started
         results = []
-        for index in range(len(cleaned)):
-            state = out.get(index)
-            html, tokens = (state.html, state.tokens) if state is not None else ("", 0)
-            results.append(PruneResult(html, before[index], tokens, counts[index], removed[index], seconds))
+        for i in range(len(cleaned)):
+            state = final.get(i)
+            html, tokens, kept = (state.html, state.tokens, len(state.kept)) if state is not None else ("", 0, 0)
+            results.append(PruneResult(html, before[i], tokens, kept + len(removed[i]), removed[i], seconds))
         return results
 
     def prune(self, html: Union[str, bytes], query: str, budget: int | None) -> PruneResult:
         """Prune one page to ``budget`` tokens (``None``: clean only)."""
         (result,) = self.prune_many([html], query, budget)
-        if budget is not None and not result.html:
-            empty = self.tokenizer.count(clean_html("").html)
+        if budget is None or result.html:
+            return result
+        page = clean_html(html)  # no piece kept: a page without text comes back as it is, if it fits
+        empty = self.tokenizer.count(page.html)
+        if page.body.xpath("string()").strip() or empty > budget:
             raise ValueError(f"budget {budget} is smaller than an empty page ({empty} tokens)")
-        return result
+        return PruneResult(page.html, result.tokens_before, empty, 0, seconds=result.seconds)
 
     # -- pipeline stage ------------------------------------------------------------------------
 
-    def apply(self, query: str, passages: list[Any], budget: int | None) -> list[Any]:
-        """Prune the passages whose text is HTML so that all passages hold at most ``budget`` tokens.
+    def kind(self, passage: Any) -> str:
+        """``markup`` (its text is HTML), ``html-source`` (text of an HTML page) or ``plain``."""
+        if looks_like_html(passage.text):
+            return "markup"
+        source = str(getattr(passage, "source", "") or getattr(passage, "doc_id", "")).lower()
+        return "html-source" if source.endswith(HTML_SUFFIXES) else "plain"
 
-        Plain-text passages are left as they are and count against the budget; if they alone
-        exceed it, the lowest-ranked passages (the last ones) are dropped. Passages whose page
-        cannot fit are dropped; the others keep their chunk ids and spans, with pruned HTML text.
+    def apply(self, query: str, passages: list[Any], budget: int | None) -> list[Any]:
+        """Prune the passages that come from HTML; plain-text passages pass untouched.
+
+        The budget is split across all passages by rank (``rag.compress.allocate_budget``); each
+        HTML passage is pruned to its share plus what better-ranked passages left unused. A page
+        passage (HTML text) comes out as pruned HTML; a chunk of an HTML page (visible text, one
+        block per line) is pruned block by block and sentence by sentence and stays text, so
+        its citations still point into the chunk. Plain-text passages keep their full text for
+        the next stage (a compressor, or the pipeline's final fit) to cut.
         """
-        html_at = [i for i, p in enumerate(passages) if looks_like_html(p.text)]
-        html_set = set(html_at)
-        plain_tokens = {i: self.tokenizer.count(p.text) for i, p in enumerate(passages) if i not in html_set}
-        fixed = sum(plain_tokens.values())
-        results = self.prune_many([passages[i].text for i in html_at], query, budget, fixed_tokens=fixed)
-        by_index = {i: r for i, r in zip(html_at, results)}
-        kept, sizes = [], []  # sizes: the tokens of each kept text, already counted
-        for i, passage in enumerate(passages):
-            if i in by_index:
-                if by_index[i].html:
-                    kept.append(with_text(passage, by_index[i].html))
-                    sizes.append(by_index[i].tokens_after)
-            else:
+        kinds = [self.kind(p) for p in passages]
+        if budget is None:
+            return [with_text(p, clean_html(p.text).html) if k == "markup" else p for p, k in zip(passages, kinds)]
+        check_budget(budget)
+        lengths = [self.tokenizer.count(p.text) for p in passages]
+        shares = allocate_budget(lengths, budget, "rank")
+        kept, carry = [], 0
+        for passage, kind, length, share in zip(passages, kinds, lengths, shares):
+            if kind == "plain":
                 kept.append(passage)
-                sizes.append(plain_tokens[i])
-        if budget is not None:
-            total = sum(sizes)
-            while kept and total > budget:
-                kept.pop()
-                total -= sizes.pop()
+                continue
+            allowed = share + carry
+            page = text_page(passage.text) if kind == "html-source" else passage.text
+            result = self.prune_many([page], query, allowed, as_text=kind == "html-source")[0] \
+                if allowed >= _MIN_ROOM else None
+            used = result.tokens_after if result is not None and result.html.strip() else 0
+            carry = allowed - used
+            if used:
+                kept.append(with_text(passage, result.html))
         return kept
