@@ -16,7 +16,8 @@ from datastores.records import Chunk
 from indexers.chunkers import Chunker, make_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
-from indexers.embedders import PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder, with_prefixes
+from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder,
+                                with_prefixes)
 from indexers.engines import BuildProgress, EmbedderFactory, EngineError, EngineOptions, chunk_blocks, run_engine
 from indexers.readers import ReadReport, iter_documents
 from indexers.training_sample import embed_training_sample
@@ -67,6 +68,41 @@ def _chunks_of(chunked: Iterable[ChunkedDocument], stats: _CorpusStats, timings:
         yield from document.chunks
         started = time.perf_counter()
     timings["read_chunk"] += time.perf_counter() - started
+
+
+def _train(writer: DatastoreWriter, inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
+           embedder: Any, vectors: VectorSpec | None, cpu: CpuPool, progress: bool,
+           timings: dict[str, float]) -> None:
+    """The int8 range / IVF centroids, once, from a sample of the whole input (when the index needs them)."""
+    if not writer.needs_dense_training():
+        return
+    started = time.perf_counter()
+    if vectors is not None:
+        chunked = cpu.chunk_documents(iter_documents(inputs, config.reader_options), chunker, vectors)
+        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.train_sample))
+    else:
+        writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
+    timings["train"] += time.perf_counter() - started
+
+
+def _stream(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker, embedder: Any,
+            vectors: VectorSpec | None, cpu: CpuPool, writer: DatastoreWriter, engine: EngineOptions,
+            embedder_factory: Callable[[], Any] | None, progress: bool, read: ReadReport, stats: _CorpusStats,
+            timings: dict[str, float]) -> EncodeStats:
+    """Read, chunk, embed (or take the precomputed vectors) and write every shard; what encoding did."""
+    documents = iter_documents(inputs, config.reader_options, read)
+    bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
+    tracker = BuildProgress(timings, bar=bar)
+    if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
+        embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
+    if embedder_factory is not None:
+        embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
+    blocks = chunk_blocks(_chunks_of(cpu.chunk_documents(documents, chunker, vectors), stats, timings),
+                          config.shard_size)
+    run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
+               lambda: stats.documents, cpu)
+    bar.close()
+    return tracker.encoded
 
 
 def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> VectorSpec | None:
@@ -126,29 +162,14 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
                       config.bm25_stopwords, config.bm25_idf)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
     writer = DatastoreWriter(output, params, spec, chunker.spec, bm25, config.dense_spec(), mode=mode, lock=lock)
-    if writer.needs_dense_training() and vectors:  # int8 range / IVF centroids: once, from the whole input
-        writer.train_dense(sample_vectors(iter_documents(inputs, config.reader_options), chunker, vectors,
-                                          config.train_sample))
-    elif writer.needs_dense_training():
-        writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     read = ReadReport()
     stats = _CorpusStats()
-    timings = {"read_chunk": 0.0, "embed": 0.0, "write": 0.0}
-    documents = iter_documents(inputs, config.reader_options, read)
-    bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
-    tracker = BuildProgress(timings, bar=bar)
-    if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
-        embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
-    if embedder_factory is not None:
-        embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
-    recipe = ChunkRecipe(config.chunker, config.chunk_size, config.overlap, config.tokenizer, vectors)
-    with CpuPool(engine.cpu_workers, recipe) as cpu:
-        chunked = cpu.chunk_documents(documents, chunker, vectors)
-        blocks = chunk_blocks(_chunks_of(chunked, stats, timings), config.shard_size)
-        run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
-                   lambda: stats.documents, cpu)
-    encoded = tracker.encoded
-    bar.close()
+    timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}
+    with CpuPool(engine.cpu_workers, ChunkRecipe(config.chunker, config.chunk_size, config.overlap,
+                                                 config.tokenizer, vectors)) as cpu:
+        _train(writer, inputs, config, chunker, embedder, vectors, cpu, progress, timings)
+        encoded = _stream(inputs, config, chunker, embedder, vectors, cpu, writer, engine, embedder_factory,
+                          progress, read, stats, timings)
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")
     if stats.documents == 0:

@@ -155,12 +155,11 @@ def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
     return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
 
 
-def sample_vectors(documents: Iterable[Document], chunker: Any, spec: VectorSpec, size: int) -> np.ndarray:
-    """The training sample of a precomputed build: ``size`` chunk vectors drawn uniformly (the same
-    reservoir as ``indexers.training_sample``)."""
+def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
+    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
+    from a stream of ``VectorChunk``s (the same reservoir as ``indexers.training_sample``)."""
     from indexers.training_sample import reservoir_sample
 
-    chunks = (c for d in documents for c in attach_vectors(d, chunker.chunk(d), spec))
     picked = reservoir_sample(chunks, size)
     if not picked:
         return np.zeros((0, spec.dim or 0), dtype=np.float32)

@@ -121,7 +121,8 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
         ("embedder", _embedder_line(manifest.embedder)),
         ("truncated", _truncation(report.embedding)),
         ("skipped inputs", str(len(report.read.skipped))),
-        ("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s"),
+        ("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s"
+                 + (f", training sample {t['train']:.1f}s" if t.get("train") else "")),
     ]))
     if report.read.skipped:
         stderr.print(f"[yellow]{len(report.read.skipped)} input(s) skipped[/yellow] (see the warnings above)")

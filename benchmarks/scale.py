@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""The datastore at scale: build, disk, memory, open, search and verify figures per corpus size.
+
+    python benchmarks/scale.py --sizes 100000                 # one size (10^6 takes ~10x longer)
+    python benchmarks/scale.py --compare-cpu-workers 30000    # --cpu-workers 1 vs 2 on the same corpus
+
+The corpus is deterministic synthetic text (Zipf-distributed pseudo-words, one chunk of about
+130 cl100k tokens per document, ``token`` chunker) with precomputed 384-d vectors in Parquet
+(``rag index --vectors-field``), so the figures are the datastore's, not a model's. The vectors are synthetic too: unit vectors drawn
+around 2,000 random centres (a clustered cloud, so that nearest neighbours mean something); recall
+figures on them are not recall on real MiniLM vectors. Queries are 200 corpus vectors with noise.
+
+Every build and every measurement runs in a fresh child process, which reports its own peak RSS
+(``ru_maxrss``). Per size it reports: build seconds per stage (``BuildReport.timings``: read+chunk,
+"embed" (here: stacking the precomputed vectors) and write, which includes BM25 tokenizing) and
+wall time; peak RSS of the build; bytes per chunk on disk per layer (chunk Parquet, row store,
+dense codes, int8 rescoring vectors, BM25, other); open time (``Datastore.open``) and the first
+search (which loads every shard); RSS after open and after searching (the memory a served
+datastore holds: the binary codes in RAM, the rest memory-mapped); binary + int8 search latency
+(one query at a time, median; a batch of 200) and recall@10 against exact float search (numpy over
+the float32 vectors) at rescore multipliers 4, 10 and 20; ``verify`` seconds per GB.
+
+Writes ``benchmarks/out/scale.json``; prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import git_state, package_versions  # noqa: E402
+
+DIM = 384
+CENTRES = 2000
+WORDS_PER_DOC = 50
+ROWS_PER_FILE = 50_000
+QUERIES = 200
+SHARD_SIZE = 100_000
+LAYERS = {"chunks.parquet": "chunk table", "rows.bin": "row store", "row_offsets.npy": "row store",
+          "row_crc.npy": "row store", "bm25": "BM25"}
+
+
+def _vocabulary(size: int = 30_000) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    lengths = rng.integers(2, 10, size=size)
+    return np.array(["".join(rng.choice(letters, n)) for n in lengths])
+
+
+def write_corpus(folder: Path, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` documents in Parquet files under ``folder``; returns their float32 vectors [n, DIM]."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    vocab = _vocabulary()
+    ranks = np.arange(1, len(vocab) + 1)
+    zipf = (1 / ranks) / (1 / ranks).sum()
+    centres = rng.normal(size=(CENTRES, DIM)).astype(np.float32)
+    out = np.empty((n, DIM), dtype=np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    for lo in range(0, n, ROWS_PER_FILE):
+        m = min(ROWS_PER_FILE, n - lo)
+        words = vocab[rng.choice(len(vocab), size=(m, WORDS_PER_DOC), p=zipf)]
+        texts = [" ".join(row) + "." for row in words]
+        vectors = centres[rng.integers(0, CENTRES, size=m)] + rng.normal(scale=0.6, size=(m, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        out[lo:lo + m] = vectors
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)
+        table = pa.table({"id": pa.array(np.arange(lo, lo + m)), "text": texts, "emb": column})
+        pq.write_table(table, folder / f"part-{lo // ROWS_PER_FILE:05d}.parquet")
+    return out
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child_build(corpus: str, out: str, cpu_workers: int) -> dict:
+    from indexers import BuildConfig, build_datastore
+    from indexers.engines import EngineOptions
+
+    config = BuildConfig(chunker="token", chunk_size=256, shard_size=SHARD_SIZE, vectors_field="emb",
+                         embedder="none", dim=DIM, dense_index="binary-flat", rescore="int8")
+    started = time.perf_counter()
+    report = build_datastore([corpus], out, config, progress=False, engine=EngineOptions(cpu_workers=cpu_workers))
+    wall = time.perf_counter() - started
+    return {"chunks": report.chunks, "shards": len(report.manifest.shards), "wall_s": wall,
+            "stages_s": report.timings, "peak_rss_mib": _peak_rss_mib()}
+
+
+def child_search(out: str, queries: str, truth: str) -> dict:
+    from datastores import Datastore
+    from datastores.verify import verify_datastore
+
+    q = np.load(queries)
+    exact = np.load(truth)
+    base = _rss_mib()
+    started = time.perf_counter()
+    ds = Datastore.open(out)
+    opened = time.perf_counter() - started
+    started = time.perf_counter()
+    ds.search_vectors(q[:1], k=10)
+    first = time.perf_counter() - started
+    result = {"open_s": opened, "first_search_s": first, "rss_open_mib": _rss_mib() - base}
+    for multiplier in (4, 10, 20):
+        ds.rescore_multiplier = multiplier
+        one = []
+        for row in q:
+            t = time.perf_counter()
+            ds.search_vectors(row[None, :], k=10)
+            one.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        hits = ds.search_vectors(q, k=10)
+        batch = time.perf_counter() - t
+        found = [{int(h.doc_id.rsplit("#", 1)[1]) for h in hs} for hs in hits]  # doc id = row of the vectors
+        recall = np.mean([len(f & set(exact[i])) / 10 for i, f in enumerate(found)])
+        result[f"x{multiplier}"] = {"p50_ms": 1000 * float(np.median(one)), "batch_ms_per_query":
+                                    1000 * batch / len(q), "recall_at_10": float(recall)}
+    result["rss_searched_mib"] = _rss_mib() - base
+    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    t = time.perf_counter()
+    verify = verify_datastore(out)
+    result["verify_s_per_gb"] = (time.perf_counter() - t) / (size / 1e9)
+    result["verify_ok"] = verify.ok
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def _run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def disk_layers(root: Path, chunks: int) -> dict[str, float]:
+    """Bytes per chunk on disk, per layer."""
+    totals: dict[str, int] = {}
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).parts
+        key = rel[2] if len(rel) > 2 and rel[0] == "shards" else "global"
+        layer = LAYERS.get(key, "dense codes" if key.endswith(".faiss") else
+                           "int8 rescoring" if ".i8." in key else "other")
+        totals[layer] = totals.get(layer, 0) + path.stat().st_size
+    return {k: v / chunks for k, v in sorted(totals.items())}
+
+
+def _exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    scores = queries @ vectors.T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :10]
+
+
+def measure_size(n: int, work: Path) -> dict:
+    corpus, out = work / f"corpus-{n}", work / f"ds-{n}"
+    started = time.perf_counter()
+    vectors = write_corpus(corpus, n)
+    generated = time.perf_counter() - started
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(n, QUERIES, replace=False)] + rng.normal(scale=0.02, size=(QUERIES, DIM))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    np.save(work / "queries.npy", queries)
+    np.save(work / "truth.npy", _exact_top10(vectors, queries))
+    del vectors
+    build = _run_child("build", str(corpus), str(out), "1")
+    search = _run_child("search", str(out), str(work / "queries.npy"), str(work / "truth.npy"))
+    result = {"chunks": n, "corpus_generation_s": generated, "build": build, "search": search,
+              "disk_bytes_per_chunk": disk_layers(out, n)}
+    shutil.rmtree(out)
+    shutil.rmtree(corpus)
+    return result
+
+
+def compare_workers(n: int, work: Path) -> dict:
+    corpus = work / f"corpus-{n}"
+    write_corpus(corpus, n)
+    runs = {}
+    for workers in (1, 2, 1, 2):
+        out = work / f"ds-w{workers}"
+        runs.setdefault(workers, []).append(_run_child("build", str(corpus), str(out), str(workers)))
+        shutil.rmtree(out)
+    shutil.rmtree(corpus)
+    best = {w: min(r["wall_s"] for r in rs) for w, rs in runs.items()}
+    return {"chunks": n, "runs": runs, "best_wall_s": best, "ratio_2_over_1": best[2] / best[1],
+            "load_average": os.getloadavg()}
+
+
+def _print(results: dict) -> None:
+    for size in results.get("sizes", []):
+        b, s = size["build"], size["search"]
+        print(f"\n### {size['chunks']:,} chunks ({b['shards']} shards)\n")
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in b["stages_s"].items())
+        print(f"- build wall {b['wall_s']:.1f} s; stages {stages}; peak RSS {b['peak_rss_mib']:.0f} MiB")
+        print("- disk bytes/chunk: " + ", ".join(f"{k} {v:.0f}" for k, v in size["disk_bytes_per_chunk"].items()))
+        print(f"- open {1000 * s['open_s']:.0f} ms, first search {1000 * s['first_search_s']:.0f} ms, "
+              f"RSS after open {s['rss_open_mib']:.0f} MiB, after searching {s['rss_searched_mib']:.0f} MiB")
+        for m in (4, 10, 20):
+            x = s[f"x{m}"]
+            print(f"- binary+int8 x{m}: p50 {x['p50_ms']:.2f} ms, batch {x['batch_ms_per_query']:.2f} ms/query, "
+                  f"recall@10 {x['recall_at_10']:.3f}")
+        print(f"- verify {s['verify_s_per_gb']:.1f} s/GB (ok: {s['verify_ok']})")
+    if "workers" in results:
+        w = results["workers"]
+        print(f"\n### --cpu-workers on {w['chunks']:,} chunks: best of 2: 1 worker {w['best_wall_s'][1]:.1f} s, "
+              f"2 workers {w['best_wall_s'][2]:.1f} s, ratio {w['ratio_2_over_1']:.2f} (load {w['load_average']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="", help="comma-separated chunk counts, e.g. 100000,1000000")
+    parser.add_argument("--compare-cpu-workers", type=int, default=0, help="chunks for the 1-vs-2 worker builds")
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        result = child_build(rest[0], rest[1], int(rest[2])) if kind == "build" else child_search(*rest)
+        print(json.dumps(result))
+        return
+    work = Path(args.work or tempfile.mkdtemp(prefix="terarag-scale-"))
+    results: dict = {"git": git_state(), "versions": package_versions("faiss-cpu", "pyarrow", "duckdb", "numpy"),
+                     "cpus": os.cpu_count(), "sizes": []}
+    for n in [int(s) for s in args.sizes.split(",") if s]:
+        results["sizes"].append(measure_size(n, work))
+    if args.compare_cpu_workers:
+        results["workers"] = compare_workers(args.compare_cpu_workers, work)
+    out = Path(__file__).resolve().parent / "out" / "scale.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    _print(results)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
