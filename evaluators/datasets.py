@@ -435,13 +435,17 @@ def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, stri
     """Our JSONL questions over a corpus, as an :class:`EvalDataset` for the span metrics.
 
     Each question's references must lie in ONE document (the span metrics score a question
-    against one corpus); questions without references are left out as bad rows.
+    against one corpus). A question with ``"references": []`` is kept without references: the span
+    metrics skip it and count it (``SpanSummary.skipped``).
     """
     corpus = load_corpus_texts(corpus_path)
     questions, bad = load_questions_jsonl(questions_path, corpus, strict)
     out: list[Question] = []
     for q in questions:
         docs = {r.doc_id for r in q.references}
+        if not docs:  # no reference: scored as skipped and counted (evaluators.spans), not an error
+            out.append(Question(q.text, next(iter(corpus), ""), (), q.index, ()))
+            continue
         if len(docs) != 1:
             reason = "no references" if not docs else f"references in {len(docs)} documents"
             if strict:
