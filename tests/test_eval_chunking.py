@@ -252,3 +252,23 @@ def test_duplicate_chunks_credit_the_first_occurrence(tmp_path):
         assert result.settings["duplicate_chunks"] == 2
         assert result.rows[0].recall == pytest.approx(1.0), mode
         assert result.rows[0].precision == pytest.approx(1.0), mode
+
+
+def test_a_question_without_references_is_skipped_and_counted(tmp_path):
+    from evaluators.datasets import jsonl_eval_dataset
+
+    texts = {"zebra": "The zebra eats grass every day on the plain. It drinks at dusk.",
+             "ships": "Ships sail past the harbour lights at night. Sailors sing."}
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in texts.items()),
+                                           encoding="utf-8")
+    questions = [{"question": "What does the zebra eat?", "references": [{"doc_id": "zebra", "start": 0, "end": 44}]},
+                 {"question": "Is there an answer at all?", "references": []},
+                 {"question": "What passes the harbour lights?", "references": [{"doc_id": "ships", "start": 0, "end": 44}]}]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in questions), encoding="utf-8")
+    data = jsonl_eval_dataset(path, tmp_path / "corpus.jsonl")  # strict: no longer an error
+    assert len(data.questions) == 3 and data.questions[1].references == ()
+    result = evaluate_chunking(data, make_chunker("recursive", 12, 0), k=1, mode="bm25", embedder=BagOfLettersEmbedder())
+    assert result.summary.skipped == 1 and result.summary.questions == 2
+    assert result.rows[1].skipped and not result.rows[0].skipped and not result.rows[2].skipped
+    assert result.summary.recall.mean == pytest.approx(100.0)  # both scored questions find their chunk
