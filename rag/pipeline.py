@@ -309,7 +309,8 @@ class Pipeline:
             timings[report.name] = report.seconds
         if not reports:  # no stage ran: the context is the retrieved passages
             retrieved = count_tokens(passages, self.tokenizer)
-            reports = [StageReport("retrieve", retrieved, retrieved, len(passages), len(passages), 0.0)]
+            reports = [StageReport("retrieve", retrieved, retrieved, len(passages), len(passages),
+                                   timings.get("retrieve", 0.0))]
         began = time.perf_counter()
         generation = self.generator.generate(question, context, on_token=on_token)
         timings["generate"] = time.perf_counter() - began

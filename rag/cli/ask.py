@@ -83,8 +83,9 @@ def print_answer(answer: Answer, streamed: bool, show_context: bool, verbose: bo
         for s in answer.stages:
             table.add_row(s.name, str(s.tokens_before), str(s.tokens_after), f"{s.ratio:.3f}",
                           f"{s.passages_before} → {s.passages_after}", f"{s.seconds:.3f}")
+        shown = {s.name for s in answer.stages}  # "retrieve" is a stage row when no context stage ran
         for name in ("retrieve", "generate", "total"):
-            if name in answer.timings:
+            if name in answer.timings and name not in shown:
                 table.add_row(name, "", "", "", "", f"{answer.timings[name]:.3f}")
         if answer.prompt_tokens is not None:
             table.add_row("prompt / completion tokens", str(answer.prompt_tokens), str(answer.completion_tokens),

@@ -1,8 +1,10 @@
-"""Semantic word removal without a language model (TCRA-LLM style).
+"""Semantic word removal without a language model (TCRA-LLM style), guided by the query.
 
-Every word is scored by how far removing it moves its sentence's embedding (1 - cosine between the
-sentence and the sentence without the word); the words that move it least go first. All leave-one-out
-variants of a call are embedded in one batched pass.
+Every word of a sentence ``s`` is scored ``cos(s, q) + (cos(s, q) - cos(s - w, q)) + (1 - cos(s, s - w))``
+for the query ``q``: the sentence's relevance to the query (so the words of sentences about the
+query stay longest), how much relevance the sentence loses without the word, and how far removing
+it moves the sentence's meaning (TCRA's measure). The lowest-scored words go first. The query,
+the sentences and all leave-one-out variants of a call are embedded in one batched pass.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ class SemanticWordCompressor(Compressor):
         self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder)
         self.max_words_per_sentence = max_words_per_sentence
 
-    def word_scores(self, texts: list[str]) -> list[tuple[list[tuple[int, int]], np.ndarray]]:
-        """For each text: its word spans and each word's embedding shift (higher = more important)."""
+    def word_scores(self, texts: list[str], query: str = "") -> list[tuple[list[tuple[int, int]], np.ndarray]]:
+        """For each text: its word spans and each word's score (higher = kept longer); see the
+        module docstring. Without a query only the meaning shift counts."""
         sentences, variants, owners = [], [], []
-        layout = []  # per text: list of (sentence index, word spans in the text)
+        layout = []  # per text: list of (sentence index, word spans in the text, scored)
         for text in texts:
             entries = []
             for s_start, s_end in sentence_spans(text):
@@ -50,19 +53,25 @@ class SemanticWordCompressor(Compressor):
                 owners.extend([sid] * len(scored))
                 entries.append((sid, [(s_start + a, s_start + b) for a, b in local], len(scored) > 0))
             layout.append(entries)
-        vectors = self.embedder.encode(sentences + variants) if sentences else np.zeros((0, 1), np.float32)
-        base, loo = vectors[:len(sentences)], vectors[len(sentences):]
-        shifts = 1.0 - np.einsum("ij,ij->i", loo, base[np.asarray(owners, dtype=np.int64)]) if owners else []
+        if not sentences:
+            return [([], np.zeros(0)) for _ in texts]
+        vectors = self.embedder.encode([query or " ", *sentences, *variants])
+        q, base, loo = vectors[0], vectors[1:len(sentences) + 1], vectors[len(sentences) + 1:]
+        owner = np.asarray(owners, dtype=np.int64)
+        relevance = base @ q if query else np.zeros(len(sentences))
+        shifts = 1.0 - np.einsum("ij,ij->i", loo, base[owner]) if owners else np.zeros(0)
+        if query and owners:
+            shifts = shifts + relevance[owner] - loo @ q
         out, cursor = [], 0
         for entries in layout:
             spans, scores = [], []
             for sid, spans_in_text, scored in entries:
                 spans.extend(spans_in_text)
                 if scored:
-                    scores.extend(shifts[cursor:cursor + len(spans_in_text)])
+                    scores.extend(relevance[sid] + shifts[cursor:cursor + len(spans_in_text)])
                     cursor += len(spans_in_text)
-                else:  # a very long sentence is not scored word by word: its words get the median
-                    scores.extend(np.full(len(spans_in_text), np.nan))
+                else:  # a very long sentence is not scored word by word: its relevance and the median shift
+                    scores.extend(np.full(len(spans_in_text), np.nan if not query else relevance[sid]))
             scores = np.asarray(scores, dtype=np.float64)
             missing = np.isnan(scores)
             if missing.any():
@@ -71,7 +80,7 @@ class SemanticWordCompressor(Compressor):
         return out
 
     def prepare(self, query: str, texts: list[str]) -> dict[str, Any]:
-        return dict(zip(texts, self.word_scores(texts)))
+        return dict(zip(texts, self.word_scores(texts, query)))
 
     def compress_one(self, query: str, text: str, budget: int, state: dict[str, Any]) -> str:
         spans, scores = state[text]
