@@ -462,6 +462,37 @@ def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, stri
     return EvalDataset(out, dict(corpus), Path(questions_path), bad)
 
 
+# -- SQuAD as a retrieval set ----------------------------------------------------------------------
+
+
+def load_squad_retrieval(path: str | Path, answerable_only: bool = True) -> BeirDataset:
+    """A SQuAD (1.1 / 2.0 JSON) file as a BEIR-style retrieval set: every paragraph is a document
+    (id ``<article>:<paragraph index>``, title the article title with spaces), every question a
+    query whose one relevant document (grade 1) is its own paragraph. SQuAD 2.0's unanswerable
+    questions (``is_impossible``) are left out unless ``answerable_only`` is false."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))["data"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a SQuAD JSON file ({exc})") from exc
+    corpus: dict[str, dict[str, str]] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for article in data:
+        title = str(article.get("title", "")).replace("_", " ")
+        for n, paragraph in enumerate(article.get("paragraphs", [])):
+            doc_id = f"{article.get('title', '')}:{n:03d}"
+            corpus[doc_id] = {"title": title, "text": paragraph["context"]}
+            for qa in paragraph.get("qas", []):
+                if answerable_only and qa.get("is_impossible", False):
+                    continue
+                queries[str(qa["id"])] = qa["question"]
+                qrels[str(qa["id"])] = {doc_id: 1}
+    if not qrels:
+        raise ValueError(f"{path} holds no {'answerable ' if answerable_only else ''}questions")
+    return BeirDataset(corpus, queries, qrels, path, "squad")
+
+
 # -- question-answer sets (rag eval answers) -------------------------------------------------------
 
 
@@ -566,4 +597,5 @@ def load_qa_set(path: str | Path, documents: str | Path | None = None) -> QASet:
 
 __all__ = ["BadRow", "BeirDataset", "EvalDataset", "QAItem", "QASet", "Question", "Reference", "SpanQuestion",
            "jsonl_eval_dataset", "load_beir", "load_chroma_qa", "load_corpora", "load_corpus_texts", "load_dataset",
-           "load_jsonl_qa", "load_qa_set", "load_questions_jsonl", "load_squad_qa", "read_text_exact"]
+           "load_jsonl_qa", "load_qa_set", "load_questions_jsonl", "load_squad_qa", "load_squad_retrieval",
+           "read_text_exact"]

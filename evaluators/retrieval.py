@@ -11,8 +11,10 @@ BEIR evaluation (:func:`evaluate_beir`, :func:`evaluate_beir_modes`): every corp
 and text) is chunked and embedded and written with ``datastores.DatastoreWriter`` into one
 datastore (``doc_id`` = BEIR corpus id), each query is searched with a ``rag.retrieve`` retriever
 per mode (``dense``: exact cosine, FAISS flat inner product; ``bm25``; ``hybrid``: both fused;
-optionally reranked), and the chunk hits are turned into a document ranking by each document's
-best chunk (first occurrence in rank order).
+optionally reranked), and the chunk hits are turned into a document ranking by
+``rag.retrieve.rank_documents`` (``max`` by default: each document at its best chunk, i.e. its
+first occurrence in rank order), as ``Retriever.retrieve_documents`` ranks them. BM25 is built
+with ``Bm25Params()`` (the datastore default) unless other options are given.
 """
 
 from __future__ import annotations
@@ -119,8 +121,9 @@ def _documents(dataset: BeirDataset) -> Iterator[Any]:
 
 def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedder: Any, shard_size: int = 50_000,
                          batch_size: int | None = None, progress: bool = False,
-                         timings: dict[str, float] | None = None) -> Any:
-    """Chunk, embed and write every BEIR document, one shard of ``shard_size`` chunks at a time."""
+                         timings: dict[str, float] | None = None, bm25: Any = None) -> Any:
+    """Chunk, embed and write every BEIR document, one shard of ``shard_size`` chunks at a time
+    (BM25 options ``bm25``, a ``Bm25Params``; the default ones when None)."""
     from tqdm.auto import tqdm
 
     from datastores import Bm25Params, Datastore, DatastoreWriter
@@ -128,7 +131,7 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
     timings = timings if timings is not None else {}
     spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
     writer = DatastoreWriter(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
-                             chunker.spec, Bm25Params())
+                             chunker.spec, bm25 if bm25 is not None else Bm25Params())
     buffer: list[Any] = []
     next_id = 0
     dim = None
@@ -168,14 +171,12 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
     return Datastore.open(root, query_encoder=embedder.encode)
 
 
-def document_ranking(hits: Iterable[Any], depth: int) -> list[str]:
-    """Document ids in order of their best chunk, at most ``depth``."""
-    ranked: dict[str, None] = {}
-    for hit in hits:
-        ranked.setdefault(hit.doc_id, None)
-        if len(ranked) >= depth:
-            break
-    return list(ranked)
+def document_ranking(hits: Iterable[Any], depth: int, aggregation: str = "max") -> list[str]:
+    """At most ``depth`` document ids ranked by ``aggregation`` of their chunks (``rank_documents``;
+    ``max``: in order of their best chunk)."""
+    from rag.retrieve import rank_documents
+
+    return [d.doc_id for d in rank_documents(list(hits), aggregation)[:depth]]
 
 
 def parse_modes(modes: str | Sequence[str]) -> list[str]:
@@ -203,17 +204,20 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
                         batch_size: int | None = None, shard_size: int = 50_000, chunk_factor: int = 3,
                         progress: bool = False, retriever_options: Mapping[str, Any] | None = None,
                         rerank: str | None = None, reranker: Any = None, query_prefix: str = "auto",
-                        passage_prefix: str = "auto", keep_hits: bool = False) -> list[RetrievalEvaluation]:
+                        passage_prefix: str = "auto", keep_hits: bool = False, aggregation: str = "max",
+                        bm25: Any = None) -> list[RetrievalEvaluation]:
     """Index a BEIR corpus once and score every retrieval mode on it, one evaluation per mode.
 
-    Modes: ``dense``, ``bm25``, ``hybrid`` (fusion from ``retriever_options``, RRF by default),
-    ``hybrid-rrf``, ``hybrid-convex``. With ``rerank`` (a spec such as
+    Modes: ``dense``, ``bm25``, ``hybrid`` (the ``build_retriever`` defaults, changed by
+    ``retriever_options``), ``hybrid-rrf`` (plain RRF), ``hybrid-convex``. With ``rerank`` (a spec such as
     ``cross-encoder:PATH``) or a loaded ``reranker``, each mode is also scored reranked
     (``<mode>+rerank``). ``retriever_options`` go to ``rag.retrieve.build_retriever`` (alpha,
     rrf_k, depth, rerank_depth, normalization, mmr, ...).
 
     Each query retrieves ``chunk_factor × depth`` chunks (``depth = max(k, recall_k)``), which
-    are reduced to at most ``depth`` documents by best chunk. ``index_dir`` keeps the datastore
+    are reduced to at most ``depth`` documents by ``aggregation`` (``max``: best chunk; or
+    ``decay``, see ``rag.retrieve.rank_documents``). ``bm25`` (a ``Bm25Params``) replaces the
+    default BM25 options. ``index_dir`` keeps the datastore
     (it must not exist yet); by default it is written to a temporary folder and removed. The
     passages and queries get the embedder family's prefixes (``"auto"``) unless given. With
     ``keep_hits`` each evaluation keeps its chunk hits per query (``hits``), e.g. for
@@ -246,7 +250,8 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     runs = []
     with tempfile.TemporaryDirectory(prefix="terarag-beir-") as tmp:
         root = Path(index_dir) if index_dir is not None else Path(tmp) / "datastore"
-        datastore = write_beir_datastore(root, data, chunker_obj, prefixed, shard_size, batch_size, progress, timings)
+        datastore = write_beir_datastore(root, data, chunker_obj, prefixed, shard_size, batch_size, progress, timings,
+                                         bm25)
         datastore.query_encoder = prefixed.encode_queries
         chunk_k = min(len(datastore), depth * max(1, chunk_factor))
         chunks = len(datastore)
@@ -267,7 +272,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     out = []
     for label, retriever, hits, seconds in runs:
         started = time.perf_counter()
-        run = {q: document_ranking(h, depth) for q, h in zip(query_ids, hits)}
+        run = {q: document_ranking(h, depth, aggregation) for q, h in zip(query_ids, hits)}
         per_query = retrieval_metrics(run, data.qrels, k, recall_k)
         mode_timings = {**timings, "search": seconds, "score": time.perf_counter() - started,
                         **{f"stage_{s}": v for s, v in retriever.timings.items()}}
@@ -279,6 +284,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
                     "embedder": model_name, "query_prefix": prefixed.query_prefix,
                     "passage_prefix": prefixed.passage_prefix,
                     "queries_per_s": len(texts) / seconds if seconds > 0 else float("inf"),
+                    "aggregation": aggregation, "bm25": datastore.bm25_params.to_dict(),
                     "retriever": c.to_dict()}
         out.append(RetrievalEvaluation(mean_metrics(per_query), per_query, settings, mode_timings,
                                        dict(zip(query_ids, hits)) if keep_hits else None))
@@ -290,7 +296,7 @@ MODE_SETTINGS: dict[str, dict[str, Any]] = {
     "dense": {"mode": "dense"},
     "bm25": {"mode": "bm25"},
     "hybrid": {"mode": "hybrid"},
-    "hybrid-rrf": {"mode": "hybrid", "fusion": "rrf"},
+    "hybrid-rrf": {"mode": "hybrid", "fusion": "rrf", "alpha": 0.5},  # plain RRF (the default before issue 18)
     "hybrid-convex": {"mode": "hybrid", "fusion": "convex"},
 }
 

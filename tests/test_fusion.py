@@ -115,7 +115,7 @@ QUERY = "the army and the navy"
 
 
 def test_hybrid_rrf_equals_fusing_the_single_retrievers(ds):
-    retriever = build_retriever(ds, "hybrid", fusion="rrf", rrf_k=60, depth=30)
+    retriever = build_retriever(ds, "hybrid", fusion="rrf", alpha=0.5, rrf_k=60, depth=30)  # plain RRF
     hits = retriever.retrieve(QUERY, 10)
     dense = ds.search(QUERY, k=30, mode="dense")
     sparse = ds.search(QUERY, k=30, mode="bm25")
@@ -159,7 +159,7 @@ def test_search_cli_hybrid_json_and_where(small_datastore):
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     table = CliRunner().invoke(main, ["search", str(small_datastore), QUERY, "--mode", "hybrid", "-v",
                                       "--device", "cpu"])
-    assert table.exit_code == 0 and "hybrid (rrf)" in table.output
+    assert table.exit_code == 0 and "hybrid (convex)" in table.output  # the default fusion (issue 18)
 
 
 def test_retriever_config_from_a_pipeline_mapping(ds):

@@ -58,10 +58,10 @@ def test_mrr_is_cut_at_k_and_the_ranking_is_kept_on_ties():
 
 def test_document_ranking_by_best_chunk():
     class H:
-        def __init__(self, doc_id):
-            self.doc_id = doc_id
+        def __init__(self, doc_id, score):
+            self.doc_id, self.score = doc_id, score
 
-    hits = [H("a"), H("b"), H("a"), H("c"), H("d")]
+    hits = [H("a", 5.0), H("b", 4.0), H("a", 3.0), H("c", 2.0), H("d", 1.0)]
     assert document_ranking(hits, 10) == ["a", "b", "c", "d"]
     assert document_ranking(hits, 2) == ["a", "b"]
 

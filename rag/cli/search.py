@@ -10,7 +10,7 @@ from rich.table import Table
 
 from rag.cli.common import key_value_table, snippet, stderr, stdout, user_errors
 from rag.datastore import Datastore
-from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, build_retriever
+from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_retriever
 
 
 @click.command("search")
@@ -18,18 +18,19 @@ from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, build_retriever
 @click.argument("query")
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
 @click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True)
-@click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
+@click.option("--fusion", type=click.Choice(FUSIONS), default=RetrieverConfig.fusion, show_default=True,
               help="Hybrid fusion: reciprocal rank fusion or a convex combination of normalised scores.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1), default=RetrieverConfig.alpha, show_default=True,
               help="Weight of the dense side (1 - alpha for BM25); RRF weighs its lists 2*alpha and 2*(1 - alpha).")
-@click.option("--rrf-k", type=click.IntRange(min=0), default=60, show_default=True, help="RRF constant.")
-@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default="minmax", show_default=True,
-              help="Convex fusion: score normalisation.")
-@click.option("--depth", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--rrf-k", type=click.IntRange(min=0), default=RetrieverConfig.rrf_k, show_default=True,
+              help="RRF constant.")
+@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default=RetrieverConfig.normalization,
+              show_default=True, help="Convex fusion: score normalisation.")
+@click.option("--depth", type=click.IntRange(min=1), default=RetrieverConfig.depth, show_default=True,
               help="Hits asked of each retriever before fusion (and the MMR candidate pool).")
 @click.option("--rerank", default=None, metavar="KIND:MODEL",
               help="Rerank with cross-encoder:PATH_OR_NAME (or bi-encoder:PATH_OR_NAME).")
-@click.option("--rerank-depth", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--rerank-depth", type=click.IntRange(min=1), default=RetrieverConfig.rerank_depth, show_default=True,
               help="Candidates the reranker rescores.")
 @click.option("--mmr", type=click.FloatRange(0, 1), default=None,
               help="Diversify the final k by maximal marginal relevance with this lambda (1 = no diversity).")

@@ -11,6 +11,16 @@ Pipeline for each query:
    stored chunk embeddings (``lambda`` = ``mmr``); hits keep the score of the previous step.
 
 A ``where`` filter (SQL over chunk columns and metadata) applies to every first-stage search.
+
+Defaults (``RetrieverConfig``; chosen by best worst case over nine collections, docs/benchmarks.md,
+"Retrieval defaults"): hybrid fusion is ``convex`` with ``alpha = 0.4`` on ``calibrated`` scores
+(0.4 * (1 + cosine) / 2 + 0.6 * logistic(z-score of BM25)), each retriever asked for ``depth = 100``
+hits. ``fusion="rrf", alpha=0.5, rrf_k=60`` is the default before issue 18 (plain RRF).
+
+Documents longer than a chunk: ``rank_documents`` / ``Retriever.retrieve_documents`` rank the
+documents of a hit list by ``max`` (a document is as good as its best-ranked chunk; the default,
+measured against sums and decayed sums) or ``decay`` (its chunks' scores s1 >= s2 >= ... summed as
+s1 + 0.1 s2 + 0.01 s3 ...); ``rag eval retrieval`` scores documents the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +39,36 @@ from rag.retrieve.mmr import ChunkVectors, mmr
 from rag.retrieve.rerank import Reranker, load_reranker, parse_spec, rerank_order
 
 MODES = ("dense", "bm25", "hybrid")
+AGGREGATIONS = ("max", "decay")
+DECAY = 0.1  # weight of a document's second chunk under ``decay`` (third: DECAY**2, ...)
+CHUNKS_PER_DOCUMENT = 3  # chunks asked for per document wanted by ``retrieve_documents``
+
+
+@dataclass(frozen=True)
+class DocumentHit:
+    """A document ranked by its chunks among one query's hits; ``hits`` are its chunks, in hit order."""
+
+    doc_id: str
+    score: float
+    hits: tuple[Hit, ...]
+
+
+def rank_documents(hits: Sequence[Hit], aggregation: str = "max") -> list[DocumentHit]:
+    """The documents of ``hits`` (best first), best first: ``max`` keeps the order of each
+    document's first hit and its score; ``decay`` scores s1 + DECAY s2 + DECAY² s3 ... over the
+    document's chunk scores in descending order (scores >= 0 assumed), ties by first hit."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown document aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    groups: dict[str, list[Hit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.doc_id, []).append(hit)
+    if aggregation == "max":
+        return [DocumentHit(doc_id, chunks[0].score, tuple(chunks)) for doc_id, chunks in groups.items()]
+    docs = []
+    for doc_id, chunks in groups.items():
+        scores = np.sort(np.array([h.score for h in chunks], dtype=np.float64))[::-1]
+        docs.append(DocumentHit(doc_id, float(scores @ DECAY ** np.arange(len(scores))), tuple(chunks)))
+    return sorted(docs, key=lambda d: -d.score)  # stable: equal scores keep first-hit order
 
 
 @dataclass(frozen=True)
@@ -36,14 +76,14 @@ class RetrieverConfig:
     """Settings of a retrieval pipeline (the keyword arguments of ``build_retriever``)."""
 
     mode: str = "dense"
-    fusion: str = "rrf"
-    alpha: float = 0.5
+    fusion: str = "convex"
+    alpha: float = 0.4
     rrf_k: int = 60
     depth: int = 100
     rerank: str | None = None
     rerank_depth: int = 100
     mmr: float | None = None
-    normalization: str = "minmax"
+    normalization: str = "calibrated"
     device: str = "auto"
     rerank_batch_size: int = 32
 
@@ -97,6 +137,14 @@ class Retriever:
     def retrieve(self, query: str, k: int, where: str | None = None) -> list[Hit]:
         """The top ``k`` hits for one query, best first."""
         return self.retrieve_many([query], k, where)[0]
+
+    def retrieve_documents(self, query: str, k: int, where: str | None = None, aggregation: str = "max",
+                           chunks_per_document: int = CHUNKS_PER_DOCUMENT) -> list[DocumentHit]:
+        """At most ``k`` documents for one query, best first: ``k * chunks_per_document`` chunk
+        hits ranked by document (``rank_documents``)."""
+        if chunks_per_document < 1:
+            raise ValueError(f"chunks_per_document must be at least 1 (got {chunks_per_document})")
+        return rank_documents(self.retrieve(query, k * chunks_per_document, where), aggregation)[:k]
 
     def retrieve_many(self, queries: Sequence[str], k: int, where: str | None = None) -> list[list[Hit]]:
         """The top ``k`` hits for each query, best first."""
@@ -181,9 +229,11 @@ class Retriever:
         return [hits[i] for i in chosen]
 
 
-def build_retriever(datastore: Any, mode: str = "dense", *, fusion: str = "rrf", alpha: float = 0.5,
-                    rrf_k: int = 60, depth: int = 100, rerank: str | None = None, rerank_depth: int = 100,
-                    mmr: float | None = None, normalization: str = "minmax", device: str = "auto",
+def build_retriever(datastore: Any, mode: str = "dense", *, fusion: str = RetrieverConfig.fusion,
+                    alpha: float = RetrieverConfig.alpha, rrf_k: int = RetrieverConfig.rrf_k,
+                    depth: int = RetrieverConfig.depth, rerank: str | None = None,
+                    rerank_depth: int = RetrieverConfig.rerank_depth, mmr: float | None = None,
+                    normalization: str = RetrieverConfig.normalization, device: str = "auto",
                     reranker: Reranker | None = None) -> Retriever:
     """A retrieval pipeline over ``datastore`` (a ``rag.Datastore``); see ``Retriever``.
 
