@@ -239,13 +239,14 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="terarag-scale-"))
     results: dict = {"git": git_state(), "versions": package_versions("faiss-cpu", "pyarrow", "duckdb", "numpy"),
                      "cpus": os.cpu_count(), "sizes": []}
-    for n in [int(s) for s in args.sizes.split(",") if s]:
-        results["sizes"].append(measure_size(n, work))
-    if args.compare_cpu_workers:
-        results["workers"] = compare_workers(args.compare_cpu_workers, work)
     out = Path(__file__).resolve().parent / "out" / "scale.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    for n in [int(s) for s in args.sizes.split(",") if s]:
+        results["sizes"].append(measure_size(n, work))
+        out.write_text(json.dumps(results, indent=2))  # each size is kept even if a later one fails
+    if args.compare_cpu_workers:
+        results["workers"] = compare_workers(args.compare_cpu_workers, work)
+        out.write_text(json.dumps(results, indent=2))
     _print(results)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
