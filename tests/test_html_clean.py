@@ -246,7 +246,7 @@ def test_chunks_of_html_documents_carry_block_paths_and_html_spans(tmp_path):
     data = (PAGES / "library_bisect.html").read_bytes()
     (tmp_path / "bisect.html").write_bytes(data)
     (doc,) = list(iter_documents([tmp_path]))
-    page = clean_html(data)
+    page = clean_html(data, main_content=True)  # what the reader indexes
     chunks = make_chunker("recursive", 100).chunk(doc)
     assert len(chunks) > 5
     tree = page.root.getroottree()
@@ -276,3 +276,31 @@ def test_datastore_chunks_of_html_files_store_block_paths(small_datastore):
     assert html_rows and all(m["block_path"].startswith("/html/body") for m in html_rows)
     assert all(m["html_end"] > m["html_start"] for m in html_rows)
     assert other and not any("block_path" in m for m in other)
+
+
+# --- main content (issue 16, point 4) -----------------------------------------------------------------
+
+def test_main_content_leaves_out_page_furniture_and_keeps_exact_spans():
+    data = (PAGES / "library_json.html").read_bytes()
+    full = read_html_page(data, main_content=False)[1]
+    title, text, blocks = read_html_page(data)
+    assert "Table of Contents" in full and "Table of Contents" not in text  # the sidebar is furniture
+    assert "Previous topic" not in text and "Navigation" not in text
+    assert "exception json.JSONDecodeError(msg, doc, pos)" in text and "Footnotes" in text
+    assert title == "json — JSON encoder and decoder — Python 3.11.2 documentation" or title.startswith("json")
+    for (start, end), path in zip(blocks.text_spans, blocks.paths):  # exact spans into the visible text
+        assert text[start:end].strip() and "/body" in path
+    page = clean_html(data, main_content=True)
+    assert all(page.html[s:e].startswith("<") for s, e in blocks.html_spans)
+
+
+def test_main_content_rules_and_the_fallback_to_the_whole_page():
+    page = (b"<body><header>Site banner</header><div class='crumbs breadcrumb'>Home / Docs</div>"
+            b"<div id='left-sidebar'><ul><li>link one</li></ul></div><p>The real text of the page.</p>"
+            b"<aside class='footnote'>A footnote that belongs to the text.</aside><footer>Copyright</footer></body>")
+    text = read_html_page(page)[1]
+    assert text == "The real text of the page.\nA footnote that belongs to the text."
+    only_nav = b"<nav><p>" + b"menu entry " * 50 + b"</p></nav><p>tiny</p>"
+    assert "menu entry" in read_html_page(only_nav)[1]  # furniture would be nearly everything: keep the page
+    marked = b"<div>sidebar words here</div><div role='main'><p>" + b"main words " * 20 + b"</p></div>"
+    assert read_html_page(marked)[1].split() == ["main", "words"] * 20

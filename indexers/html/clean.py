@@ -11,6 +11,13 @@ HtmlRAG toolkit, empty table cells stay (so columns keep their positions), ``<br
 stay (so line breaks do not glue words together) and ``<pre>`` keeps its newlines. Loose text
 next to block children is wrapped in ``<p>`` so that every piece of text belongs to a block.
 
+``clean_html(data, main_content=True)`` keeps only the page's main content (what ``rag index``
+reads; the pruner keeps the full page): a readability-style rule over the parsed tree keeps the
+element the page marks as main (``<main>``, ``role="main"``, a single ``<article>``) and drops page
+furniture (``nav``/``aside``/``header``/``footer`` elements, navigation/banner/search roles, and
+classes or ids such as ``sidebar``, ``related``, ``menu``, ``breadcrumb``, ``toc``); when that
+would leave less than a tenth of the page's words, the full page is kept.
+
 Alt text of images is kept as text. Malformed nesting that puts blocks inside a paragraph or an
 inline element (``<p>text <b>bold <table>``) is undone: such a container becomes a ``<div>``, so
 no ``<p>`` ends up holding a ``<div>`` or ``<table>``.
@@ -211,6 +218,46 @@ def _unnest_blocks(root: Element) -> None:
             continue
         if any(_is_block(c) and c.tag not in VOID_TAGS for c in element):
             element.tag = "div"
+
+
+BOILERPLATE_TAGS = frozenset({"nav", "aside", "header", "footer"})
+BOILERPLATE_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search"})
+BOILERPLATE_WORDS = frozenset({"sidebar", "sphinxsidebar", "related", "footer", "navbar", "nav", "menu", "breadcrumb",
+                               "breadcrumbs", "toc", "cookie", "cookies", "share", "social", "advert", "ads", "skip",
+                               "banner", "masthead", "topbar", "subnav"})
+_NAME_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _is_furniture(element: Element) -> bool:
+    """Navigation, banners, sidebars and footers, by tag, ARIA role, class or id."""
+    names = _NAME_TOKEN.findall(f"{element.get('class', '')} {element.get('id', '')}".lower())
+    if "footnote" in names or "footnotes" in names:  # Sphinx puts footnotes in <aside>: they are content
+        return False
+    return element.tag in BOILERPLATE_TAGS or element.get("role", "").strip().lower() in BOILERPLATE_ROLES or \
+        bool(BOILERPLATE_WORDS.intersection(names))
+
+
+def select_main_content(root: Element) -> None:
+    """Reduce the body of ``root`` to its main content in place (see the module docstring)."""
+    body = root.find("body")
+    if body is None:
+        return
+    words = len(text_content(body).split())
+    articles = list(body.iter("article"))
+    marked = [e for e in body.iter() if isinstance(e.tag, str) and (e.tag == "main" or e.get("role") == "main")]
+    main = marked[0] if marked else (articles[0] if len(articles) == 1 else None)
+    if main is not None and len(text_content(main).split()) * 10 >= words:
+        main.tail = None
+        for child in list(body):
+            body.remove(child)
+        body.text = None
+        body.append(main)
+    furniture = [e for e in body.iter() if isinstance(e.tag, str) and e is not main and _is_furniture(e)]
+    dropped = sum(len(text_content(e).split()) for e in furniture if not any(a in furniture for a in e.iterancestors()))
+    if (words - dropped) * 10 >= words:
+        for element in furniture:
+            if element.getparent() is not None:
+                drop_tree(element)
 
 
 def _normalize_whitespace(root: Element) -> None:
@@ -427,9 +474,12 @@ def clean_tree(root: Element) -> str:
     return title
 
 
-def clean_html(data: Union[bytes, str]) -> CleanPage:
-    """Parse and clean any HTML input; never raises on malformed pages."""
+def clean_html(data: Union[bytes, str], main_content: bool = False) -> CleanPage:
+    """Parse and clean any HTML input (only its main content with ``main_content``); never raises
+    on malformed pages."""
     root = parse_html(data)
+    if main_content:
+        select_main_content(root)
     title = clean_tree(root)
     html, spans = serialize(root)
     return CleanPage(html, title, root, spans)

@@ -4,7 +4,8 @@
 a ``BlockMap`` (each block's span in that text, its path and its span in the cleaned HTML), so a
 chunk of it can say which block(s) it came from: ``chunk_metadata`` adds ``block_path`` (the
 deepest path containing every block the chunk overlaps), ``block_paths`` and ``html_start`` /
-``html_end`` (the span of those blocks in ``clean_html(page).html``).
+``html_end`` (the span of those blocks in ``clean_html(page, main_content=True).html``, the
+cleaned main content that ``read_html_page`` reads by default).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class HtmlDocument(Document):
 
 
 def read_html_page(data: Union[bytes, str], max_words: int = DEFAULT_MAX_WORDS,
-                   main_content: bool = False) -> tuple[str, str, BlockMap]:
-    """(title, visible text, block map) of any HTML input."""
-    page = clean_html(data)
+                   main_content: bool = True) -> tuple[str, str, BlockMap]:
+    """(title, visible text, block map) of any HTML input: by default of its main content only
+    (page furniture such as navigation and tables of contents is not indexed as content; see
+    ``indexers.html.clean``); ``main_content=False`` reads the whole page."""
+    page = clean_html(data, main_content)
     blocks = build_blocks(page, max_words)
     text, text_spans = visible_text(page, blocks)
     html_spans = np.asarray([(b.start, b.end) for b in blocks], dtype=np.int64).reshape(-1, 2)
