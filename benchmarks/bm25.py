@@ -93,7 +93,7 @@ class Ours:
     """The per-query work of ``Datastore._bm25_top_k``, over shards written to ``folder``."""
 
     def __init__(self, token_lists, shard_size: int, folder: Path):
-        self.params = Bm25Params()
+        self.params = Bm25Params.rank_bm25()  # the tokens and idf of rank_bm25 and bm25s below
         term_files, folders, self.starts = [], [], []
         for i, lo in enumerate(range(0, len(token_lists), shard_size)):
             shard = folder / f"shard-{i:05d}"
@@ -151,7 +151,7 @@ def build_real_datastore(chunks, shard_size: int, folder: Path) -> Datastore:
     """A real datastore (DatastoreWriter) whose dense part is dummy 8-dim vectors."""
     dim = 8
     writer = DatastoreWriter(folder, {"benchmark": "bm25"}, {"name": "dummy-bm25-benchmark"},
-                             {"name": "recursive"}, Bm25Params(), mode="create")
+                             {"name": "recursive"}, Bm25Params.rank_bm25(), mode="create")
     for lo in range(0, len(chunks), shard_size):
         part = chunks[lo:lo + shard_size]
         vectors = np.zeros((len(part), dim), dtype=np.float32)

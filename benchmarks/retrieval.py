@@ -7,10 +7,11 @@ documents are the chunks; a question's relevant chunks are those overlapping its
 excerpts (``evaluators.beir_from_spans``). The pooled set holds every chunk of every corpus and
 all questions.
 
-All chunks are indexed once (all-MiniLM-L6-v2, the default embedder; BM25 as rank-bm25 with the
-simple tokenizer). The pooled row searches everything; a per-corpus row searches the same index
-restricted to that corpus's chunks with a ``where`` filter (``doc_id LIKE 'corpus:%'``), so its
-BM25 idf comes from the pooled collection.
+All chunks are indexed once (all-MiniLM-L6-v2, the default embedder; BM25 with the datastore
+default options at indexing time: rank-bm25 with simple tokens for the figures in docs). The pooled
+row searches everything; a per-corpus row searches the same index restricted to that corpus's
+chunks with a ``where`` filter (``doc_id LIKE 'corpus:%'``), so its BM25 idf comes from the pooled
+collection.
 
 Modes (settings fixed before any run, from the literature's defaults, not tuned per dataset):
 
@@ -45,7 +46,15 @@ Metrics (pytrec_eval, ×100): nDCG@10, MRR@10, recall@100. Speed: queries/s of e
 472 pooled questions (query encoding included), median of ``--repeats`` runs.
 
 Run: ``.venv/bin/python benchmarks/retrieval.py`` (first run indexes ~2.4k chunks; the index is kept
-in ``benchmarks/out/retrieval/`` for reruns). Writes ``benchmarks/out/retrieval.json``.
+in ``benchmarks/out/retrieval/`` for reruns). Writes ``benchmarks/out/retrieval.json``. A cached
+index keeps the BM25 options it was built with; a rebuilt one gets today's default (issue 18).
+
+``--defaults`` (issue 18) instead chooses the defaults: nine collections (the five Chroma corpora,
+pooled, ~1,000-token Chroma sections, SQuAD 2.0 dev paragraphs, the Python documentation pages)
+chunked as ``rag index`` does (recursive 200/0), embedded once (vectors cached by text in
+``benchmarks/out/retrieval-defaults/``), every BM25 variant, every fusion candidate and every
+document aggregation scored (nDCG@10), worst regret per row; bm25s as a peer (``bm25s_peer``);
+and ``--speed-only``: queries/s of the old and the new default hybrid on the same data, interleaved.
 """
 
 from __future__ import annotations
@@ -260,7 +269,14 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="re-index even if a cached index exists")
     parser.add_argument("--quality-only", action="store_true", help="skip the timings")
     parser.add_argument("--out", type=Path, default=OUT / "retrieval.json", help="where the JSON report goes")
+    parser.add_argument("--defaults", action="store_true",
+                        help="the issue-18 study instead: every collection x BM25 / fusion / aggregation candidate, "
+                             "and old vs new default speed (writes benchmarks/out/retrieval-defaults.json)")
+    parser.add_argument("--speed-only", action="store_true", help="--defaults: only the old vs new speed")
     args = parser.parse_args()
+    if args.defaults:
+        defaults_main(args)
+        return
     started_run = time.perf_counter()
     work = OUT / "retrieval"
     data = load_dataset(CHROMA)
@@ -361,6 +377,272 @@ def markdown(report: dict) -> str:
     lines += ["", "| mode | queries/s (pooled, median) |", "|---|---:|"]
     lines += [f"| {n} | {s['queries_per_s']:.1f} |" for n, s in report["speed"].items()]
     return "\n".join(lines)
+
+
+
+# -- choosing the defaults: every collection x every candidate (--defaults) -------------------------
+
+SQUAD = REPO.parent / "shared" / "data" / "squad2_dev_sample" / "squad2_dev_sample.json"
+HTML_PAGES = REPO / "examples" / "html_pages"
+INDEX_CHUNKER = ("recursive", 200, 0)  # what `rag index` does by default
+#: BM25 before issue 18 (rank-bm25 parity) and the options studied.
+OLD_BM25 = {"tokenizer": "simple", "stopwords": "none", "idf": "rank-bm25", "k1": 1.5, "b": 0.75}
+OLD_FUSION = {"fusion": "rrf", "rrf_k": 60, "alpha": 0.5, "normalization": "minmax", "depth": 100}
+
+
+class CachedEmbedder:
+    """An embedder whose vectors are kept by text in an .npz file, so every collection is embedded once."""
+
+    def __init__(self, inner, path: Path):
+        self.inner, self.path = inner, path
+        self.cache: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as saved:
+                self.cache = dict(zip(saved["texts"].tolist(), saved["vectors"]))
+        self.added = 0
+
+    @property
+    def spec(self) -> dict:
+        return self.inner.spec
+
+    def encode(self, texts, batch_size=None, progress=None) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, self.inner.encode(missing)))
+            self.added += len(missing)
+        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
+
+    encode_queries = encode
+
+    def save(self) -> None:
+        if self.added:
+            texts = list(self.cache)
+            tmp = self.path.with_name(self.path.name + ".tmp.npz")
+            np.savez(tmp, texts=np.array(texts), vectors=np.stack([self.cache[t] for t in texts]))
+            tmp.replace(self.path)
+            self.added = 0
+
+
+def html_pages_set() -> "BeirDataset":
+    """The 20 Python documentation pages (visible text) and their 32 hand-written questions: query -> its page."""
+    from evaluators.datasets import BeirDataset
+    from indexers.readers import iter_documents
+
+    docs = list(iter_documents(sorted(HTML_PAGES.glob("*.html"))))
+    corpus = {d.id: {"title": "", "text": d.text} for d in docs}
+    records = [json.loads(line) for line in (HTML_PAGES / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    return BeirDataset(corpus, {r["id"]: r["question"] for r in records}, {r["id"]: {r["page"]: 1} for r in records},
+                       HTML_PAGES, "questions")
+
+
+def default_collections(work: Path) -> dict[str, "BeirDataset"]:
+    """Every collection the defaults are chosen on (see docs/benchmarks.md)."""
+    from evaluators.beir_from_spans import write_beir_from_spans
+    from evaluators.datasets import load_squad_retrieval
+
+    data = load_dataset(CHROMA)
+    sets = write_chroma_beir_sets(data, make_chunker(*INDEX_CHUNKER), work / "beir")
+    out = {name: load_beir(info.path) for name, info in sets.items() if name != "pooled"}
+    out["chroma-pooled"] = load_beir(sets["pooled"].path)
+    sections = write_beir_from_spans(data, make_chunker("recursive", 1000, 0), work / "beir-sections")
+    out["chroma-sections"] = load_beir(sections.path)
+    out["squad2-dev"] = load_squad_retrieval(SQUAD)
+    out["python-docs"] = html_pages_set()
+    return out
+
+
+def collection_chunks(beir) -> list:
+    """The chunks ``rag index``'s default chunker makes of every document (title and text)."""
+    from datastores.records import Document
+
+    chunker = make_chunker(*INDEX_CHUNKER)
+    return [c for doc_id in beir.corpus for c in chunker.chunk(Document(doc_id, beir.document_text(doc_id), doc_id))]
+
+
+def write_collection(root: Path, chunks: list, vectors: np.ndarray, bm25: dict, query_encoder) -> Datastore:
+    """One datastore of ``chunks`` with given vectors and BM25 options (DatastoreWriter, one shard)."""
+    import shutil
+
+    from datastores import Bm25Params, DatastoreWriter
+
+    shutil.rmtree(root, ignore_errors=True)
+    writer = DatastoreWriter(root, {"benchmark": "retrieval-defaults"}, {"name": "all-MiniLM-L6-v2"},
+                             {"name": "recursive", "chunk_size": 200}, Bm25Params(**bm25), mode="create")
+    writer.add_shard(chunks, vectors, 0)
+    writer.finish({}, vectors.shape[1])
+    return Datastore.open(root, query_encoder=query_encoder)
+
+
+LIST_DEPTH = 300  # chunks each single retriever returns per query; fusion candidates cut these to their depth
+
+
+def bm25_variants() -> dict[str, dict]:
+    """Tokenizer x stop words x idf at rank-bm25's k1/b, then k1/b variants of the stemmed Lucene tokens."""
+    out = {}
+    for tokenizer in ("simple", "stemmed"):
+        for stopwords in ("none", "english"):
+            for idf in ("rank-bm25", "lucene"):
+                out[f"{tokenizer}/{stopwords}/{idf}"] = {**OLD_BM25, "tokenizer": tokenizer, "stopwords": stopwords,
+                                                         "idf": idf}
+    for k1, b in ((0.9, 0.4), (1.2, 0.75), (1.2, 0.5), (1.5, 0.5), (2.0, 0.75)):
+        out[f"stemmed/english/lucene k1={k1} b={b}"] = {"tokenizer": "stemmed", "stopwords": "english",
+                                                         "idf": "lucene", "k1": k1, "b": b}
+    return out
+
+
+def _light(runs: list[list]) -> list[list]:
+    """Hits without their texts (what fusion and scoring need, at a fraction of the memory)."""
+    return [[replace(h, text="") for h in hits] for hits in runs]
+
+
+def collection_lists(name: str, beir, embedder: CachedEmbedder, work: Path, variants: dict[str, dict]) -> dict:
+    """Dense and BM25 (every variant) chunk hit lists of every judged query, ``LIST_DEPTH`` deep."""
+    qids = beir.evaluated_queries
+    queries = [beir.queries[q] for q in qids]
+    chunks = collection_chunks(beir)
+    vectors = embedder.encode([c.text for c in chunks])
+    embedder.save()
+    lists = {"qids": qids, "chunks": len(chunks), "documents": len(beir.corpus), "bm25": {}}
+    for label, options in variants.items():
+        ds = write_collection(work / "index" / name, chunks, vectors, options, embedder.encode_queries)
+        lists["bm25"][label] = _light(build_retriever(ds, "bm25").retrieve_many(queries, LIST_DEPTH))
+        if "dense" not in lists:
+            lists["dense"] = _light(build_retriever(ds, "dense").retrieve_many(queries, LIST_DEPTH))
+            embedder.save()
+    return lists
+
+
+def fusion_candidates() -> list[tuple[str, dict]]:
+    """Every hybrid default considered: RRF k x list weight and convex alpha x normalisation, at two depths."""
+    out = []
+    for depth in (100, 300):
+        out += [(f"rrf k={k} alpha={a} depth={depth}", {"fusion": "rrf", "rrf_k": k, "alpha": a, "depth": depth})
+                for k in (5, 10, 20, 60) for a in (0.3, 0.4, 0.5, 0.6)]
+        out += [(f"convex {n} alpha={a} depth={depth}", {"fusion": "convex", "normalization": n, "alpha": a,
+                                                        "depth": depth})
+                for n in ("minmax", "zscore", "calibrated") for a in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]
+    return out
+
+
+def fuse_lists(dense: list, sparse: list, settings: dict) -> list:
+    """What ``Retriever`` returns for hybrid ``settings`` from one query's cached single-retriever lists."""
+    depth = settings["depth"]
+    options = {k: v for k, v in settings.items() if k not in ("fusion", "depth")}
+    return fused_hits(dense[:depth], sparse[:depth], method=settings["fusion"], **options)
+
+
+def ndcg_of(lists: dict, runs: list, aggregation: str = "max") -> float:
+    """Mean nDCG@10 (x100) of one collection's chunk runs, documents ranked by ``aggregation``."""
+    run = {q: document_ranking(h, DEPTH, aggregation) for q, h in zip(lists["qids"], runs)}
+    return mean_metrics(retrieval_metrics(run, {q: lists["qrels"][q] for q in lists["qids"]}, K, DEPTH))["ndcg@10"]
+
+
+def worst_regret(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per row: its worst shortfall against the best row of each collection (0 = best everywhere)."""
+    best = {c: max(row[c] for row in table.values()) for c in next(iter(table.values()))}
+    return {label: min(row[c] - best[c] for c in best) for label, row in table.items()}
+
+
+def defaults_quality(lists: dict[str, dict]) -> dict:
+    """nDCG@10 of every collection x BM25 variant, x fusion candidate and x document aggregation."""
+    from datastores import Bm25Params
+    from rag.retrieve import AGGREGATIONS, RetrieverConfig
+
+    new_bm25 = "/".join(str(getattr(Bm25Params(), f)) for f in ("tokenizer", "stopwords", "idf"))
+    bm25 = {v: {c: ndcg_of(x, x["bm25"][v]) for c, x in lists.items()} for v in next(iter(lists.values()))["bm25"]}
+    singles = {"dense": {c: ndcg_of(x, x["dense"]) for c, x in lists.items()}}
+    fusion = {}
+    for label, settings in fusion_candidates():
+        fusion[label] = {c: ndcg_of(x, [fuse_lists(d, s, settings) for d, s in zip(x["dense"], x["bm25"][new_bm25])])
+                         for c, x in lists.items()}
+    c = RetrieverConfig()
+    chosen = {"fusion": c.fusion, "alpha": c.alpha, "normalization": c.normalization, "rrf_k": c.rrf_k,
+              "depth": c.depth}
+    aggregation = {}
+    for name, x in lists.items():
+        if x["chunks"] > x["documents"]:
+            runs = {"bm25": x["bm25"][new_bm25], "dense": x["dense"],
+                    "hybrid": [fuse_lists(d, s, chosen) for d, s in zip(x["dense"], x["bm25"][new_bm25])]}
+            aggregation[name] = {f"{mode} {agg}": ndcg_of(x, r, agg)
+                                 for mode, r in runs.items() for agg in AGGREGATIONS}
+    return {"bm25": bm25, "bm25_worst_regret": worst_regret(bm25), "dense": singles["dense"], "fusion": fusion,
+            "fusion_worst_regret": worst_regret(fusion), "new_bm25": new_bm25, "chosen_fusion": chosen,
+            "aggregation": aggregation,
+            "collections": {n: {"queries": len(x["qids"]), "documents": x["documents"], "chunks": x["chunks"]}
+                            for n, x in lists.items()}}
+
+
+def bm25s_peer(beir, stemmer: bool) -> float:
+    """nDCG@10 of bm25s (its defaults: Lucene idf, k1 1.5, b 0.75, English stop words, tokens of 2+
+    word characters; PyStemmer's English stemmer or none) over the same chunks, documents by best chunk."""
+    import bm25s
+    import Stemmer
+
+    from datastores.records import Hit
+
+    chunks = collection_chunks(beir)
+    stem = Stemmer.Stemmer("english") if stemmer else None
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", stemmer=stem, show_progress=False),
+                    show_progress=False)
+    qids = beir.evaluated_queries
+    tokens = bm25s.tokenize([beir.queries[q] for q in qids], stopwords="en", stemmer=stem, show_progress=False)
+    rows, scores = retriever.retrieve(tokens, k=min(LIST_DEPTH, len(chunks)), show_progress=False, n_threads=0)
+    runs = [[Hit(int(i), chunks[i].doc_id, 0, 0, float(s), "", "") for i, s in zip(r, sc) if s > 0]
+            for r, sc in zip(rows, scores)]
+    return ndcg_of({"qids": qids, "qrels": beir.qrels}, runs)
+
+
+def defaults_speed(beir, embedder, cached: CachedEmbedder, work: Path, repeats: int) -> dict:
+    """queries/s of the hybrid default before and after issue 18 on the same chunks and queries (the
+    real query encoder, not the cache), runs interleaved, median of ``repeats``."""
+    from datastores import Bm25Params
+
+    chunks = collection_chunks(beir)
+    vectors = cached.encode([c.text for c in chunks])
+    queries = [beir.queries[q] for q in beir.evaluated_queries]
+    encode = with_prefixes(embedder, "all-MiniLM-L6-v2").encode_queries
+    setups = {"old default (rank-bm25 tokens, rrf k=60, depth 100)":
+              (write_collection(work / "speed-old", chunks, vectors, OLD_BM25, encode), OLD_FUSION),
+              "new default": (write_collection(work / "speed-new", chunks, vectors, Bm25Params().to_dict(), encode),
+                              {})}
+    runs: dict[str, list[float]] = {label: [] for label in setups}
+    for _ in range(repeats):
+        for label, (ds, options) in setups.items():
+            retriever = build_retriever(ds, "hybrid", **options)
+            started = time.perf_counter()
+            retriever.retrieve_many(queries, K)
+            runs[label].append(len(queries) / (time.perf_counter() - started))
+    return {label: {"queries_per_s": statistics.median(r), "runs": r} for label, r in runs.items()}
+
+
+def defaults_main(args) -> None:
+    """``--defaults``: the collections x candidates study behind issue 18's defaults, and their speed."""
+    import pickle
+
+    work = OUT / "retrieval-defaults"
+    work.mkdir(parents=True, exist_ok=True)
+    embedder = load_embedder(device="cpu")
+    cached = CachedEmbedder(embedder, work / "vectors.npz")
+    collections = default_collections(work)
+    cache = work / "lists.pkl"
+    if args.speed_only:
+        lists = {}
+    elif cache.is_file() and not args.rebuild:
+        lists = pickle.loads(cache.read_bytes())
+    else:
+        lists = {}
+        for name, beir in collections.items():
+            lists[name] = {**collection_lists(name, beir, cached, work, bm25_variants()), "qrels": beir.qrels}
+            print(name, lists[name]["chunks"], "chunks", flush=True)
+        cache.write_bytes(pickle.dumps(lists))
+    report = {"quality": {} if args.speed_only else defaults_quality(lists), "git": git_state(),
+              "speed": {} if args.quality_only else defaults_speed(collections["chroma-pooled"], embedder, cached,
+                                                                    work, args.repeats)}
+    out = OUT / ("retrieval-defaults-speed.json" if args.speed_only else "retrieval-defaults.json")
+    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(json.dumps(report["speed"], indent=1), "\nwrote", out)
 
 
 if __name__ == "__main__":
