@@ -93,11 +93,11 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child_build(corpus: str, out: str, cpu_workers: int) -> dict:
+def child_build(corpus: str, out: str, cpu_workers: int, shard_size: int = SHARD_SIZE) -> dict:
     from indexers import BuildConfig, build_datastore
     from indexers.engines import EngineOptions
 
-    config = BuildConfig(chunker="token", chunk_size=256, shard_size=SHARD_SIZE, vectors_field="emb",
+    config = BuildConfig(chunker="token", chunk_size=256, shard_size=shard_size, vectors_field="emb",
                          embedder="none", dim=DIM, dense_index="binary-flat", rescore="int8")
     started = time.perf_counter()
     report = build_datastore([corpus], out, config, progress=False, engine=EngineOptions(cpu_workers=cpu_workers))
@@ -190,17 +190,17 @@ def measure_size(n: int, work: Path) -> dict:
     return result
 
 
-def compare_workers(n: int, work: Path) -> dict:
+def compare_workers(n: int, work: Path, shard_size: int) -> dict:
     corpus = work / f"corpus-{n}"
     write_corpus(corpus, n)
     runs = {}
     for workers in (1, 2, 1, 2):
         out = work / f"ds-w{workers}"
-        runs.setdefault(workers, []).append(_run_child("build", str(corpus), str(out), str(workers)))
+        runs.setdefault(workers, []).append(_run_child("build", str(corpus), str(out), str(workers), str(shard_size)))
         shutil.rmtree(out)
     shutil.rmtree(corpus)
     best = {w: min(r["wall_s"] for r in rs) for w, rs in runs.items()}
-    return {"chunks": n, "runs": runs, "best_wall_s": best, "ratio_2_over_1": best[2] / best[1],
+    return {"chunks": n, "shard_size": shard_size, "runs": runs, "best_wall_s": best, "ratio_2_over_1": best[2] / best[1],
             "load_average": os.getloadavg()}
 
 
@@ -220,7 +220,7 @@ def _print(results: dict) -> None:
         print(f"- verify {s['verify_s_per_gb']:.1f} s/GB (ok: {s['verify_ok']})")
     if "workers" in results:
         w = results["workers"]
-        print(f"\n### --cpu-workers on {w['chunks']:,} chunks: best of 2: 1 worker {w['best_wall_s'][1]:.1f} s, "
+        print(f"\n### --cpu-workers on {w['chunks']:,} chunks, shards of {w['shard_size']:,}: best of 2: 1 worker {w['best_wall_s'][1]:.1f} s, "
               f"2 workers {w['best_wall_s'][2]:.1f} s, ratio {w['ratio_2_over_1']:.2f} (load {w['load_average']})")
 
 
@@ -228,12 +228,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="", help="comma-separated chunk counts, e.g. 100000,1000000")
     parser.add_argument("--compare-cpu-workers", type=int, default=0, help="chunks for the 1-vs-2 worker builds")
+    parser.add_argument("--compare-shard-size", type=int, default=5000,
+                        help="shard size of the worker comparison (several shards, so writes run in parallel)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = child_build(rest[0], rest[1], int(rest[2])) if kind == "build" else child_search(*rest)
+        result = child_build(rest[0], rest[1], *map(int, rest[2:])) if kind == "build" else child_search(*rest)
         print(json.dumps(result))
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="terarag-scale-"))
@@ -245,7 +247,7 @@ def main() -> None:
         results["sizes"].append(measure_size(n, work))
         out.write_text(json.dumps(results, indent=2))  # each size is kept even if a later one fails
     if args.compare_cpu_workers:
-        results["workers"] = compare_workers(args.compare_cpu_workers, work)
+        results["workers"] = compare_workers(args.compare_cpu_workers, work, args.compare_shard_size)
         out.write_text(json.dumps(results, indent=2))
     _print(results)
     if not args.work:
