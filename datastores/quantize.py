@@ -17,6 +17,15 @@ def binary_codes(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(vectors) > 0, axis=-1)
 
 
+def canonical_dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Inner products of the rows ``vectors[..., d]`` with ``query[..., d]`` as float32, summed in
+    float64 (products of float32 values are exact there) in one fixed order per row, so a row's
+    score never depends on which other rows it is scored with. BLAS blocking does depend on that,
+    and two copies of one vector in different shards would otherwise tie only approximately."""
+    products = np.asarray(vectors, dtype=np.float64) * np.asarray(query, dtype=np.float64)
+    return products.sum(axis=-1).astype(np.float32)
+
+
 def hamming_to_score(distances: np.ndarray, dim: int) -> np.ndarray:
     """Inner product of two ±1 sign codes divided by ``dim``: 1 - 2·hamming/dim (same order as -hamming)."""
     return (1.0 - 2.0 * np.asarray(distances, dtype=np.float32) / dim).astype(np.float32)
@@ -52,11 +61,9 @@ def multibit_decode(planes: np.ndarray, scales: np.ndarray, dim: int) -> np.ndar
 
 
 def multibit_scores(query: np.ndarray, planes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Asymmetric inner products of a float ``query`` [d] with multi-bit coded rows: ``q·x̂``."""
-    dim = len(query)
-    bits = np.unpackbits(np.asarray(planes), axis=-1, count=dim).astype(np.float32)  # [m, b, d] of 0/1
-    plane_dots = 2.0 * (bits @ query.astype(np.float32)) - float(query.sum())           # q·s_i  [m, b]
-    return (plane_dots * np.asarray(scales, dtype=np.float32)).sum(axis=1)
+    """Asymmetric inner products of a float ``query`` [d] with multi-bit coded rows: ``q·x̂``
+    (``canonical_dot`` of the decoded rows: the same score for a row whatever it is scored with)."""
+    return canonical_dot(multibit_decode(planes, scales, len(query)), query)
 
 
 def multibit_bytes_per_vector(dim: int, bits: int) -> int:
