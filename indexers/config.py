@@ -47,13 +47,13 @@ class BuildConfig:
     query_prefix: str = "auto"           # text put before each query; auto = the model family's default
     passage_prefix: str = "auto"         # text put before each passage when embedding it
     # Dense layer (datastores.dense.DenseSpec): index type, rescoring, training sample, HNSW/IVF, bits
-    dense_index: str = "float-flat"     # float-flat (alias flat-ip) | float-ivfpq | binary-flat | binary-hnsw | binary-ivf
+    dense_index: str = "float-flat"     # datastores.dense.DENSE_INDEX_TYPES (alias flat-ip = float-flat)
     rescore: str = "auto"               # int8 | float16 | none; auto: none for float-flat, int8 otherwise
     train_sample: int = 20_000          # chunks embedded up front for the int8 range / IVF centroids
     hnsw_m: int = 32
     hnsw_ef_construction: int = 40
     hnsw_ef_search: int = 64
-    ivf_nlist: int = 256
+    ivf_nlist: int | None = None        # None: chosen from the training sample (about 4*sqrt(n))
     ivf_nprobe: int = 16
     bits: int = 1                       # >1: multi-bit residual sign codes, rescored asymmetrically
     strict: bool = False

@@ -91,7 +91,7 @@ def _sign_codes(folder: Path, spec: DenseSpec, index: faiss.IndexBinary) -> np.n
     """The shard's stored ``ubinary`` sign codes [rows, dim/8] (plane 0 of multi-bit codes)."""
     if spec.bits > 1:
         return np.asarray(np.load(folder / CODES_FILE, mmap_mode="r")[:, 0])
-    if spec.type == "binary-ivf":
+    if spec.ivf:  # reconstruct needs the IVF direct map
         index.make_direct_map()
     return index.reconstruct_n(0, index.ntotal)
 

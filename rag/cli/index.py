@@ -33,15 +33,16 @@ from rag.cli.datastore import lock_options
                    "onnx-int8 (faster, slightly different vectors).")
 @click.option("--shard-size", type=int, help="Chunks per shard.")
 @click.option("--dense-index", type=click.Choice(list(DENSE_INDEX_TYPES) + list(INDEX_ALIASES)),
-              help="Dense index: float-flat (exact), float-ivfpq, binary-flat, binary-hnsw, binary-ivf.")
+              help=f"Dense index: {', '.join(DENSE_INDEX_TYPES)} (float-flat: exact, the default).")
 @click.option("--rescore", type=click.Choice(["auto", *RESCORE_TYPES]),
               help="Rescoring layer of approximate/binary indexes (memory-mapped): int8 (default), float16, none.")
 @click.option("--bits", type=int, help="Bits per dimension of binary codes (>1: multi-bit residual codes).")
 @click.option("--train-sample", type=int, help="Chunks sampled across the input for the int8 range / IVF.")
-@click.option("--hnsw-m", type=int, help="HNSW neighbours per node (binary-hnsw).")
+@click.option("--hnsw-m", type=int, help="HNSW neighbours per node (float-hnsw, binary-hnsw).")
 @click.option("--hnsw-ef-construction", type=int, help="HNSW build beam width.")
 @click.option("--hnsw-ef-search", type=int, help="HNSW search beam width (default for searches).")
-@click.option("--ivf-nlist", type=int, help="IVF lists (binary-ivf, float-ivfpq).")
+@click.option("--ivf-nlist", type=int, help="IVF lists (float-ivf, float-ivfpq, binary-ivf; default: "
+                                             "about 4*sqrt(training sample), >= 39 vectors per list).")
 @click.option("--ivf-nprobe", type=int, help="IVF lists probed per search.")
 @click.option("--query-prefix", help="Text put before each query when it is embedded (default: the model "
                                      "family's, e.g. e5 'query: '; '' for none). Recorded in the manifest.")
