@@ -63,7 +63,8 @@ strict: true
         include=("*.md", "docs/*.txt"), exclude=("drafts/*",), id_field="uid", text_field="body",
         bm25_k1=2.0, strict=True)
     assert isinstance(config.bm25_k1, float)
-    assert config.reader_options == ReaderOptions(("*.md", "docs/*.txt"), ("drafts/*",), "uid", "body", "title")
+    assert config.reader_options == ReaderOptions(("*.md", "docs/*.txt"), ("drafts/*",), "uid", "body", "title",
+                                                  strict=True)
     assert load_config(str(path)) == config
 
 
