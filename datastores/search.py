@@ -34,8 +34,10 @@ class ShardResult:
 def merge_top_k(results: Sequence[ShardResult], k: int) -> list[tuple[int, int, float]]:
     """The global top-``k`` as (shard, row, score), best first.
 
-    Ties are broken by (shard, row), i.e. by global chunk order, so a sharded datastore returns
-    exactly what a single index over the same chunks would.
+    Ties are broken by (shard, row), i.e. by global chunk id (shards hold consecutive id ranges in
+    shard order), so a sharded datastore returns exactly what a single index over the same chunks
+    would, provided each shard's list is its canonical top-k: scores that do not depend on the
+    sharding and no tie cut arbitrarily at its k-th row (``datastores.dense.reader``, ``top_k_rows``).
     """
     parts = [r for r in results if len(r.rows)]
     if not parts or k <= 0:
