@@ -637,7 +637,9 @@ def defaults_main(args) -> None:
             lists[name] = {**collection_lists(name, beir, cached, work, bm25_variants()), "qrels": beir.qrels}
             print(name, lists[name]["chunks"], "chunks", flush=True)
         cache.write_bytes(pickle.dumps(lists))
-    report = {"quality": {} if args.speed_only else defaults_quality(lists), "git": git_state(),
+    peers = {} if args.speed_only else {name: {"stemmed": bm25s_peer(beir, True), "plain": bm25s_peer(beir, False)}
+                                        for name, beir in collections.items()}
+    report = {"quality": {} if args.speed_only else defaults_quality(lists), "bm25s_peer": peers, "git": git_state(),
               "speed": {} if args.quality_only else defaults_speed(collections["chroma-pooled"], embedder, cached,
                                                                     work, args.repeats)}
     out = OUT / ("retrieval-defaults-speed.json" if args.speed_only else "retrieval-defaults.json")
