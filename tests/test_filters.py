@@ -19,10 +19,10 @@ def test_filter_keeps_only_matching_chunks_and_returns_k(ds, mode):
     where = "source LIKE '%.html'"
     matching = ds.sql().execute(f"SELECT count(*) FROM chunks WHERE {where}").fetchone()[0]
     assert 10 < matching < len(ds)
-    hits = ds.search("the army and the navy", k=10, mode=mode, where=where)
+    hits = ds.search("the army and the navy of the united states", k=10, mode=mode, where=where)
     assert len(hits) == 10
     assert all(h.source.endswith(".html") for h in hits)
-    unfiltered = ds.search("the army and the navy", k=len(ds), mode=mode)
+    unfiltered = ds.search("the army and the navy of the united states", k=len(ds), mode=mode)
     expected = [h.chunk_id for h in unfiltered if h.source.endswith(".html")][:10]
     assert [h.chunk_id for h in hits] == expected
 
@@ -102,9 +102,9 @@ def test_metadata_filter_in_every_mode(meta_ds, mode):
     allowed = {int(i) for i in meta_ds.sql().execute(f"SELECT chunk_id FROM chunks WHERE {where}").fetchnumpy()[
         "chunk_id"]}
     assert len(allowed) == 7
-    hits = build_retriever(meta_ds, mode, depth=50).retrieve("the army and the navy", 5, where=where)
+    hits = build_retriever(meta_ds, mode, depth=50).retrieve("report on the army and the navy", 5, where=where)
     assert len(hits) == 5 and {h.chunk_id for h in hits} <= allowed
-    everything = build_retriever(meta_ds, mode, depth=50).retrieve("the army and the navy", 24)
+    everything = build_retriever(meta_ds, mode, depth=50).retrieve("report on the army and the navy", 24)
     if mode != "hybrid":  # a filtered single retriever equals the unfiltered ranking restricted to the filter
         assert [h.chunk_id for h in hits] == [h.chunk_id for h in everything if h.chunk_id in allowed][:5]
 
