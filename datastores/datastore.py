@@ -148,6 +148,24 @@ class Snapshot:
         return masks
 
 
+def live_ids(shards: Sequence[ShardReader], chunk_ids: list[int]) -> list[int]:
+    """The ids of ``chunk_ids`` whose rows are not tombstoned (ids outside ``shards`` are kept;
+    reading them finds nothing)."""
+    if not chunk_ids or all(s.tombstone is None for s in shards):
+        return chunk_ids
+    ids = np.asarray(chunk_ids, dtype=np.int64)
+    starts = np.array([s.info.chunk_id_start for s in shards], dtype=np.int64)
+    which = np.searchsorted(starts, ids, side="right") - 1
+    keep = np.ones(len(ids), dtype=bool)
+    for index, shard in enumerate(shards):
+        mask = shard.live_mask()
+        rows = ids - shard.info.chunk_id_start
+        here = (which == index) & (rows < shard.info.rows)
+        if mask is not None and here.any():
+            keep[here] = mask[rows[here]]
+    return ids[keep].tolist()
+
+
 class Datastore:
     """Read access to a datastore directory.
 
@@ -235,7 +253,11 @@ class Datastore:
         return self._snapshot._where
 
     def __len__(self) -> int:
-        return self.manifest.num_chunks
+        """Live chunks of this datastore (or shard group): tombstoned rows are not counted
+        (``manifest.num_chunks`` counts every row)."""
+        manifest = self.manifest
+        tombstones = manifest.tombstones
+        return sum(s.rows - (tombstones[s.name].deleted if s.name in tombstones else 0) for s in manifest.shards)
 
     def __repr__(self) -> str:
         return f"Datastore({str(self.root)!r}, chunks={len(self)}, shards={len(self.shards)})"
@@ -350,11 +372,15 @@ class Datastore:
                 self._duckdb = duckdb.connect()
         return self._duckdb.cursor()
 
-    def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Chunk rows by global id (DuckDB over the shard Parquet files)."""
+    def get_chunks(self, chunk_ids: Sequence[int], include_deleted: bool = False) -> dict[int, dict[str, Any]]:
+        """Chunk rows by global id (DuckDB over the shard Parquet files); tombstoned rows are left
+        out unless ``include_deleted``."""
         snap = self.snapshot()
+        ids = [int(i) for i in chunk_ids]
+        if not include_deleted:
+            ids = live_ids(snap.shards, ids)
         with self._connection() as con:
-            return read_chunk_rows([s.chunks_path for s in snap.shards], list(chunk_ids), con)
+            return read_chunk_rows([s.chunks_path for s in snap.shards], ids, con)
 
     def statistics(self) -> dict[str, Any]:
         """Chunk, document and size statistics of the live (not tombstoned) chunks, computed by

@@ -91,7 +91,7 @@ def planted(tmp_path_factory, small_corpus, small_config, embedder):
 
 
 def _wrong_ids(ds: Datastore) -> set[int]:
-    rows = ds.get_chunks(range(len(ds)))
+    rows = ds.get_chunks(range(ds.manifest.num_chunks), include_deleted=True)
     return {i for i, r in rows.items() if "-wrong" in r["doc_id"]}
 
 
@@ -134,7 +134,8 @@ def test_prune_importance_cli_tombstones_the_harmful_chunks(planted, tmp_path):
     top1 = lambda d: [answer_in_context([h[0].text], a) for h, a in zip(d.search_many(questions, k=1, mode="bm25"), answers)]
     assert sum(top1(ds)) < len(FACTS)  # the wrong chunks win some questions
     result = CliRunner().invoke(main, ["datastore", "prune-importance", str(copy), "--dataset", str(val),
-                                       "--drop-below", "-0.01", "-k", "1", "--mode", "bm25", "--json"])
+                                       "--heldout", str(val), "--drop-below", "-0.01", "-k", "1", "--mode", "bm25",
+                                       "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     pruned = Datastore.open(copy)

@@ -137,5 +137,5 @@ def test_compact_to_a_new_directory_leaves_the_source_untouched(tmp_path):
     assert (root / "manifest.json").read_bytes() == before
     out = Datastore.open(tmp_path / "out")
     assert _texts(out) == texts[:4] + texts[7:] and not out.manifest.tombstones
-    assert [s.rows for s in out.manifest.shards] == [4, 3, 2]
+    assert [s.rows for s in out.manifest.shards] == [5, 4]  # re-packed to the shard size, 5
     assert verify_datastore(tmp_path / "out").ok

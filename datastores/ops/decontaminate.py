@@ -1,19 +1,26 @@
-"""Decontamination against an evaluation set, as MassiveDS does it.
+"""Decontamination against an evaluation set, after MassiveDS (Shao et al., 2024).
 
-Two tests between a chunk and each evaluation text (a question with its answers, or a reference
-excerpt), on normalised words (``ops.minhash.normalise_words``):
+Every test runs on normalised words (``ops.minhash.normalise_words``: lower-cased ``\\w+`` runs,
+so case, punctuation and spacing do not count) of a chunk and of each evaluation text (a question
+with its answers, or a reference excerpt). A chunk is flagged when, against some evaluation text:
 
-- ``ngram``: Jaccard similarity of the two sets of word ``n``-grams >= ``threshold``
-  (a text shorter than ``n`` words is one n-gram);
-- ``longest``: the longest run of consecutive words they share has >= ``min_words`` words.
+- ``ngram``: the Jaccard similarity of their two sets of word ``n``-grams (``n`` = 13) is
+  ``>= threshold`` (0.8); a text shorter than ``n`` words is one n-gram, the whole text
+  (MassiveDS's ``jaccard`` rule, which flags ``> 0.8`` on whitespace words);
+- ``longest``: the longest run of consecutive words both contain has ``>= min_words`` words
+  (MassiveDS's ``longest`` rule, contiguous overlap of at least a word count);
+- ``either`` (the default): either rule fires, with ``min_words`` = 13 by default, so any verbatim
+  copy of 13 or more consecutive words is caught, whatever the sizes of the chunk and the
+  question (the Jaccard rule alone misses a 70-word quote inside a 200-word chunk).
 
-Candidates come from an inverted index of the evaluation n-grams, so only chunks that share an
+Candidates come from inverted indexes of the evaluation n-grams, so only chunks that share an
 n-gram with some evaluation text are compared exactly.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +31,9 @@ from datastores.manifest import read_manifest
 from datastores.ops.minhash import normalise_words, shingles_of_words, word_shingles
 from datastores.ops.scan import iter_chunk_batches
 
-METHODS = ("ngram", "longest")
+METHODS = ("either", "ngram", "longest")
+DEFAULT_METHOD = "either"
+DEFAULT_MIN_WORDS = 13
 FIELDS = ("question", "answers", "references")
 
 
@@ -80,6 +89,10 @@ def load_eval_texts(path: str | Path, fields: Sequence[str] = ("question", "answ
             if "references" in fields:
                 out.extend(EvalText(f"{label}.ref{j}", text) for j, text in enumerate(q.contents))
         return out
+    if "references" not in fields:
+        return [EvalText(r.label, "\n".join(([r.question] if "question" in fields else [])
+                                            + (list(r.answers) if "answers" in fields else [])))
+                for r in read_qa_jsonl(path)]
     texts = load_corpus_texts(corpus) if corpus is not None else None
     questions, _ = load_questions_jsonl(path, texts)
     for i, q in enumerate(questions):
@@ -93,6 +106,47 @@ def load_eval_texts(path: str | Path, fields: Sequence[str] = ("question", "answ
             out.extend(EvalText(f"{label}.ref{j}", texts[r.doc_id][r.start:r.end])
                        for j, r in enumerate(q.references))
     return out
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One line of a questions JSONL: its label (``id`` or ``q<line>``), question and answers."""
+
+    label: str
+    question: str
+    answers: tuple[str, ...]
+
+
+def read_qa_jsonl(path: str | Path) -> list[QARecord]:
+    """Questions and answers of a JSONL file (``{"question", "answers"?, "id"?, ...}`` per line;
+    other keys such as ``references`` are ignored). Bad lines are one ``ValueError`` naming them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file {path} does not exist")
+    records, bad = [], []
+    lines = [line for line in path.read_bytes().decode("utf-8-sig", errors="strict").splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        try:
+            records.append(_qa_record(json.loads(line), i))
+        except (ValueError, TypeError) as exc:
+            bad.append(f"line {i + 1}: {exc}")
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} bad line(s): {'; '.join(bad[:3])}")
+    return records
+
+
+def _qa_record(record: Any, index: int) -> QARecord:
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    question, answers = record.get("question"), record.get("answers", [])
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question is missing or empty")
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise ValueError("answers must be a list of strings")
+    label = record.get("id")
+    return QARecord(str(label) if label is not None else f"q{index}", question, tuple(answers))
 
 
 class _NgramIndex:
@@ -123,45 +177,65 @@ def longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
 
 
-def find_contaminated(root: str | Path, texts: Sequence[EvalText], method: str = "ngram", n: int = 13,
-                      threshold: float = 0.8, min_words: int = 32, batch_size: int = 4096,
-                      progress: Callable[[int], Any] | None = None) -> DecontaminationResult:
-    """Live chunks of the datastore at ``root`` that match some evaluation text."""
+def _check_settings(method: str, n: int, threshold: float, min_words: int, texts: Sequence[EvalText]) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "ngram" and (n < 1 or not 0.0 < threshold <= 1.0):
+    if method != "longest" and (n < 1 or not 0.0 < threshold <= 1.0):
         raise ValueError(f"--n must be >= 1 and --threshold in (0, 1] (got {n}, {threshold})")
-    if method == "longest" and min_words < 1:
+    if method != "ngram" and min_words < 1:
         raise ValueError(f"--min-words must be >= 1 (got {min_words})")
     if not texts:
         raise ValueError("the evaluation set has no texts to compare against")
+
+
+def _jaccard_match(index: _NgramIndex, words: list[str], texts: Sequence[EvalText],
+                   threshold: float) -> tuple[int, float] | None:
+    """The evaluation text with the highest n-gram Jaccard (lowest index on ties), if it reaches ``threshold``."""
+    grams = shingles_of_words(words, index.n)
+    counts = index.overlaps(grams)
+    if not counts:
+        return None
+    best, score = max(((i, shared / (len(grams) + index.sizes[i] - shared)) for i, shared in counts.items()),
+                      key=lambda x: (x[1], -x[0]))
+    return (best, score) if score >= threshold else None
+
+
+def _longest_match(index: _NgramIndex, words: list[str], eval_words: list[list[str]]) -> tuple[int, int] | None:
+    """The evaluation text sharing the most ``min_words``-grams and its longest shared run, if that
+    run has ``min_words`` words (sharing one such n-gram already means a run that long)."""
+    if len(words) < index.n:
+        return None
+    counts = index.overlaps(shingles_of_words(words, index.n))
+    if not counts:
+        return None
+    best = max(counts, key=lambda i: (counts[i], -i))
+    run = longest_common_run(words, eval_words[best])
+    return (best, run) if run >= index.n else None
+
+
+def find_contaminated(root: str | Path, texts: Sequence[EvalText], method: str = DEFAULT_METHOD, n: int = 13,
+                      threshold: float = 0.8, min_words: int = DEFAULT_MIN_WORDS, batch_size: int = 4096,
+                      progress: Callable[[int], Any] | None = None) -> DecontaminationResult:
+    """Live chunks of the datastore at ``root`` that match some evaluation text by ``method``
+    (see the module docstring for the exact rules); the longest-run rule is reported first."""
+    _check_settings(method, n, threshold, min_words, texts)
     manifest = read_manifest(DatastoreLayout(Path(root)))
-    index = _NgramIndex(texts, n if method == "ngram" else min_words)
-    eval_words = [normalise_words(t.text) for t in texts] if method == "longest" else []
+    jaccard = _NgramIndex(texts, n) if method != "longest" else None
+    longest = _NgramIndex(texts, min_words) if method != "ngram" else None
+    eval_words = [normalise_words(t.text) for t in texts] if longest is not None else []
     result = DecontaminationResult(eval_texts=len(texts))
     for batch in iter_chunk_batches(root, manifest, ("text",), batch_size):
         for chunk_id, text in zip(batch.chunk_ids.tolist(), batch.columns["text"]):
             words = normalise_words(text)
-            grams = shingles_of_words(words, index.n)
-            counts = index.overlaps(grams)
-            if not counts:
+            run = _longest_match(longest, words, eval_words) if longest is not None else None
+            if run is not None:
+                result.matches.append(Contamination(chunk_id, texts[run[0]].label, float(run[1]),
+                                                    f"{run[1]} consecutive words shared"))
                 continue
-            if method == "ngram":
-                best, score = max(((i, shared / (len(grams) + index.sizes[i] - shared))
-                                   for i, shared in counts.items()), key=lambda x: (x[1], -x[0]))
-                if score >= threshold:
-                    result.matches.append(Contamination(chunk_id, texts[best].label, round(score, 4),
-                                                        f"{n}-gram Jaccard {score:.3f}"))
-            else:
-                if len(words) < min_words:
-                    continue
-                # Sharing one min_words-gram already means a run of >= min_words words; report the
-                # text sharing the most of them (the longest overlap), lowest index on ties.
-                best = max(counts, key=lambda i: (counts[i], -i))
-                run = longest_common_run(words, eval_words[best])
-                if run >= min_words:
-                    result.matches.append(Contamination(chunk_id, texts[best].label, float(run),
-                                                        f"{run} consecutive words shared"))
+            found = _jaccard_match(jaccard, words, texts, threshold) if jaccard is not None else None
+            if found is not None:
+                result.matches.append(Contamination(chunk_id, texts[found[0]].label, round(found[1], 4),
+                                                    f"{n}-gram Jaccard {found[1]:.3f}"))
         result.scanned += len(batch.chunk_ids)
         if progress is not None:
             progress(len(batch.chunk_ids))

@@ -1,7 +1,11 @@
 """Exact and near-duplicate removal: the first occurrence in datastore order is kept.
 
-Shards are streamed in chunk-id order; memory holds one 16-byte key per kept text (exact) and
-one MinHash signature per kept text in an LSH index (near), never the texts themselves.
+Shards are streamed in chunk-id order; memory holds one 16-byte key per kept text (exact) and,
+for near-duplicates, one MinHash signature in an LSH index plus the 64-bit hashes of its shingles
+per kept text, never the texts themselves. LSH bands and rows are chosen so that a pair whose
+shingle Jaccard equals the threshold is proposed with probability ``recall`` (0.99), and each
+proposed pair is kept only if its exact Jaccard reaches the threshold
+(``datastores.ops.minhash.NearDuplicateIndex``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
-from datastores.ops.minhash import NearDuplicateIndex, exact_key
+from datastores.ops.minhash import DEFAULT_RECALL, NearDuplicateIndex, exact_key
 from datastores.ops.scan import iter_chunk_batches
 
 
@@ -44,13 +48,15 @@ class DedupResult:
 
 def find_duplicates(root: str | Path, exact: bool = True, near: bool = True, threshold: float = 0.8,
                     shingle: int = 13, num_perm: int = 128, seed: int = 1, max_examples: int = 10,
-                    batch_size: int = 4096, progress: Callable[[int], Any] | None = None) -> DedupResult:
-    """Scan the live chunks of the datastore at ``root`` for duplicates of earlier chunks."""
+                    batch_size: int = 4096, progress: Callable[[int], Any] | None = None,
+                    recall: float = DEFAULT_RECALL) -> DedupResult:
+    """Scan the live chunks of the datastore at ``root`` for duplicates of earlier chunks; near
+    pairs are reported with their exact shingle Jaccard."""
     if not (exact or near):
         raise ValueError("choose --exact, --near or both")
     manifest = read_manifest(DatastoreLayout(Path(root)))
     seen: dict[bytes, int] = {}
-    index = NearDuplicateIndex(threshold, shingle, num_perm, seed) if near else None
+    index = NearDuplicateIndex(threshold, shingle, num_perm, seed, recall) if near else None
     result = DedupResult()
     for batch in iter_chunk_batches(root, manifest, ("text",), batch_size):
         ids = batch.chunk_ids.tolist()

@@ -155,15 +155,16 @@ def answer_utilities(texts: Sequence[Sequence[str]], answers: Sequence[Sequence[
 
 
 def load_validation(path) -> tuple[list[str], list[list[str]]]:
-    """Questions and gold answers from our questions JSONL; every question needs an answer."""
-    from evaluators.datasets import load_questions_jsonl
+    """Questions and gold answers from a questions JSONL (``question`` and ``answers`` per line;
+    ``references`` are not needed); every question needs an answer."""
+    from datastores.ops.decontaminate import read_qa_jsonl
 
-    questions, _ = load_questions_jsonl(path)
-    missing = [i for i, q in enumerate(questions) if not q.answers]
+    records = read_qa_jsonl(path)
+    missing = [i for i, r in enumerate(records) if not r.answers]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} question(s) have no answers (first: line {missing[0]}); "
+        raise ValueError(f"{path}: {len(missing)} question(s) have no answers (first: line {missing[0] + 1}); "
                          "data importance needs gold answers")
-    return [q.text for q in questions], [list(q.answers) for q in questions]
+    return [r.question for r in records], [list(r.answers) for r in records]
 
 
 def datastore_importance(ds, questions: Sequence[str], answers: Sequence[Sequence[str]], k: int = 5,
@@ -183,3 +184,66 @@ def datastore_importance(ds, questions: Sequence[str], answers: Sequence[Sequenc
     ids = [[h.chunk_id for h in found] for found in hits]
     utilities = answer_utilities([[h.text for h in found] for found in hits], answers)
     return chunk_importance(ids, utilities, k, method, weight, samples, seed, learn_steps, learning_rate)
+
+
+#: share of the questions held out by ``split_questions`` when no held-out file is given
+HELDOUT_FRACTION = 0.3
+
+
+def split_questions(count: int, fraction: float = HELDOUT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``count`` question positions into (scoring, held out); both non-empty."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in (0, 1) (got {fraction})")
+    if count < 2:
+        raise ValueError(f"{count} question(s) cannot be split to hold some out; give --heldout FILE")
+    order = np.random.default_rng(seed).permutation(count)
+    held = min(count - 1, max(1, round(fraction * count)))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+@dataclass(frozen=True)
+class HeldOutCheck:
+    """Answer-in-top-``k`` on questions the importance was not computed on, with and without the
+    chunks a pruning would drop."""
+
+    questions: int
+    k: int
+    before: float
+    after: float
+
+    @property
+    def lowers(self) -> bool:
+        return self.after < self.before
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"questions": self.questions, "k": self.k, "before": self.before, "after": self.after}
+
+
+def top_texts_without(ds, questions: Sequence[str], k: int, mode: str, drop: set[int],
+                      depth: int) -> list[list[str]]:
+    """Per question, the texts of its top ``k`` hits once the chunks in ``drop`` are gone (the
+    ranking is searched ``depth`` deep, deeper for questions that lose too many hits)."""
+    out: list[list[str]] = [[] for _ in questions]
+    todo, live = list(range(len(questions))), len(ds)
+    depth = max(1, min(depth, live))
+    while todo:
+        found = ds.search_many([questions[i] for i in todo], k=depth, mode=mode)
+        retry = []
+        for i, hits in zip(todo, found):
+            out[i] = [h.text for h in hits if h.chunk_id not in drop][:k]
+            if len(out[i]) < k and len(hits) == depth < live:
+                retry.append(i)
+        todo, depth = retry, min(live, depth * 2)
+    return out
+
+
+def held_out_check(ds, questions: Sequence[str], answers: Sequence[Sequence[str]], drop: Sequence[int], k: int,
+                   mode: str, metric: Callable[[Sequence[str], Sequence[str]], float]) -> HeldOutCheck:
+    """``HeldOutCheck`` of dropping ``drop``: ``metric(top-k texts, answers)`` averaged over the
+    questions (``evaluators.answers.answer_in_context`` from the CLI)."""
+    rates = []
+    for removed in (set(), {int(i) for i in drop}):
+        texts = top_texts_without(ds, questions, k, mode, removed, 4 * k + 16)
+        rates.append(float(np.mean([metric(t, a) for t, a in zip(texts, answers)])) if questions else 0.0)
+    return HeldOutCheck(len(questions), k, rates[0], rates[1])
+

@@ -60,6 +60,8 @@ class SourceShard:
     root: Path
     info: ShardInfo
     keep: np.ndarray | None = None
+    #: put before every document id of this shard (merge --prefix); "" leaves them as they are
+    doc_prefix: str = ""
 
     @property
     def folder(self) -> Path:
@@ -79,11 +81,11 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def read_shard_chunks(folder: Path, keep: np.ndarray | None) -> list[Chunk]:
-    """The (kept) rows of a shard's chunk table as ``Chunk`` records."""
+def read_shard_chunks(folder: Path, keep: np.ndarray | None, doc_prefix: str = "") -> list[Chunk]:
+    """The (kept) rows of a shard's chunk table as ``Chunk`` records (document ids prefixed)."""
     table = pq.read_table(folder / CHUNKS_FILE).to_pylist()
     rows = table if keep is None else [r for r, k in zip(table, keep) if k]
-    return [Chunk(r["doc_id"], r["start"], r["end"], r["text"], r["source"] or "",
+    return [Chunk(doc_prefix + r["doc_id"], r["start"], r["end"], r["text"], r["source"] or "",
                   json.loads(r["metadata"]) if r["metadata"] else {}) for r in rows]
 
 
@@ -127,14 +129,14 @@ def _link_shard(source: SourceShard, writer: DatastoreWriter, index: int, first_
     writer.check_lock()
     name = shard_name(index)
     record = _shard_record(source.folder)
-    same_ids = first_chunk_id == source.info.chunk_id_start
+    same_ids = first_chunk_id == source.info.chunk_id_start and not source.doc_prefix
     with atomic_directory(writer.layout.shard(name)) as tmp:
         files = dict(source.info.files)
         for rel in source.info.files:
             if same_ids or rel not in ID_FILES:
                 link_or_copy(source.folder / rel, tmp / rel)
         if not same_ids:
-            chunks = read_shard_chunks(source.folder, None)
+            chunks = read_shard_chunks(source.folder, None, source.doc_prefix)
             write_chunk_table(tmp / CHUNKS_FILE, chunks, first_chunk_id)
             write_row_store(tmp, chunks, first_chunk_id)
             for rel in (CHUNKS_FILE, *ROW_STORE_FILES):
@@ -160,37 +162,93 @@ def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any
     return writer
 
 
+class _Packer:
+    """Rows waiting to fill output shards of ``shard_size`` rows (re-packing), written in order."""
+
+    def __init__(self, writer: DatastoreWriter, shard_size: int):
+        self.writer = writer
+        self.shard_size = shard_size
+        self.chunks: list[Chunk] = []
+        self.vectors: list[np.ndarray] = []
+        self.next_id = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunks
+
+    def add(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        if self.shard_size < 1:
+            raise ValueError(f"shard size must be at least 1 (got {self.shard_size})")
+        self.chunks.extend(chunks)
+        self.vectors.append(vectors)
+        if len(self.chunks) >= self.shard_size:
+            self.flush(whole_only=True)
+
+    def flush(self, whole_only: bool = False) -> None:
+        """Write full shards (and, unless ``whole_only``, the remainder as a last shorter one)."""
+        if not self.chunks:
+            return
+        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, 0), np.float32)
+        done = 0
+        while len(self.chunks) - done >= self.shard_size or (not whole_only and done < len(self.chunks)):
+            size = min(self.shard_size, len(self.chunks) - done)
+            self.writer.add_shard(self.chunks[done:done + size], vectors[done:done + size], self.next_id)
+            self.next_id += size
+            done += size
+        self.chunks, self.vectors = self.chunks[done:], [vectors[done:]] if done < len(vectors) else []
+
+
 def _write_shards(writer: DatastoreWriter, sources: Sequence[SourceShard], dim: int, dense_index: dict[str, Any],
-                  progress: Callable[[int], Any] | None) -> set[str]:
-    """Write every source shard with kept rows as the writer's next shard; the document ids kept."""
-    next_id = 0
+                  progress: Callable[[int], Any] | None, shard_size: int | None = None) -> set[str]:
+    """Write the kept rows of every source shard: one output shard per source, or, with
+    ``shard_size``, re-packed into shards of that many rows (fully kept shards of that size are
+    still hard-linked when they start a shard). Returns the document ids kept."""
+    packer = _Packer(writer, shard_size or 0)
     doc_ids: set[str] = set()
     for source in sources:
         kept = source.kept
         if kept == 0:
             continue
-        index = len(writer.shards)
-        if source.keep is None or kept == source.info.rows:
-            writer.append_shard(_link_shard(SourceShard(source.root, source.info), writer, index, next_id))
-            doc_ids.update(pq.read_table(source.folder / CHUNKS_FILE, columns=["doc_id"]).column(0).to_pylist())
+        whole = source.keep is None or kept == source.info.rows
+        if whole and packer.empty and (shard_size is None or kept == shard_size):
+            index = len(writer.shards)
+            writer.append_shard(_link_shard(SourceShard(source.root, source.info, None, source.doc_prefix), writer,
+                                            index, packer.next_id))
+            packer.next_id += kept
+            doc_ids.update(source.doc_prefix + d for d in
+                           pq.read_table(source.folder / CHUNKS_FILE, columns=["doc_id"]).column(0).to_pylist())
         else:
-            chunks = read_shard_chunks(source.folder, source.keep)
-            vectors = shard_vectors(source.folder, dim, dense_index)[source.keep]
-            writer.add_shard(chunks, vectors, next_id)
+            chunks = read_shard_chunks(source.folder, source.keep, source.doc_prefix)
+            vectors = shard_vectors(source.folder, dim, dense_index)
+            vectors = vectors if source.keep is None else vectors[source.keep]
             doc_ids.update(c.doc_id for c in chunks)
-        next_id += kept
+            if shard_size is None:
+                writer.add_shard(chunks, vectors, packer.next_id)
+                packer.next_id += kept
+            else:
+                packer.add(chunks, vectors)
         if progress is not None:
             progress(kept)
+    packer.flush()
     return doc_ids
+
+
+def configured_shard_size(manifest: Manifest) -> int:
+    """The shard size a datastore was built (or last rewritten) with: its build parameter, else
+    its largest shard."""
+    size = manifest.build.get("params", {}).get("shard_size")
+    return int(size) if size else max((s.rows for s in manifest.shards), default=1)
 
 
 def write_selection(output: str | Path, base: Manifest, sources: Sequence[SourceShard], operation: Operation,
                     lineage: Sequence[dict[str, Any]] = (), progress: Callable[[int], Any] | None = None, *,
-                    overwrite: bool = False, lock: DatastoreLock | None = None) -> Manifest:
+                    overwrite: bool = False, lock: DatastoreLock | None = None,
+                    shard_size: int | None = None) -> Manifest:
     """Write the selected rows of ``sources`` (in order, ids renumbered from 0) as a new datastore
     with ``base``'s settings (the manifest of ``sources[0].root``), holding ``output``'s writer lock
-    (``lock`` if the caller holds it). ``overwrite`` replaces a datastore or a killed run's partial
-    output there; folders holding anything else are refused."""
+    (``lock`` if the caller holds it). With ``shard_size`` the rows are re-packed into shards of
+    that many rows (recorded as the output's ``shard_size``). ``overwrite`` replaces a datastore or
+    a killed run's partial output there; folders holding anything else are refused."""
     if not any(source.kept for source in sources):
         raise DatastoreError("the selection is empty: no chunk would be left in the new datastore")
     output = Path(output)
@@ -199,9 +257,12 @@ def write_selection(output: str | Path, base: Manifest, sources: Sequence[Source
     mode = "overwrite" if overwrite else "create"
     check_output(output, mode, resumable=False)
     with writer_lock(output, operation.operation, create=True, held=lock) as held:
-        writer = _writer(output, base, sources[0].root, {"operation": operation.operation, **operation.parameters},
-                         mode, held)
-        doc_ids = _write_shards(writer, sources, int(base.embedder["dim"]), base.dense_index, progress)
+        declared = base.build.get("params", {}).get("metadata_types")
+        params = {"operation": operation.operation, **operation.parameters,
+                  "shard_size": shard_size or configured_shard_size(base),
+                  **({"metadata_types": declared} if declared else {})}
+        writer = _writer(output, base, sources[0].root, params, mode, held)
+        doc_ids = _write_shards(writer, sources, int(base.embedder["dim"]), base.dense_index, progress, shard_size)
         manifest = writer.finish({"documents": len(doc_ids), "derived": operation.operation},
                                  int(base.embedder["dim"]))
         manifest.lineage = [*lineage]

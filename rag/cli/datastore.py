@@ -187,6 +187,9 @@ _overwrite = click.option("--overwrite", is_flag=True,
 @click.option("--threshold", default=0.8, show_default=True, help="Jaccard threshold of near-duplicates.")
 @click.option("--shingle", default=13, show_default=True, help="Words per shingle.")
 @click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
+@click.option("--recall", default=0.99, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Chance that a pair exactly at the threshold is proposed by MinHash LSH (sets its bands and "
+                   "rows); every proposed pair is then checked with the exact shingle Jaccard.")
 @click.option("--examples", default=5, show_default=True, help="Example pairs to show.")
 @_dry_run
 @_compact
@@ -194,18 +197,21 @@ _overwrite = click.option("--overwrite", is_flag=True,
 @user_errors
 @_writes("dedup")
 def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shingle: int, num_perm: int,
-                  examples: int, dry_run: bool, compact_after: bool, as_json: bool,
+                  recall: float, examples: int, dry_run: bool, compact_after: bool, as_json: bool,
                   lock: DatastoreLock | None) -> None:
-    """Tombstone exact and near-duplicate chunks of DATASTORE, keeping the first occurrence."""
+    """Tombstone exact and near-duplicate chunks of DATASTORE, keeping the first occurrence.
+
+    A near-duplicate has an exact word-shingle Jaccard >= --threshold with an earlier kept chunk."""
     from datastores.ops.dedup import find_duplicates
     from datastores.ops.tombstones import Operation
 
     before = _open_manifest(datastore)
-    params = {"exact": exact, "near": near, "threshold": threshold, "shingle": shingle, "num_perm": num_perm}
+    params = {"exact": exact, "near": near, "threshold": threshold, "shingle": shingle, "num_perm": num_perm,
+              "recall": recall}
     operation = Operation("dedup", params)
     with _progress_bar(before.num_live, "dedup") as bar:
         result = find_duplicates(datastore, exact, near, threshold, shingle, num_perm, max_examples=examples,
-                                 progress=bar.update)
+                                 progress=bar.update, recall=recall)
     operation.counts = result.counts()
     rows = Datastore.open(datastore).get_chunks([i for p in result.examples for i in (p.removed, p.kept)])
     table = Table(title=f"dedup: {result.exact:,} exact, {result.near:,} near of {result.scanned:,} scanned",
@@ -224,10 +230,15 @@ def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shi
 @click.argument("datastore", type=click.Path())
 @click.option("--against", required=True, type=click.Path(exists=True),
               help="Evaluation set: questions JSONL, or a Chroma-format folder / questions_df.csv.")
-@click.option("--method", type=click.Choice(["ngram", "longest"]), default="ngram", show_default=True)
-@click.option("--n", "n", default=13, show_default=True, help="Words per n-gram (ngram method).")
-@click.option("--threshold", default=0.8, show_default=True, help="n-gram Jaccard threshold (ngram method).")
-@click.option("--min-words", default=32, show_default=True, help="Shortest shared word run (longest method).")
+@click.option("--method", type=click.Choice(["either", "ngram", "longest"]), default="either", show_default=True,
+              help="Rules, on lower-cased words (punctuation ignored) of a chunk and an evaluation text: ngram "
+                   "flags a chunk whose set of N-word n-grams has Jaccard >= THRESHOLD with the text's (a text "
+                   "under N words is one n-gram); longest flags a chunk sharing a run of >= MIN_WORDS consecutive "
+                   "words with the text; either (default) flags a chunk that either rule flags, so any verbatim "
+                   "copy of 13 or more words is caught.")
+@click.option("--n", "n", default=13, show_default=True, help="Words per n-gram (ngram rule).")
+@click.option("--threshold", default=0.8, show_default=True, help="n-gram Jaccard threshold (ngram rule).")
+@click.option("--min-words", default=13, show_default=True, help="Shortest shared run of words (longest rule).")
 @click.option("--fields", default="question,answers", show_default=True,
               help="Evaluation fields to compare: question, answers, references.")
 @click.option("--corpus", type=click.Path(exists=True), default=None,
@@ -241,14 +252,18 @@ def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shi
 def decontaminate_command(datastore: str, against: str, method: str, n: int, threshold: float, min_words: int,
                           fields: str, corpus: str | None, examples: int, dry_run: bool, compact_after: bool,
                           as_json: bool, lock: DatastoreLock | None) -> None:
-    """Tombstone chunks of DATASTORE that overlap an evaluation set, and say why."""
+    """Tombstone chunks of DATASTORE that overlap an evaluation set, and say why.
+
+    The evaluation set is a questions JSONL ("question" and "answers" suffice; "references" with
+    --fields references and --corpus) or a Chroma-format folder / questions_df.csv."""
     from datastores.ops.decontaminate import find_contaminated, load_eval_texts
     from datastores.ops.tombstones import Operation
 
     before = _open_manifest(datastore)
     texts = load_eval_texts(against, [f.strip() for f in fields.split(",") if f.strip()], corpus)
     params = {"against": against, "method": method, "fields": fields,
-              **({"n": n, "threshold": threshold} if method == "ngram" else {"min_words": min_words})}
+              **({"n": n, "threshold": threshold} if method != "longest" else {}),
+              **({"min_words": min_words} if method != "ngram" else {})}
     with _progress_bar(before.num_live, "decontaminate") as bar:
         result = find_contaminated(datastore, texts, method, n, threshold, min_words, progress=bar.update)
     operation = Operation("decontaminate", params, {"scanned": result.scanned, "eval_texts": result.eval_texts})
@@ -305,6 +320,11 @@ def filter_command(datastore: str, min_words: int | None, max_words: int | None,
 @click.argument("datastore", type=click.Path())
 @click.option("--dataset", required=True, type=click.Path(exists=True),
               help="Validation questions JSONL with gold answers.")
+@click.option("--heldout", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Held-out questions JSONL with gold answers (default: hold out --heldout-fraction of --dataset).")
+@click.option("--heldout-fraction", default=0.3, show_default=True,
+              help="Share of --dataset held out (seeded by --seed) when no --heldout file is given.")
+@click.option("--force", is_flag=True, help="Commit even if held-out answer-in-top-k falls.")
 @click.option("--drop-below", type=float, required=True, help="Tombstone retrieved chunks whose importance is lower.")
 @click.option("-k", "--k", "k", default=5, show_default=True, help="Top-K of the retrieval utility.")
 @click.option("--candidates", default=50, show_default=True, help="Retrieved candidates per question.")
@@ -322,39 +342,67 @@ def filter_command(datastore: str, min_words: int | None, max_words: int | None,
 @_as_json
 @user_errors
 @_writes("prune-importance")
-def prune_importance_command(datastore: str, dataset: str, drop_below: float, k: int, candidates: int, mode: str,
-                             method: str, samples: int, seed: int, learn_steps: int, learning_rate: float,
-                             device: str, show: int, dry_run: bool,
-                             compact_after: bool, as_json: bool, lock: DatastoreLock | None) -> None:
-    """Tombstone retrieved chunks of DATASTORE whose data importance on DATASET is below a bound."""
-    from datastores.ops.importance import datastore_importance, load_validation
+def prune_importance_command(datastore: str, dataset: str, heldout: str | None, heldout_fraction: float, force: bool,
+                             drop_below: float, k: int, candidates: int, mode: str, method: str, samples: int,
+                             seed: int, learn_steps: int, learning_rate: float, device: str, show: int,
+                             dry_run: bool, compact_after: bool, as_json: bool, lock: DatastoreLock | None) -> None:
+    """Tombstone retrieved chunks of DATASTORE whose data importance on DATASET is below a bound.
+
+    Importance is computed on part of the questions; answer-in-top-k of the others (or of
+    --heldout) is measured before and after, and a pruning that lowers it is not committed
+    unless --force."""
+    from datastores.ops.importance import datastore_importance, held_out_check, load_validation, split_questions
     from datastores.ops.tombstones import Operation
+    from evaluators.answers import answer_in_context
     from rag import Datastore as EmbeddingDatastore
 
     before = _open_manifest(datastore)
     questions, answers = load_validation(dataset)
+    if heldout:
+        held_questions, held_answers = load_validation(heldout)
+    else:
+        train, held = split_questions(len(questions), heldout_fraction, seed)
+        held_questions, held_answers = [questions[i] for i in held], [answers[i] for i in held]
+        questions, answers = [questions[i] for i in train], [answers[i] for i in train]
     ds = EmbeddingDatastore.open(datastore, device=device)
     result = datastore_importance(ds, questions, answers, k, candidates, mode, method, samples=samples, seed=seed,
                                   learn_steps=learn_steps, learning_rate=learning_rate)
     drop = result.chunk_ids[result.importance < drop_below]
-    params = {"dataset": dataset, "drop_below": drop_below, "k": k, "candidates": candidates, "mode": mode,
-              "method": method, **({"samples": samples, "seed": seed} if method == "sampled" else {}),
-              **({"learn_steps": learn_steps, "learning_rate": learning_rate} if learn_steps else {})}
-    operation = Operation("prune-importance", params,
-                          {"questions": len(questions), "scored": len(result.chunk_ids), "utility": result.utility})
+    check = held_out_check(ds, held_questions, held_answers, drop.tolist(), k, mode, answer_in_context)
+    refuse = check.lowers and not force
+    params = {"dataset": dataset, "heldout": heldout or f"{heldout_fraction:g} of dataset (seed {seed})",
+              "drop_below": drop_below, "k": k, "candidates": candidates, "mode": mode, "method": method,
+              **({"samples": samples, "seed": seed} if method == "sampled" else {}),
+              **({"learn_steps": learn_steps, "learning_rate": learning_rate} if learn_steps else {}),
+              **({"force": True} if force else {})}
+    operation = Operation("prune-importance", params, {"questions": len(questions), "scored": len(result.chunk_ids),
+                                                       "utility": result.utility, "heldout": check.as_dict()})
+    table = _importance_table(ds, result, k, len(questions), show)
+    least = [{"chunk_id": int(result.chunk_ids[i]), "importance": float(result.importance[i])}
+             for i in result.order()[:show]]
+    _finish_operation(datastore, before, drop, operation, dry_run or refuse, compact_after,
+                      {"scored": len(result.chunk_ids), "utility": result.utility, "heldout": check.as_dict(),
+                       "committed": not (dry_run or refuse), "least_important": least}, as_json, table, lock)
+    if not as_json:
+        stdout.print(f"held-out answer-in-top-{k} on {check.questions:,} questions: {check.before:.3f} before, "
+                     f"{check.after:.3f} after")
+    if refuse and not dry_run:
+        raise click.ClickException(f"not committed: held-out answer-in-top-{k} would fall from {check.before:.3f} "
+                                   f"to {check.after:.3f} on {check.questions:,} questions; --force commits anyway")
+
+
+def _importance_table(ds, result, k: int, questions: int, show: int) -> Table:
+    """The least important retrieved chunks."""
     order = result.order()[:show]
     rows = ds.get_chunks(result.chunk_ids[order].tolist())
-    table = Table(title=f"importance of {len(result.chunk_ids):,} retrieved chunks over {len(questions):,} "
+    table = Table(title=f"importance of {len(result.chunk_ids):,} retrieved chunks over {questions:,} "
                         f"questions (expected top-{k} utility {result.utility:.3f})", title_justify="left")
     for column in ("chunk", "importance", "retrieved by", "text"):
         table.add_column(column)
     for i in order:
         cid = int(result.chunk_ids[i])
         table.add_row(str(cid), f"{result.importance[i]:+.4f}", str(result.retrieved[i]), snippet(rows[cid]["text"], 60))
-    least = [{"chunk_id": int(result.chunk_ids[i]), "importance": float(result.importance[i])} for i in order]
-    _finish_operation(datastore, before, drop, operation, dry_run, compact_after,
-                      {"scored": len(result.chunk_ids), "utility": result.utility, "least_important": least},
-                      as_json, table, lock)
+    return table
 
 
 # -- operations that write a new datastore -------------------------------------------------------
@@ -413,16 +461,25 @@ def subsample_command(datastore: str, fraction: float, seed: int, output: str, o
 @datastore_group.command("merge")
 @click.argument("datastores", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option("--prefix", is_flag=True,
+              help="Namespace document ids as FOLDER/ID (FOLDER: each datastore's folder name). Without it, "
+                   "datastores that share a document id are refused.")
 @_overwrite
 @lock_options
 @_as_json
 @user_errors
-def merge_command(datastores: tuple[str, ...], output: str, overwrite: bool, wait: bool, wait_timeout: float | None,
-                  as_json: bool) -> None:
+def merge_command(datastores: tuple[str, ...], output: str, prefix: bool, overwrite: bool, wait: bool,
+                  wait_timeout: float | None, as_json: bool) -> None:
     """Merge DATASTORES (same embedder and chunker) into OUTPUT, recomputing BM25 statistics."""
-    from datastores.ops.merge import merge
+    from datastores.ops.merge import check_mergeable, merge
 
-    total = sum(_open_manifest(d).num_live for d in datastores)
+    manifests = [_open_manifest(d) for d in datastores]
+    if len(datastores) > 1:  # refused before OUTPUT is created
+        check_mergeable([Path(d) for d in datastores], manifests, prefix)
+    total = sum(m.num_live for m in manifests)
     with _output_lock(output, "merge", overwrite, wait, wait_timeout) as lock, _progress_bar(total, "merge") as bar:
-        manifest = merge(datastores, output, progress=bar.update, overwrite=overwrite, lock=lock)
+        manifest = merge(datastores, output, progress=bar.update, overwrite=overwrite, lock=lock, prefix=prefix)
     _written(manifest, output, as_json)
+    prefixes = manifest.lineage[-1]["parameters"].get("doc_id_prefixes")
+    if prefixes and not as_json:
+        stdout.print(f"document ids namespaced with {', '.join(repr(p) for p in prefixes)}")
