@@ -18,7 +18,8 @@ User SQL is sealed in two independent ways:
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -56,7 +57,7 @@ def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
     paths = [str(folder / "shards" / s.name / CHUNKS_FILE) for s in manifest.shards]
     con.register("_chunk_files", pads.dataset(paths, format="parquet") if paths else _EMPTY_CHUNKS.empty_table())
     con.execute("CREATE VIEW chunks AS SELECT * FROM _chunk_files")
-    _expose_metadata(con)
+    _expose_metadata(con, declared_metadata_types(manifest))
     _hide_tombstoned(con, root, manifest)
     con.execute("CREATE VIEW docs AS SELECT doc_id, any_value(source) AS source, count(*) AS chunks, "
                 "min(start) AS first_start, max(\"end\") AS last_end, sum(\"end\" - start) AS chunk_chars "
@@ -71,15 +72,71 @@ def open_sql(root, manifest: Manifest) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _expose_metadata(con: duckdb.DuckDBPyConnection) -> None:
+#: metadata field types a build config may declare (``metadata_types: [year:integer]``) -> DuckDB type
+METADATA_TYPES = {"integer": "BIGINT", "int": "BIGINT", "number": "DOUBLE", "float": "DOUBLE", "double": "DOUBLE",
+                  "string": "VARCHAR", "text": "VARCHAR", "varchar": "VARCHAR", "boolean": "BOOLEAN",
+                  "bool": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP"}
+
+
+def parse_metadata_types(items: Sequence[str]) -> dict[str, str]:
+    """``["year:integer", ...]`` -> ``{"year": "BIGINT"}``; a bad item raises ``ValueError`` naming it."""
+    out = {}
+    for item in items:
+        key, sep, kind = str(item).rpartition(":")
+        if not sep or not key or kind.strip().lower() not in METADATA_TYPES:
+            raise ValueError(f"metadata type {item!r} must be FIELD:TYPE with TYPE one of {', '.join(METADATA_TYPES)}")
+        out[key.strip()] = METADATA_TYPES[kind.strip().lower()]
+    return out
+
+
+def json_kind(value: Any) -> str | None:
+    """The JSON type of a metadata value as SQL would see it (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), "string")
+
+
+@dataclass
+class MetadataKinds:
+    """The JSON types seen per metadata field while indexing, with the first document of each."""
+
+    seen: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, doc_id: str, metadata: dict[str, Any]) -> None:
+        for key, value in metadata.items():
+            kind = json_kind(value)
+            if kind is not None:
+                self.seen.setdefault(key, {}).setdefault(kind, doc_id)
+
+    def mixed(self, declared: Sequence[str] = ()) -> dict[str, dict[str, str]]:
+        """Fields with more than one type that the config does not declare."""
+        return {k: v for k, v in self.seen.items() if len(v) > 1 and k not in declared}
+
+
+def mixed_type_warning(key: str, kinds: dict[str, str]) -> str:
+    """One line naming a mixed-type field, its types (with a document of each) and the fix."""
+    found = ", ".join(f"{kind} (document {doc!r})" for kind, doc in kinds.items())
+    return (f"metadata field {key!r} has mixed types: {found}; SQL sees it as VARCHAR, so comparisons such as "
+            f"{key} >= 10 fail. Declare its type: metadata_types: [{key}:integer] in the config "
+            f"(rag index --metadata-type {key}:integer)")
+
+
+def _expose_metadata(con: duckdb.DuckDBPyConnection, declared: dict[str, str] | None = None) -> None:
     """Add one typed column per key of the chunks' JSON ``metadata`` (types inferred by DuckDB's
-    ``json_group_structure`` over all chunks; keys with mixed types become VARCHAR), so filters
-    can say ``year >= 2020``. Keys named like a chunk column (in any case) stay in ``metadata`` only."""
+    ``json_group_structure`` over all chunks; keys with mixed types become VARCHAR, unless
+    ``declared`` gives their DuckDB type: then values are cast to it, NULL where they do not
+    convert), so filters can say ``year >= 2020``. Keys named like a chunk column (in any case)
+    stay in ``metadata`` only."""
     structure = con.execute("SELECT json_group_structure(json(metadata)) FROM chunks "
                             "WHERE metadata IS NOT NULL AND metadata NOT IN ('', '{}')").fetchone()[0]
     keys = json.loads(structure) if structure else None
     if not isinstance(keys, dict) or not keys:
         return
+    keys = {k: (declared or {}).get(k, v) for k, v in keys.items()}
     taken = {d[0].lower() for d in con.execute("SELECT * FROM chunks LIMIT 0").description} | {"__meta"}
     columns = []
     for key in keys:
@@ -92,6 +149,11 @@ def _expose_metadata(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER VIEW chunks RENAME TO _chunks_with_json")
     con.execute(f"CREATE VIEW chunks AS SELECT * EXCLUDE (__meta), {', '.join(columns)} FROM "
                 f"(SELECT *, json_transform(metadata, {typed}) AS __meta FROM _chunks_with_json)")
+
+
+def declared_metadata_types(manifest: Manifest) -> dict[str, str]:
+    """The metadata field types the datastore's build config declared (``metadata_types``)."""
+    return parse_metadata_types(manifest.build.get("params", {}).get("metadata_types") or ())
 
 
 def _ident(name: str) -> str:

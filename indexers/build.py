@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ from datastores import Bm25Params, DatastoreWriter, Manifest
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
-from indexers.chunkers import Chunker, make_chunker
+from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_types
+from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
 from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder,
@@ -22,6 +24,9 @@ from indexers.engines import BuildProgress, EmbedderFactory, EngineError, Engine
 from indexers.readers import ReadReport, iter_documents
 from indexers.training_sample import embed_training_sample
 from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sample_vectors
+
+
+logger = logging.getLogger(__name__)
 
 
 class StrictModeError(RuntimeError):
@@ -40,6 +45,8 @@ class BuildReport:
     #: the embedder's record (name, backend, ...) and what encoding did: texts, tokens, truncated
     #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedders.EncodeStats)
     embedding: dict[str, Any] = field(default_factory=dict)
+    #: one line per metadata field seen with mixed types that the config does not declare
+    metadata_warnings: list[str] = field(default_factory=list)
 
     @property
     def chunks(self) -> int:
@@ -51,6 +58,7 @@ class _CorpusStats:
     documents: int = 0
     characters: int = 0
     tokens: int = 0
+    metadata: MetadataKinds = field(default_factory=MetadataKinds)
 
     def as_dict(self, read: ReadReport) -> dict[str, Any]:
         return {"documents": self.documents, "characters": self.characters, "tokens": self.tokens,
@@ -64,6 +72,8 @@ def _chunks_of(chunked: Iterable[ChunkedDocument], stats: _CorpusStats, timings:
         stats.documents += 1
         stats.characters += document.characters
         stats.tokens += document.tokens
+        for chunk in document.chunks:
+            stats.metadata.add(chunk.doc_id, chunk.metadata)
         timings["read_chunk"] += time.perf_counter() - started
         yield from document.chunks
         started = time.perf_counter()
@@ -150,13 +160,16 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
            embedder: SentenceTransformerEmbedder | None, progress: bool, engine: EngineOptions,
            embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
     """``build_datastore`` while holding ``lock``."""
-    chunker = make_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer)
     if embedder is None and config.embedder == NO_EMBEDDER:
         embedder = PrecomputedEmbedder(config.dim or 0)
     embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
                                                        backend=config.embed_backend),
                              config.embedder, config.query_prefix, config.passage_prefix)
     vectors = _vector_spec(config, embedder.dim, engine)
+    if config.chunker in EMBEDDING_CHUNKERS and (engine.cpu_workers > 1 or vectors is not None):
+        raise ConfigError(f"the {config.chunker} chunker embeds with the build's embedder in this process: "
+                          "drop --cpu-workers and precomputed vectors")
+    chunker, embedder = build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
     bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
                       config.bm25_stopwords, config.bm25_idf)
@@ -178,5 +191,9 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
     manifest = writer.finish(stats.as_dict(read), embedder.dim)
     timings["write"] += time.perf_counter() - started
     embedding = {**embedder.spec, **encoded.as_dict()}
+    warnings = [mixed_type_warning(k, kinds) for k, kinds in stats.metadata.mixed(
+        list(parse_metadata_types(config.metadata_types))).items()]
+    for warning in warnings:
+        logger.warning(warning)
     return BuildReport(manifest, read, len(writer.shards) - writer.resumed_shards, writer.resumed_shards, timings,
-                       embedding)
+                       embedding, warnings)

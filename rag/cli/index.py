@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from datastores.dense import DENSE_INDEX_TYPES, INDEX_ALIASES, RESCORE_TYPES
 from indexers.build import StrictModeError, build_datastore
-from indexers.chunkers import CHUNKERS
+from indexers.chunkers import CHUNKER_NAMES
 from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
 from indexers.engines import ENGINES, EngineOptions, ShardBuildError
@@ -20,7 +21,9 @@ from rag.cli.datastore import lock_options
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Datastore folder to write.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML build config (configs/datastores/default.yaml); flags override it.")
-@click.option("--chunker", type=click.Choice(sorted(CHUNKERS)), help="Chunking strategy.")
+@click.option("--chunker", type=click.Choice(list(CHUNKER_NAMES)),
+              help="Chunking strategy; cluster and kamradt cut where the --embedder's vectors of "
+                   "~50-token pieces change (overlap 0; cluster needs --chunk-size >= 50).")
 @click.option("--chunk-size", type=int, help="Chunk size in tokens.")
 @click.option("--overlap", type=int, help="Overlap between chunks in tokens.")
 @click.option("--tokenizer", help="Tokenizer for sizes: a tiktoken encoding or a Hugging Face name/path.")
@@ -52,6 +55,9 @@ from rag.cli.datastore import lock_options
 @click.option("--bm25-idf", type=click.Choice(["rank-bm25", "lucene"]), help="BM25 idf variant.")
 @click.option("--bm25-k1", type=float, help="BM25 k1 (default 1.5).")
 @click.option("--bm25-b", type=float, help="BM25 b (default 0.75).")
+@click.option("--metadata-type", "metadata_types", multiple=True, metavar="FIELD:TYPE",
+              help="Declare a metadata field's SQL type (integer, number, string, boolean, date, timestamp), "
+                   "e.g. year:integer; filters then compare it as that type (repeatable).")
 @click.option("--include", multiple=True, help="Glob of files to read in folders (repeatable).")
 @click.option("--exclude", multiple=True, help="Glob of files to leave out (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build with the same settings (any partial "
@@ -86,7 +92,8 @@ from rag.cli.datastore import lock_options
 @user_errors
 def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
-                  bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, include, exclude, resume, overwrite,
+                  bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, metadata_types, include, exclude,
+                  resume, overwrite,
                   wait, wait_timeout, strict, quiet,
                   engine, address, num_workers, max_retries, workers, cpu_workers, overlap_io,
                   vectors_field, vectors_per, dim, normalize, **dense_options) -> None:
@@ -100,7 +107,8 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
                             shard_size=shard_size, query_prefix=query_prefix, passage_prefix=passage_prefix,
                             bm25_tokenizer=bm25_tokenizer, bm25_stopwords=bm25_stopwords, bm25_idf=bm25_idf,
                             bm25_k1=bm25_k1, bm25_b=bm25_b,
-                            include=list(include) or None, exclude=list(exclude) or None, strict=strict)
+                            include=list(include) or None, exclude=list(exclude) or None, strict=strict,
+                            metadata_types=list(metadata_types) or None)
     config = config.replace(**dense_options)
     if vectors_field and embedder is None and dim is not None and config_file is None:
         embedder = NO_EMBEDDER  # --dim without --embedder: no query embedder
@@ -125,6 +133,8 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
         ("time", f"read+chunk {t['read_chunk']:.1f}s, embed {t['embed']:.1f}s, write {t['write']:.1f}s"
                  + (f", training sample {t['train']:.1f}s" if t.get("train") else "")),
     ]))
+    for warning in report.metadata_warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     if report.read.skipped:
         stderr.print(f"[yellow]{len(report.read.skipped)} input(s) skipped[/yellow] (see the warnings above)")
 
