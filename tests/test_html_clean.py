@@ -160,7 +160,7 @@ def test_deeply_nested_and_multi_megabyte_pages():
     assert max(b.words for b in blocks) <= 256
 
 
-@pytest.mark.parametrize("depth", [2047, 2049, 3000, 12000])
+@pytest.mark.parametrize("depth", [2047, 2049, 3000, 6000])
 def test_pages_deeper_than_libxml2_allows_keep_all_their_text(depth):
     page = (f"<html><head><title>Deep</title></head><body><p>before the tower</p>" + "<div><b>level</b> " * depth
             + "<p>the treaty &amp; the &#8220;bottom&#8221;</p>" + "</div>" * depth + "<p>after the tower</p></body></html>")
@@ -304,3 +304,15 @@ def test_main_content_rules_and_the_fallback_to_the_whole_page():
     assert "menu entry" in read_html_page(only_nav)[1]  # furniture would be nearly everything: keep the page
     marked = b"<div>sidebar words here</div><div role='main'><p>" + b"main words " * 20 + b"</p></div>"
     assert read_html_page(marked)[1].split() == ["main", "words"] * 20
+
+
+def test_cached_element_paths_equal_lxml_getpath_on_the_shipped_pages():
+    """CleanPage.path builds paths from cached parent paths (linear on deep pages); it must say
+    exactly what lxml's getpath says for every element."""
+    pages = sorted((REPO / "examples" / "html_pages").glob("*.html"))
+    assert pages
+    for file in pages:
+        page = clean_html(file.read_bytes())
+        tree = page.root.getroottree()
+        elements = [e for e in page.root.iter() if isinstance(e.tag, str)]
+        assert [page.path(e) for e in reversed(elements)] == [tree.getpath(e) for e in reversed(elements)]

@@ -76,10 +76,34 @@ class CleanPage:
     title: str
     root: Element
     spans: dict[Element, Span] = field(repr=False)
+    _steps: dict[Element, str] = field(default_factory=dict, repr=False)
+    _paths: dict[Element, str] = field(default_factory=dict, repr=False)
 
     def path(self, element: Element) -> str:
-        """XPath-like location of ``element``, e.g. ``/html/body/div[2]/table``."""
-        return self.root.getroottree().getpath(element)
+        """XPath-like location of ``element``, e.g. ``/html/body/div[2]/table`` (lxml's ``getpath``
+        form), built from its parent's cached path: one step per element however deep the page."""
+        chain = []
+        while element is not None and element not in self._paths:
+            chain.append(element)
+            element = element.getparent()
+        prefix = "" if element is None else self._paths[element]
+        for item in reversed(chain):
+            if item not in self._steps:
+                self._cache_steps(item)
+            prefix = self._paths[item] = f"{prefix}/{self._steps[item]}"
+        return prefix
+
+    def _cache_steps(self, element: Element) -> None:
+        """The location step of ``element`` and of all its siblings (``tag`` or ``tag[n]``)."""
+        parent = element.getparent()
+        siblings = [element] if parent is None else list(parent)
+        totals: dict[str, int] = {}
+        for sibling in siblings:
+            totals[sibling.tag] = totals.get(sibling.tag, 0) + 1
+        seen: dict[str, int] = {}
+        for sibling in siblings:
+            seen[sibling.tag] = seen.get(sibling.tag, 0) + 1
+            self._steps[sibling] = sibling.tag if totals[sibling.tag] == 1 else f"{sibling.tag}[{seen[sibling.tag]}]"
 
     def __post_init__(self) -> None:
         found = self.root.find("body")
