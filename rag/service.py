@@ -40,6 +40,8 @@ from datastores.sql import SqlError
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig
 from rag.serve import QueryEngine
 
+_DEFAULTS = RetrieverConfig()  # the request's defaults are the library's, stated once
+
 logger = logging.getLogger("terarag.service")
 
 DEFAULT_API_KEY_ENV = "TERARAG_API_KEY"
@@ -89,13 +91,13 @@ class SearchRequest(BaseModel):
     k: int | None = Field(None, ge=1, description="Hits to return (default: the server's -k).")
     mode: Literal[MODES] | None = Field(None, description="dense, bm25 or hybrid (default: the server's --mode).")
     where: str | None = Field(None, description="SQL filter over chunk columns and metadata.")
-    fusion: Literal[FUSIONS] = "rrf"
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the dense side in hybrid fusion.")
-    rrf_k: int = Field(60, ge=0)
-    normalization: Literal[NORMALIZATIONS] = "minmax"
-    depth: int = Field(100, ge=1, description="Hits asked of each first stage (and the MMR pool).")
+    fusion: Literal[FUSIONS] = _DEFAULTS.fusion
+    alpha: float = Field(_DEFAULTS.alpha, ge=0, le=1, description="Weight of the dense side in hybrid fusion.")
+    rrf_k: int = Field(_DEFAULTS.rrf_k, ge=0)
+    normalization: Literal[NORMALIZATIONS] = _DEFAULTS.normalization
+    depth: int = Field(_DEFAULTS.depth, ge=1, description="Hits asked of each first stage (and the MMR pool).")
     rerank: bool = Field(False, description="Rerank with the reranker the server was started with.")
-    rerank_depth: int = Field(100, ge=1)
+    rerank_depth: int = Field(_DEFAULTS.rerank_depth, ge=1)
     mmr: float | None = Field(None, ge=0, le=1, description="MMR lambda (1 = no diversity).")
 
 
