@@ -37,6 +37,8 @@ from datastores.layout import atomic_write_bytes
 from datastores.records import Hit
 
 DEFAULT_FRACTIONS = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: (line style, marker, marker size) of the metric lines of ``ScalingResult.plot``, in order
+LINE_STYLES = (("-", "o", 6), ("--", "s", 8), (":", "^", 9), ("-.", "D", 7), ((0, (5, 1, 1, 1)), "v", 9))
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -267,19 +269,22 @@ class ScalingResult:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
         return path
 
-    def plot(self, path: str | Path, title: str = "") -> Path:
-        """One line per metric against the datastore fraction (log x), as a PNG."""
+    def figure(self, title: str = "") -> Any:
+        """A matplotlib figure with one line per metric against the datastore fraction (log x);
+        each metric has its own line style and marker (hollow on every other line, drawn over the
+        earlier ones), so a metric equal to another (precision and IoU often are) is not hidden."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [r["fraction"] for r in self.rows]
-        for name in self.metrics:
-            ax.plot(xs, [r[name] for r in self.rows], marker="o", label=name)
+        for i, name in enumerate(self.metrics):
+            linestyle, marker, size = LINE_STYLES[i % len(LINE_STYLES)]
+            ax.plot(xs, [r[name] for r in self.rows], linestyle=linestyle, marker=marker, markersize=size,
+                    markerfacecolor="none" if i % 2 else None, linewidth=2.2 if i == 0 else 1.4, label=name,
+                    zorder=2 + i)
         ax.set_xscale("log")
         ax.set_xlabel("datastore fraction p (log)")
         ax.set_ylabel("metric ×100")
@@ -287,6 +292,15 @@ class ScalingResult:
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
+        return fig
+
+    def plot(self, path: str | Path, title: str = "") -> Path:
+        """``figure`` written as a PNG."""
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = self.figure(title)
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return path

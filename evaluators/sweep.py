@@ -618,9 +618,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
+def std_range(mean: np.ndarray, std: np.ndarray, low: float = 0.0, high: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """``mean ± std`` clipped to the metric's range (×100 metrics lie in [0, 100])."""
+    mean, std = np.asarray(mean, dtype=float), np.nan_to_num(np.asarray(std, dtype=float))
+    return np.clip(mean - std, low, high), np.clip(mean + std, low, high)
+
+
 def write_plots(rows: Sequence[Mapping[str, Any]], folder: Path) -> list[Path]:
     """One PNG per (embedder, mode, k, unit): a panel per metric, metric vs chunk size, one line
-    per chunker and overlap with a ±1 std band."""
+    per chunker and overlap with a ±1 std band (or whiskers) clipped to [0, 100]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -647,11 +653,12 @@ def write_plots(rows: Sequence[Mapping[str, Any]], folder: Path) -> list[Path]:
                 label = chunker if len({o for c, o in lines if c == chunker}) == 1 and overlap == 0 \
                     else f"{chunker} (overlap {overlap})"
                 (line,) = ax.plot(x, y, marker="o", label=label)
+                low, high = std_range(y, s)
                 if len(x) > 1:
-                    ax.fill_between(x, np.clip(y - s, 0, 100), np.clip(y + s, 0, 100), color=line.get_color(),
-                                    alpha=0.12, linewidth=0)
+                    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12, linewidth=0)
                 else:  # a band needs two sizes; show a single size's std as an error bar
-                    ax.errorbar(x, y, yerr=s, color=line.get_color(), alpha=0.35, capsize=4, linestyle="none")
+                    ax.errorbar(x, y, yerr=np.stack([y - low, high - y]), color=line.get_color(), alpha=0.35,
+                                capsize=4, linestyle="none")
             ax.set_title(METRIC_LABELS[metric])
             ax.set_xlabel("chunk size (tokens)")
             ax.set_ylabel(f"{METRIC_LABELS[metric]} ×100")
