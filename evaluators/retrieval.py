@@ -302,13 +302,15 @@ MODE_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def _engine(config: Any) -> str:
-    """A short description of the retriever (``faiss-flat-ip``, ``bm25``, ``rrf(k=60)``, ...)."""
+    """A short description of the retriever (``faiss-flat-ip``, ``bm25``, ``rrf(k=60)``, ...), with its
+    rerank and MMR stages (``rrf(k=60) → MMR(λ=0.7)``)."""
     if config.mode == "hybrid":
         base = (f"rrf(k={config.rrf_k})" if config.fusion == "rrf"
                 else f"convex(alpha={config.alpha}, {config.normalization})")
     else:
         base = ENGINES[config.mode]
-    return base + (f" → {config.rerank}@{config.rerank_depth}" if config.rerank else "")
+    return (base + (f" → {config.rerank}@{config.rerank_depth}" if config.rerank else "")
+            + (f" → MMR(λ={config.mmr})" if config.mmr is not None else ""))
 
 
 __all__ = ["MODE_SETTINGS", "RetrievalEvaluation", "document_ranking", "evaluate_beir", "evaluate_beir_modes",
