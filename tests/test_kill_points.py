@@ -177,7 +177,8 @@ def test_folders_terarag_did_not_write_are_left_untouched(tmp_path, tiny_corpus,
         with pytest.raises(DatastoreError, match=message):
             build_datastore([tiny_corpus], out, tiny_config, embedder=embedder, progress=False, **mode)
         assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before  # not even a lock file
-    refused = rag("datastore", "merge", str(reference.root), str(reference.root), "-o", str(out), "--overwrite")
+    refused = rag("datastore", "merge", str(reference.root), str(reference.root), "-o", str(out), "--overwrite",
+                  "--prefix")
     assert refused.returncode == 1 and "refusing to delete it" in refused.stderr, refused.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
@@ -195,7 +196,7 @@ def two_datastores(tmp_path, small_datastore):
 def test_a_killed_merge_or_subsample_is_fixed_by_the_advice_it_prints(tmp_path, two_datastores, command):
     a, b = two_datastores
     out, expected_out = tmp_path / "out", tmp_path / "expected"
-    args = ["datastore", "merge", str(a), str(b), "-o", str(out)] if command == "merge" else \
+    args = ["datastore", "merge", str(a), str(b), "-o", str(out), "--prefix"] if command == "merge" else \
         ["datastore", "subsample", str(a), "-p", "0.5", "--seed", "1", "-o", str(out)]
     killed("datastores.writer:DatastoreWriter.finish", "True", *args)
     assert (out / "shards" / "shard-00000" / "shard.json").exists() and not (out / "manifest.json").exists()
@@ -207,7 +208,7 @@ def test_a_killed_merge_or_subsample_is_fixed_by_the_advice_it_prints(tmp_path, 
     assert again.returncode == 1 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     fixed = rag(*args, "--overwrite")
     assert fixed.returncode == 0, fixed.stderr
-    expected = merge([a, b], expected_out) if command == "merge" else subsample(a, expected_out, 0.5, seed=1)
+    expected = merge([a, b], expected_out, prefix=True) if command == "merge" else subsample(a, expected_out, 0.5, seed=1)
     got = Datastore.open(out)
     assert got.manifest.content_checksum == expected.content_checksum
     assert [e["operation"] for e in got.manifest.lineage] == [e["operation"] for e in expected.lineage]
