@@ -10,7 +10,8 @@ from _ops_data import passages, write_texts
 from conftest import CHROMA
 from datastores import Datastore
 from datastores.ops.minhash import normalise_words
-from datastores.ops.decontaminate import EvalText, find_contaminated, load_eval_texts, longest_common_run
+from datastores.ops.decontaminate import EvalText, find_contaminated, longest_common_run
+from evaluators.eval_texts import load_eval_texts
 from rag.cli import main
 
 

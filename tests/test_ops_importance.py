@@ -102,11 +102,12 @@ def test_planted_wrong_chunks_rank_lowest(planted, embedder, mode):
     questions, answers = load_validation(val)
     wrong = _wrong_ids(ds)
     assert len(wrong) == len(FACTS)
-    result = datastore_importance(ds, questions, answers, k=1, candidates=20, mode=mode)
+    result = datastore_importance(ds, questions, answers, answer_in_context, k=1, candidates=20, mode=mode)
     lowest = set(result.chunk_ids[result.order()[:len(FACTS)]].tolist())
     assert result.importance[np.isin(result.chunk_ids, list(wrong))].max() < 0
     assert lowest == wrong
-    sampled = datastore_importance(ds, questions, answers, k=1, candidates=20, mode=mode, method="sampled",
+    sampled = datastore_importance(ds, questions, answers, answer_in_context, k=1, candidates=20, mode=mode,
+                                   method="sampled",
                                    samples=3000)
     assert set(sampled.chunk_ids[sampled.order()[:len(FACTS)]].tolist()) == wrong
 
@@ -115,8 +116,9 @@ def test_learned_weights_drop_the_wrong_chunks_and_raise_the_utility(planted):
     root, val = planted
     ds = Datastore.open(root)
     questions, answers = load_validation(val)
-    start = datastore_importance(ds, questions, answers, k=1, candidates=20, mode="bm25")
-    learned = datastore_importance(ds, questions, answers, k=1, candidates=20, mode="bm25", learn_steps=20)
+    start = datastore_importance(ds, questions, answers, answer_in_context, k=1, candidates=20, mode="bm25")
+    learned = datastore_importance(ds, questions, answers, answer_in_context, k=1, candidates=20, mode="bm25",
+                                   learn_steps=20)
     weights = dict(zip(learned.chunk_ids.tolist(), learned.importance.tolist()))
     assert all(weights[i] == 0.0 for i in _wrong_ids(ds))
     assert learned.utility > start.utility and 0.0 <= min(weights.values()) <= max(weights.values()) <= 1.0

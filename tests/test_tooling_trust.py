@@ -24,7 +24,8 @@ from datastores.errors import DatastoreError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
 from datastores.ops.compact import compact
-from datastores.ops.decontaminate import find_contaminated, load_eval_texts
+from datastores.ops.decontaminate import find_contaminated
+from evaluators.eval_texts import load_eval_texts
 from datastores.ops.dedup import find_duplicates
 from datastores.ops.importance import split_questions
 from datastores.ops.merge import merge

@@ -146,11 +146,9 @@ def chunk_importance(candidate_ids: Sequence[Sequence[int]], utilities: Sequence
 
 
 def answer_utilities(texts: Sequence[Sequence[str]], answers: Sequence[Sequence[str]],
-                     metric: Callable[[Sequence[str], Sequence[str]], float] | None = None) -> list[list[float]]:
-    """Utility of each candidate alone: ``answer_in_context([text], answers)`` by default."""
-    from evaluators.answers import answer_in_context
-
-    metric = metric or answer_in_context
+                     metric: Callable[[Sequence[str], Sequence[str]], float]) -> list[list[float]]:
+    """Utility of each candidate alone: ``metric([text], answers)`` (the CLI passes
+    ``evaluators.answers.answer_in_context``)."""
     return [[float(metric([t], golds)) for t in cands] for cands, golds in zip(texts, answers)]
 
 
@@ -167,22 +165,23 @@ def load_validation(path) -> tuple[list[str], list[list[str]]]:
     return [r.question for r in records], [list(r.answers) for r in records]
 
 
-def datastore_importance(ds, questions: Sequence[str], answers: Sequence[Sequence[str]], k: int = 5,
+def datastore_importance(ds, questions: Sequence[str], answers: Sequence[Sequence[str]],
+                         metric: Callable[[Sequence[str], Sequence[str]], float], k: int = 5,
                          candidates: int = 50, mode: str = "dense", method: str = "exact", weight: float = 0.5,
                          samples: int = 1000, seed: int = 0, learn_steps: int = 0,
                          learning_rate: float = 1.0) -> ImportanceResult:
     """Importance of the live chunks that ``ds`` (a ``Datastore``) retrieves among the top
-    ``candidates`` of each validation question; the utility of a chunk is whether it contains a
-    gold answer (``evaluators.answers.answer_in_context``). Chunks ranked below ``candidates``
-    are treated as never retrieved, which drops only terms whose probability of reaching the
-    top-K decays like a binomial tail."""
+    ``candidates`` of each validation question; the utility of a chunk is ``metric([its text],
+    answers)``, e.g. whether it contains a gold answer (``evaluators.answers.answer_in_context``).
+    Chunks ranked below ``candidates`` are treated as never retrieved, which drops only terms whose
+    probability of reaching the top-K decays like a binomial tail."""
     if candidates < k:
         raise ValueError(f"--candidates ({candidates}) must be at least k ({k})")
     if not 0.0 < weight <= 1.0:
         raise ValueError(f"weight must be in (0, 1] (got {weight})")
     hits = ds.search_many(list(questions), k=candidates, mode=mode)
     ids = [[h.chunk_id for h in found] for found in hits]
-    utilities = answer_utilities([[h.text for h in found] for found in hits], answers)
+    utilities = answer_utilities([[h.text for h in found] for found in hits], answers, metric)
     return chunk_importance(ids, utilities, k, method, weight, samples, seed, learn_steps, learning_rate)
 
 

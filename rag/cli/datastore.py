@@ -256,7 +256,8 @@ def decontaminate_command(datastore: str, against: str, method: str, n: int, thr
 
     The evaluation set is a questions JSONL ("question" and "answers" suffice; "references" with
     --fields references and --corpus) or a Chroma-format folder / questions_df.csv."""
-    from datastores.ops.decontaminate import find_contaminated, load_eval_texts
+    from datastores.ops.decontaminate import find_contaminated
+    from evaluators.eval_texts import load_eval_texts
     from datastores.ops.tombstones import Operation
 
     before = _open_manifest(datastore)
@@ -365,7 +366,8 @@ def prune_importance_command(datastore: str, dataset: str, heldout: str | None, 
         held_questions, held_answers = [questions[i] for i in held], [answers[i] for i in held]
         questions, answers = [questions[i] for i in train], [answers[i] for i in train]
     ds = EmbeddingDatastore.open(datastore, device=device)
-    result = datastore_importance(ds, questions, answers, k, candidates, mode, method, samples=samples, seed=seed,
+    result = datastore_importance(ds, questions, answers, answer_in_context, k, candidates, mode, method,
+                                  samples=samples, seed=seed,
                                   learn_steps=learn_steps, learning_rate=learning_rate)
     drop = result.chunk_ids[result.importance < drop_below]
     check = held_out_check(ds, held_questions, held_answers, drop.tolist(), k, mode, answer_in_context)
