@@ -295,12 +295,7 @@ def scaling_command(datastore: str, dataset: str, top_k: int, k: int, fractions:
 
         reranker = load_reranker(rerank, device=device)
     result = run_scaling(store, judge, settings, reranker)
-    if out:
-        result.write_json(out)
-    if plot:
-        result.plot(plot)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    if _write_outputs(result, out, plot, as_json):
         return
     info = result.info
     table = Table(title=f"scaling · {info['questions']} questions · top-{top_k} {mode} → k={k} · seed {seed}",
@@ -506,12 +501,7 @@ def perplexity_command(datastore: str, texts: tuple[str, ...], lm: str, window: 
         raise click.UsageError("--plot needs --fractions")
     store = Datastore.open(datastore, device=device)
     result = evaluate_perplexity(store, read_texts(texts), load_causal_lm(lm, device, allow_download), settings)
-    if out:
-        result.write_json(out)
-    if plot:
-        result.plot(plot)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    if _write_outputs(result, out, plot, as_json):
         return
     info = result.info
     table = Table(title=f"perplexity · {info['lm']} · {info['windows']} windows, {info['tokens']:,} tokens scored",
@@ -535,3 +525,15 @@ def perplexity_command(datastore: str, texts: tuple[str, ...], lm: str, window: 
 
 __all__ = ["answers_command", "chunking_command", "eval_group", "perplexity_command", "retrieval_command",
            "scaling_command"]
+
+
+def _write_outputs(result, out: str | None, plot: str | None, as_json: bool) -> bool:
+    """Write a study's JSON file and plot when asked; print its JSON with ``--json`` (then True:
+    the caller prints no table)."""
+    if out:
+        result.write_json(out)
+    if plot:
+        result.plot(plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    return as_json
