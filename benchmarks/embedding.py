@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rag.cli.embed_bench import count_tokens, load_texts, quality_against, results_table, run_benchmark  # noqa: E402
+from ragcli.embed_bench import count_tokens, load_texts, quality_against, results_table, run_benchmark  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 MODEL = "all-MiniLM-L6-v2"

@@ -107,7 +107,7 @@ def copies_of(texts_file: Path, copies: int, folder: Path) -> Path:
 
 def time_build(texts_file: Path, model: str, overlap_io: bool, out_root: Path, device: str) -> dict:
     out = out_root / f"ds-{overlap_io}-{time.monotonic_ns()}"
-    command = [sys.executable, "-m", "rag.cli", "index", str(texts_file), "-o", str(out), "--embedder", model,
+    command = [sys.executable, "-m", "ragcli", "index", str(texts_file), "-o", str(out), "--embedder", model,
                "--device", device, "-q", "--overlap-io" if overlap_io else "--no-overlap-io"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -5,7 +5,7 @@ what slow clients (connections that trickle or hold half a request) do to everyo
     python benchmarks/serve.py                      # builds benchmarks/out/serve-ds if needed
     python benchmarks/serve.py --seconds 10 --modes dense,bm25,hybrid --no-docs
 
-The server is the real command (``python -m rag.cli serve DS --port 0``, uvicorn, local engine) on
+The server is the real command (``python -m ragcli serve DS --port 0``, uvicorn, local engine) on
 the example corpus datastore. Each client is a thread with its own ``httpx.Client`` (keep-alive)
 sending ``GET /search`` with a fixed list of queries, round robin, for ``--seconds`` per level;
 latency is measured per request on the client. The slow-client part opens ``--slow-clients``
@@ -49,7 +49,7 @@ def build_datastore(path: Path) -> None:
     if (path / "manifest.json").is_file():
         return
     print(f"building {short_path(path)} from examples/corpus ...", flush=True)
-    subprocess.run([sys.executable, "-m", "rag.cli", "index", str(REPO / "examples" / "corpus"), "-o", str(path),
+    subprocess.run([sys.executable, "-m", "ragcli", "index", str(REPO / "examples" / "corpus"), "-o", str(path),
                     "--device", "cpu", "-q"], check=True)
 
 
@@ -57,7 +57,7 @@ class Server:
     """The real ``rag serve`` subprocess; ``url`` read from the line it prints."""
 
     def __init__(self, datastore: Path):
-        command = [sys.executable, "-m", "rag.cli", "serve", str(datastore), "--port", "0", "--device", "cpu",
+        command = [sys.executable, "-m", "ragcli", "serve", str(datastore), "--port", "0", "--device", "cpu",
                    "--limit-concurrency", "1024"]
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         for line in self.proc.stderr:

@@ -149,7 +149,7 @@ def txtai_child(corpus: Path, out: Path, content: bool) -> None:
 
 def _command(system: str, corpus: Path, out: Path) -> list[str]:
     if system == "rag index":
-        return [sys.executable, "-m", "rag.cli", "index", str(corpus), "-o", str(out), "--overwrite", "-q"]
+        return [sys.executable, "-m", "ragcli", "index", str(corpus), "-o", str(out), "--overwrite", "-q"]
     content = "true" if system.endswith("True") else "false"
     return [sys.executable, str(Path(__file__).resolve()), "--child-txtai", content, "--corpus", str(corpus),
             "--out", str(out)]

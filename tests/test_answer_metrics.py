@@ -144,7 +144,7 @@ def test_jsonl_corpus_and_chunking_evaluation(tmp_path, embedder):
 def test_cli_chunking_with_jsonl_questions(tmp_path, corpus_dir):
     from click.testing import CliRunner
 
-    from rag.cli.eval import eval_group
+    from ragcli.eval import eval_group
 
     path = write_lines(tmp_path / "q.jsonl", [
         {"question": "Who discovered penicillin?", "references": [{"doc_id": "alpha", "start": 0, "end": 17}]},

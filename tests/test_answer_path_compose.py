@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from indexers.chunkers import make_chunker
 from indexers.tokenizers import load_tokenizer
-from rag.cli import main
+from ragcli import main
 from rag.compress import allocate_budget, load_compressor
 from rag.generate.base import Passage
 from rag.generate.extractive import ExtractiveGenerator

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import EXAMPLES
 
 from indexers.tokenizers import load_tokenizer
-from rag.cli import main
+from ragcli import main
 
 QUESTION = "What did the president say about public credit?"
 

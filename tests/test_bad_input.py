@@ -124,7 +124,7 @@ def test_decoded_files_are_indexed_with_exact_spans(corpus, tmp_path, embedder):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ragcli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -45,7 +45,7 @@ def test_chroma_sets_per_corpus_and_pooled(tmp_path):
 
 
 def test_eval_retrieval_several_modes_in_one_table(tmp_path):
-    from rag.cli import main
+    from ragcli import main
 
     text = " ".join(f"Paragraph {i}: the {w} of the kingdom was discussed at length." for i, w in
                     enumerate(["army", "navy", "taxes", "roads", "harvest", "treaty", "courts", "schools"]))

@@ -111,7 +111,7 @@ def test_stemming_changes_what_matches(tmp_path, chunks):
 
 
 def test_index_cli_records_bm25_options(tmp_path, small_corpus):
-    from rag.cli import main
+    from ragcli import main
 
     out = tmp_path / "ds"
     result = CliRunner().invoke(main, ["index", str(small_corpus), "-o", str(out), "--include", "*.md", "-q",

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from rag.cli import main
+from ragcli import main
 
 
 @pytest.fixture

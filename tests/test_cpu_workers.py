@@ -17,7 +17,7 @@ from indexers import BuildConfig, build_datastore
 from indexers.cpu_pool import CpuPool, document_batches
 from indexers.engines import EngineError, EngineOptions
 from indexers.vectors import VectorError
-from rag.cli import main
+from ragcli import main
 
 
 def _files(root: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from datastores import Datastore
 from datastores.sql import SqlError, open_sql, run_sql
 from datastores.verify import verify_datastore
-from rag.cli import main
+from ragcli import main
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_registry_names_every_family_once_and_parses_aliases():
 
 
 def test_cli_choices_come_from_the_registry():
-    from rag.cli.index import index_command
+    from ragcli.index import index_command
 
     option = next(p for p in index_command.params if p.name == "dense_index")
     assert list(option.type.choices) == [*DENSE_INDEX_TYPES, *INDEX_ALIASES]
@@ -260,7 +260,7 @@ def test_ivf_with_nlist_from_a_sample_of_under_256_chunks(build, query_vectors, 
 def test_cli_builds_a_float_hnsw_datastore(tmp_path, small_corpus):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     out = tmp_path / "ds"
     result = CliRunner().invoke(main, ["index", str(small_corpus / "sotu"), "-o", str(out), "--chunk-size", "100",

@@ -233,7 +233,7 @@ def test_ivf_with_too_small_a_sample_fails_clearly(tmp_path, tiny_corpus, small_
 
 
 def test_cli_index_and_search_with_rescoring(tmp_path, tiny_corpus):
-    from rag.cli import main
+    from ragcli import main
 
     out = tmp_path / "ds"
     runner = CliRunner()

@@ -68,7 +68,7 @@ def test_search_verbose_reports_encode_and_search_time_apart(small_datastore):
     """``rag search --verbose``: model loading, query encoding and the dense search are separate rows."""
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     result = CliRunner().invoke(main, ["search", str(small_datastore), "the treaty of peace", "-k", "2",
                                        "--verbose", "--device", "cpu"])

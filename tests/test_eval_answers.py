@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from evaluators.answer_eval import GenerationCache, NamedPipeline, evaluate_answers, index_documents, same_document
 from evaluators.answers import answer_in_context, f1_score, strip_citations
 from evaluators.datasets import load_qa_set
-from rag.cli import main
+from ragcli import main
 from rag.pipeline import PipelineConfig
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_sample" / "squad2_dev_sample.json"

@@ -165,7 +165,7 @@ def test_min_k_and_token_unit(chroma, embedder):
 
 
 def test_cli_json_and_table(tmp_path):
-    from rag.cli.eval import eval_group
+    from ragcli.eval import eval_group
 
     runner = CliRunner()
     out = tmp_path / "rows.parquet"
@@ -193,7 +193,7 @@ def test_cli_json_and_table(tmp_path):
     (["--dataset", str(CHROMA), "--chunk-size", "10", "--overlap", "10"], "overlap"),
 ])
 def test_cli_errors_are_one_line(args, message):
-    from rag.cli.eval import eval_group
+    from ragcli.eval import eval_group
 
     result = CliRunner().invoke(eval_group, ["chunking", *args])
     assert result.exit_code == 1

@@ -25,7 +25,7 @@ from evaluators.perplexity import (
     overlaps,
     read_texts,
 )
-from rag.cli import main
+from ragcli import main
 from rag.lm import load_causal_lm
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2_dev_sample" / "squad2_dev_sample.json"

@@ -112,7 +112,7 @@ def test_metadata_filter_in_every_mode(meta_ds, mode):
 def test_datastore_sql_cli_sees_metadata_columns(meta_ds):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     result = CliRunner().invoke(main, ["datastore", "sql", str(meta_ds.root),
                                        "SELECT tag, count(*) AS n FROM chunks WHERE year < 2016 GROUP BY tag ORDER BY tag"])

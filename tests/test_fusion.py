@@ -145,7 +145,7 @@ def test_mmr_retriever_diversifies_over_stored_embeddings(ds):
 
 
 def test_search_cli_hybrid_json_and_where(small_datastore):
-    from rag.cli import main
+    from ragcli import main
 
     result = CliRunner().invoke(main, ["search", str(small_datastore), QUERY, "--mode", "hybrid", "--fusion",
                                        "convex", "--alpha", "0.7", "-k", "4", "--where", "source LIKE '%.html'",

@@ -147,7 +147,7 @@ def write_beir(root):
 
 
 def test_cli_tune_fusion_row_and_usable_flags(tmp_path):
-    from rag.cli import main
+    from ragcli import main
 
     beir = write_beir(tmp_path / "beir")
     base = ["eval", "retrieval", "--dataset", str(beir), "-k", "3", "--recall-k", "5", "--device", "cpu"]

@@ -23,7 +23,7 @@ from datastores.records import Chunk
 from indexers.build import build_datastore
 from indexers.engines import EngineOptions
 from rag import Datastore, Pipeline
-from rag.cli import main
+from ragcli import main
 from rag.retrieve import ChunkVectors, build_retriever
 
 REPO = Path(__file__).resolve().parents[1]

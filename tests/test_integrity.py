@@ -21,7 +21,7 @@ from datastores.records import Chunk
 from datastores.search import EmptyQueryError
 from datastores.verify import verify_datastore
 from rag import Datastore
-from rag.cli import main
+from ragcli import main
 from rag.retrieve import build_retriever
 
 TEXTS = passages(words_per_passage=40, count=40)

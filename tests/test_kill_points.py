@@ -48,7 +48,7 @@ def killer(*args, **kwargs):
     return result
 
 setattr(owner, name, killer)
-from rag.cli import main
+from ragcli import main
 main(sys.argv[4:], prog_name="rag")
 """
 
@@ -57,7 +57,7 @@ BUILD_FLAGS = ["--chunker", "recursive", "--chunk-size", "100", "--overlap", "0"
 
 
 def rag(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ragcli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def killed(target: str, when: str, *args: str, moment: str = "before") -> None:

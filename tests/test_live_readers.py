@@ -50,7 +50,7 @@ def test_open_datastore_sees_a_filter_committed_by_another_process(root):
     assert [hits[0].chunk_id for hits in ds.search_many(queries, k=3)] == DELETED  # each finds itself first
     assert len(ds.sql().execute("SELECT * FROM chunks").fetchall()) == len(TEXTS)
     where = f"chunk_id NOT IN ({', '.join(map(str, DELETED))})"
-    done = subprocess.run([sys.executable, "-m", "rag.cli", "datastore", "filter", str(root), "--where", where],
+    done = subprocess.run([sys.executable, "-m", "ragcli", "datastore", "filter", str(root), "--where", where],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     k = len(TEXTS)

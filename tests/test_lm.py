@@ -10,7 +10,7 @@ import pytest
 from _tiny_models import CHAT_TEMPLATE, tiny_causal_lm
 from click.testing import CliRunner
 
-from rag.cli import main
+from ragcli import main
 from rag.generate.base import Passage, load_generator
 from rag.lm import (
     SHORT_NAMES,

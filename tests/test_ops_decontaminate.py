@@ -12,7 +12,7 @@ from datastores import Datastore
 from datastores.ops.minhash import normalise_words
 from datastores.ops.decontaminate import EvalText, find_contaminated, longest_common_run
 from evaluators.eval_texts import load_eval_texts
-from rag.cli import main
+from ragcli import main
 
 
 def _questions(tmp_path, texts):

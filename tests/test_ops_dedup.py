@@ -13,7 +13,7 @@ from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
 from datastores.ops.dedup import find_duplicates
 from datastores.ops.tombstones import Operation, commit_tombstones
-from rag.cli import main
+from ragcli import main
 
 
 def _edit(text: str, every: int) -> str:

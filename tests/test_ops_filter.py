@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from _ops_data import passages, write_texts
 from datastores import Datastore, DatastoreError
 from datastores.ops.quality import QualityRules, find_low_quality, text_features
-from rag.cli import main
+from ragcli import main
 
 BAD = {
     "short": "Too short to keep.",

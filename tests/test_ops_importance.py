@@ -20,7 +20,7 @@ from datastores.ops.importance import (
 )
 from evaluators.answers import answer_in_context
 from indexers.build import build_datastore
-from rag.cli import main
+from ragcli import main
 
 FACTS = [  # (subject, question, true answer, wrong answer)
     ("the Grelling lighthouse", "In what year was the Grelling lighthouse first lit?", "1874", "1902"),

@@ -15,7 +15,7 @@ from datastores.ops.merge import merge
 from datastores.ops.subsample import subsample
 from datastores.ops.tombstones import Operation, commit_tombstones
 from datastores.verify import verify_datastore
-from rag.cli import main
+from ragcli import main
 
 QUERIES = ["the United States and Congress", "treaty with foreign nations", "public credit revenue",
            "militia and defense of the frontiers"]

@@ -19,7 +19,7 @@ from datastores.ops import tombstones
 from datastores.ops.compact import compact
 from datastores.ops.tombstones import Operation, commit_tombstones, deleted_chunk_ids
 from datastores.verify import verify_datastore
-from rag.cli import main
+from ragcli import main
 
 DELETED = [0, 3, 41, 42, 128]
 

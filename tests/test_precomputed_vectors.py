@@ -19,7 +19,7 @@ from indexers.engines import EngineError, EngineOptions
 from indexers.readers import ReaderOptions, iter_documents
 from indexers.vectors import VectorError
 from rag import Datastore
-from rag.cli import main
+from ragcli import main
 
 SENTENCES = [
     "The treaty of peace was signed at Ghent by the commissioners of both nations.",

@@ -81,7 +81,7 @@ def test_default_model_records_empty_prefixes(small_datastore):
 
 
 def test_index_cli_prefix_options(tmp_path, small_corpus):
-    from rag.cli import main
+    from ragcli import main
 
     out = tmp_path / "ds"
     result = CliRunner().invoke(main, ["index", str(small_corpus), "-o", str(out), "--include", "*.md", "-q",

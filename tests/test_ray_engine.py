@@ -169,7 +169,7 @@ def test_serve_stdin_mode_with_the_ray_engine(local_ds, ray_cluster):
     from click.testing import CliRunner
 
     from rag import Datastore
-    from rag.cli import main
+    from ragcli import main
 
     result = CliRunner().invoke(main, ["serve", str(local_ds), "--stdin", "--engine", "ray", "--groups", "2",
                                        "-k", "3"], input="\n".join(QUERIES[:2]) + "\n")
@@ -251,7 +251,7 @@ def test_ray_searcher_sees_commits(tmp_path, local_ds, ray_cluster):
         before = searcher.search(QUERIES[0], k=20, mode="bm25")
         assert any("1795" in h.doc_id for h in before)
         actors = list(searcher.actors)
-        done = subprocess.run([sys.executable, "-m", "rag.cli", "datastore", "filter", str(root),
+        done = subprocess.run([sys.executable, "-m", "ragcli", "datastore", "filter", str(root),
                                "--where", "doc_id NOT LIKE '%1795%'"], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         for mode in ("bm25", "dense"):
@@ -265,7 +265,7 @@ def test_ray_searcher_sees_commits(tmp_path, local_ds, ray_cluster):
 def test_local_engine_never_imports_ray():
     import subprocess
 
-    code = ("import sys, indexers.build, indexers.engines, rag.cli, rag.serve, evaluators.scaling; "
+    code = ("import sys, indexers.build, indexers.engines, ragcli, rag.serve, evaluators.scaling; "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -274,7 +274,7 @@ def test_local_engine_never_imports_ray():
 def test_engine_options_are_validated_on_the_command_line(tmp_path, corpus):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     for extra, message in ((["--num-workers", "2"], "need --engine ray"),
                            (["--engine", "ray", "--num-workers", "0"], "num_workers must be at least 1")):

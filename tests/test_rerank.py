@@ -62,7 +62,7 @@ def test_rerank_depth_limits_rescoring_and_keeps_the_tail(ds, cross_encoder_dir)
 
 
 def test_search_cli_rerank(small_datastore, cross_encoder_dir):
-    from rag.cli import main
+    from ragcli import main
 
     args = ["search", str(small_datastore), QUERY, "-k", "5", "--mode", "hybrid", "--rerank",
             f"cross-encoder:{cross_encoder_dir}", "--rerank-depth", "20", "--device", "cpu", "--json"]
@@ -84,7 +84,7 @@ def test_bad_rerank_specs_are_rejected(ds, spec):
 
 
 def test_missing_cross_encoder_is_a_clear_error(tmp_path, small_datastore):
-    from rag.cli import main
+    from ragcli import main
 
     with pytest.raises(RerankerError, match="cannot load cross-encoder"):
         load_reranker(f"cross-encoder:{tmp_path / 'nope'}")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def index_command(corpus, out, *extra):
-    return [sys.executable, "-m", "rag.cli", "index", str(corpus), "-o", str(out), "--chunker", "recursive",
+    return [sys.executable, "-m", "ragcli", "index", str(corpus), "-o", str(out), "--chunker", "recursive",
             "--chunk-size", "100", "--overlap", "0", "--shard-size", "10", "--device", "cpu", "-q", *extra]
 
 

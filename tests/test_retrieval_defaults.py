@@ -42,7 +42,7 @@ def test_chosen_fusion_is_the_default_everywhere():
     assert {name: getattr(config, name) for name in CHOSEN} == CHOSEN
     defaults = {n: p.default for n, p in inspect.signature(build_retriever).parameters.items()}
     assert {name: defaults[name] for name in CHOSEN} == CHOSEN
-    from rag.cli.search import search_command
+    from ragcli.search import search_command
 
     flags = {p.name: p.default for p in search_command.params}
     assert {name: flags[name] for name in CHOSEN} == CHOSEN
@@ -56,7 +56,7 @@ def ds(small_datastore):
 
 
 def test_default_hybrid_is_the_chosen_fusion_end_to_end(ds, small_datastore):
-    from rag.cli import main
+    from ragcli import main
 
     hits = build_retriever(ds, "hybrid").retrieve(QUERY, 5)
     depth = CHOSEN["depth"]

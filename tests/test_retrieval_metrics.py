@@ -137,7 +137,7 @@ def test_evaluate_beir_through_the_datastore(tmp_path, embedder, mode):
 
 
 def test_cli_retrieval_json_and_table(tmp_path):
-    from rag.cli.eval import eval_group
+    from ragcli.eval import eval_group
 
     root = write_beir(tmp_path / "beir")
     runner = CliRunner()

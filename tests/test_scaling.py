@@ -133,7 +133,7 @@ def test_near_duplicates_among_retrieved_are_removed(tmp_path, small_corpus, sma
 def test_scaling_cli_writes_table_json_and_plot(small_datastore, questions_file, tmp_path):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     out, plot = tmp_path / "scaling.json", tmp_path / "scaling.png"
     result = CliRunner().invoke(main, ["eval", "scaling", str(small_datastore), "--dataset", str(questions_file),

@@ -28,11 +28,11 @@ STARTUP_SECONDS = 180
 
 
 class ServerProcess:
-    """``python -m rag.cli serve DS --port 0 ...``; the URL is read from its stderr, which a thread
+    """``python -m ragcli serve DS --port 0 ...``; the URL is read from its stderr, which a thread
     keeps draining into ``lines``."""
 
     def __init__(self, datastore: Path, *args: str, env: dict[str, str] | None = None):
-        command = [sys.executable, "-m", "rag.cli", "serve", str(datastore), "--port", "0", "--device", "cpu", *args]
+        command = [sys.executable, "-m", "ragcli", "serve", str(datastore), "--port", "0", "--device", "cpu", *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
         self.lines: list[str] = []
@@ -309,7 +309,7 @@ def test_api_key_is_required_and_never_echoed(small_datastore):
 def test_a_named_key_variable_that_is_not_set_is_a_one_line_error(small_datastore):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     env = {k: v for k, v in os.environ.items() if k != "NOT_SET_KEY"}
     result = CliRunner(env=env).invoke(main, ["serve", str(small_datastore), "--api-key-env", "NOT_SET_KEY"])
@@ -337,7 +337,7 @@ def test_a_running_server_sees_commits(commits_server, commits_copy):
     with client(commits_server) as c:
         before = c.get("/search", params={"q": QUERY, "k": 20, "mode": "hybrid"}).json()["hits"]
         assert any("1795" in h["doc_id"] for h in before)
-        filtered = subprocess.run([sys.executable, "-m", "rag.cli", "datastore", "filter", str(commits_copy),
+        filtered = subprocess.run([sys.executable, "-m", "ragcli", "datastore", "filter", str(commits_copy),
                                    "--where", "doc_id NOT LIKE '%1795%'"], capture_output=True, text=True, timeout=300)
         assert filtered.returncode == 0, filtered.stderr
         for mode in ("dense", "bm25", "hybrid"):
@@ -406,7 +406,7 @@ def test_a_corrupt_datastore_is_refused_at_start_with_one_line(small_datastore, 
     root = tmp_path / "ds"
     shutil.copytree(small_datastore, root)
     _corrupt_rows_in_place(root)
-    done = subprocess.run([sys.executable, "-m", "rag.cli", "serve", str(root), "--port", "0", "--device", "cpu"],
+    done = subprocess.run([sys.executable, "-m", "ragcli", "serve", str(root), "--port", "0", "--device", "cpu"],
                           capture_output=True, text=True, timeout=STARTUP_SECONDS)
     assert done.returncode == 1 and "rows.bin" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
@@ -426,7 +426,7 @@ def test_listen_makes_tcp_sockets_and_names_a_taken_port():
 def test_stdin_mode_answers_json_lines(small_datastore, local):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     queries = [QUERY, "duties on imported spirits"]
     result = CliRunner().invoke(main, ["serve", str(small_datastore), "--stdin", "--mode", "bm25", "-k", "3",
@@ -441,7 +441,7 @@ def test_stdin_mode_answers_json_lines(small_datastore, local):
 def test_where_needs_stdin_mode(small_datastore):
     from click.testing import CliRunner
 
-    from rag.cli import main
+    from ragcli import main
 
     result = CliRunner().invoke(main, ["serve", str(small_datastore), "--where", WHERE])
     assert result.exit_code == 2 and "--stdin" in result.output

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from datastores import Datastore
 from datastores.sql import SqlError, check_read_only, open_sql, run_sql
-from rag.cli import main
+from ragcli import main
 
 SECRET = "s3cr3t-value-never-shown"
 

@@ -202,7 +202,7 @@ def test_shipped_reproduction_config_is_valid():
 
 
 def test_cli_dry_run_and_report_only(tmp_path, first_run):
-    from rag.cli.sweep import sweep_command
+    from ragcli.sweep import sweep_command
 
     out, result, _ = first_run
     path = write(tmp_path, GRID)
@@ -271,6 +271,6 @@ def test_answer_sweep_runs_the_grid_and_marks_the_front(tmp_path, monkeypatch):
 
 
 def main_cli():
-    from rag.cli import main
+    from ragcli import main
 
     return main

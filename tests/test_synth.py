@@ -15,7 +15,7 @@ from openai_server import completion, error
 from evaluators.datasets import jsonl_eval_dataset, load_corpus_texts, load_questions_jsonl
 from evaluators.synth import (ExcerptLocator, ProposalError, SynthConfig, normalize, parse_proposal,
                               sample_window, synthesize)
-from rag.cli import main
+from ragcli import main
 from rag.generate.openai import OpenAIGenerator
 from rag.generate.openai_client import OpenAIClient
 

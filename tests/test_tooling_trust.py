@@ -33,7 +33,7 @@ from datastores.ops.minhash import candidate_probability, lsh_params, word_shing
 from datastores.ops.tombstones import Operation, commit_tombstones
 from indexers.build import build_datastore
 from indexers.config import BuildConfig, ConfigError, load_config
-from rag.cli import main
+from ragcli import main
 
 
 # -- 1. semantic chunkers at build time ------------------------------------------------------------

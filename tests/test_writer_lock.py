@@ -25,7 +25,7 @@ from datastores.ops.quality import QualityRules, find_low_quality
 from datastores.ops.tombstones import Operation, commit_tombstones, deleted_chunk_ids
 from datastores.records import Chunk
 from datastores.verify import verify_datastore
-from rag.cli import main
+from ragcli import main
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def start_holder(root, operation="filter") -> subprocess.Popen:
 
 
 def rag_process(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rag.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "ragcli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import click
 import numpy as np
 
-from rag.cli.common import stdout, user_errors
+from ragcli.common import stdout, user_errors
 
 #: The names ``--backends`` accepts: the embedder backends, and ``st`` for plain
 #: ``SentenceTransformer.encode`` (the baseline: default arguments, normalized output).

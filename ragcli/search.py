@@ -8,7 +8,7 @@ import time
 import click
 from rich.table import Table
 
-from rag.cli.common import key_value_table, snippet, stderr, stdout, user_errors
+from ragcli.common import key_value_table, snippet, stderr, stdout, user_errors
 from rag.datastore import Datastore
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_retriever
 

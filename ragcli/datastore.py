@@ -21,8 +21,8 @@ from datastores.manifest import read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.sql import run_sql
 from datastores.verify import verify_datastore
-from rag.cli.common import snippet, stdout, user_errors
-from rag.cli.info import info_command
+from ragcli.common import snippet, stdout, user_errors
+from ragcli.info import info_command
 
 
 @click.group("datastore")

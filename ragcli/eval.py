@@ -15,7 +15,7 @@ from rich.table import Table
 from evaluators.spans import METRICS, UNITS
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS
 from indexers.tokenizers import DEFAULT_TOKENIZER
-from rag.cli.common import stdout, user_errors
+from ragcli.common import stdout, user_errors
 
 METRIC_LABELS = {"recall": "Recall", "precision": "Precision", "precision_omega": "Precision-Ω", "iou": "IoU"}
 
@@ -323,7 +323,7 @@ PIPELINE_FLAGS = ("k", "mode", "budget", "tokenizer", "prune", "compress", "comp
 def _pipelines(configs: tuple[str, ...], flags: dict) -> list:
     """One named pipeline per --config (flags laid over each), or one from the flags alone."""
     from evaluators.answer_eval import NamedPipeline
-    from rag.cli.ask import config_from_options
+    from ragcli.ask import config_from_options
 
     flags = {key: flags.get(key) for key in PIPELINE_FLAGS}
     flags["allow_download"] = bool(flags["allow_download"])

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from datastores import Datastore
-from rag.cli.common import key_value_table, stdout, user_errors
+from ragcli.common import key_value_table, stdout, user_errors
 
 
 @click.command("info")

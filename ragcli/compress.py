@@ -10,7 +10,7 @@ import click
 
 from datastores.layout import atomic_write_bytes
 
-from rag.cli.common import key_value_table, stderr, user_errors
+from ragcli.common import key_value_table, stderr, user_errors
 from rag.compress import METHODS, load_compressor
 
 

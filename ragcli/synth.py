@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rag.cli.common import key_value_table, stderr, stdout, user_errors
+from ragcli.common import key_value_table, stderr, stdout, user_errors
 
 
 @click.command("synth")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from datastores.layout import atomic_write_bytes
-from rag.cli.common import key_value_table, stderr, user_errors
+from ragcli.common import key_value_table, stderr, user_errors
 
 
 @click.command("prune")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from rag.cli.common import snippet, stdout, user_errors
+from ragcli.common import snippet, stdout, user_errors
 from rag.compress import METHODS
 from rag.datastore import Datastore
 from rag.pipeline import Answer, Pipeline, PipelineConfig

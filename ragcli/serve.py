@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from rag.cli.common import stderr, user_errors
+from ragcli.common import stderr, user_errors
 from rag.retrieve import MODES
 
 

@@ -6,19 +6,19 @@ import logging
 
 import click
 
-from rag.cli.ask import ask_command
-from rag.cli.common import console_handler
-from rag.cli.compress import compress_command
-from rag.cli.datastore import datastore_group
-from rag.cli.embed_bench import embed_bench_command
-from rag.cli.eval import eval_group
-from rag.cli.index import index_command
-from rag.cli.info import info_command
-from rag.cli.prune import prune_command
-from rag.cli.search import search_command
-from rag.cli.serve import serve_command
-from rag.cli.sweep import sweep_command
-from rag.cli.synth import synth_command
+from ragcli.ask import ask_command
+from ragcli.common import console_handler
+from ragcli.compress import compress_command
+from ragcli.datastore import datastore_group
+from ragcli.embed_bench import embed_bench_command
+from ragcli.eval import eval_group
+from ragcli.index import index_command
+from ragcli.info import info_command
+from ragcli.prune import prune_command
+from ragcli.search import search_command
+from ragcli.serve import serve_command
+from ragcli.sweep import sweep_command
+from ragcli.synth import synth_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

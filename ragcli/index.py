@@ -12,8 +12,8 @@ from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
 from indexers.engines import ENGINES, EngineOptions, ShardBuildError
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER
-from rag.cli.common import key_value_table, stderr, stdout, user_errors
-from rag.cli.datastore import lock_options
+from ragcli.common import key_value_table, stderr, stdout, user_errors
+from ragcli.datastore import lock_options
 
 
 @click.command("index")

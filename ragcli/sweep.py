@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from rag.cli.common import stdout, user_errors
+from ragcli.common import stdout, user_errors
 
 
 @click.command("sweep")

@@ -1,0 +1,3 @@
+from ragcli import main
+
+main()
