@@ -45,7 +45,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -56,6 +56,9 @@ from evaluators.spans import METRICS, UNITS
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS, make_chunker
 from indexers.config import ConfigError
 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
+
+if TYPE_CHECKING:
+    from evaluators.answer_sweep import AnswerSweepConfig
 
 logger = logging.getLogger("terarag.evaluators")
 
@@ -269,7 +272,10 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
 
 
 def load_sweep_config(path: str | Path) -> "SweepConfig | AnswerSweepConfig":
-    """Read and validate a sweep YAML file (``kind: answers`` makes it an answer sweep)."""
+    """Read and validate a sweep YAML file (``kind: answers`` makes it an answer sweep,
+    ``evaluators.answer_sweep``)."""
+    from evaluators.answer_sweep import answer_sweep_config
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -362,18 +368,21 @@ class ResultsStore:
     connection, so every insert is committed at once and other processes can read the file
     between them (``rag sweep --dry-run`` while a sweep runs)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: Sequence[tuple[str, str]] = COLUMNS, table: str = TABLE):
+        """``columns`` (name, SQL type; the first is the key) of ``table``: the chunking sweep's by
+        default, ``evaluators.answer_sweep``'s for answer sweeps."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
+        self.path, self.columns, self.table = path, list(columns), table
+        self.names = [name for name, _ in self.columns]
         with self._connect() as connection:
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})")
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                               f"({', '.join(f'{name} {kind}' for name, kind in self.columns)})")
             existing = {r[0] for r in connection.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]).fetchall()}
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
             # A table from an older version of this module gains the newer columns (NULL in old rows).
-            for name, kind in COLUMNS:
+            for name, kind in self.columns:
                 if name not in existing:
-                    connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
 
     def _connect(self, read_only: bool = False):
         import duckdb
@@ -382,17 +391,17 @@ class ResultsStore:
 
     def done_keys(self) -> set[str]:
         with self._connect() as connection:
-            return {r[0] for r in connection.execute(f"SELECT config_key FROM {TABLE}").fetchall()}
+            return {r[0] for r in connection.execute(f"SELECT config_key FROM {self.table}").fetchall()}
 
     def insert(self, row: Mapping[str, Any]) -> None:
-        placeholders = ", ".join("?" for _ in COLUMN_NAMES)
+        placeholders = ", ".join("?" for _ in self.names)
         with self._connect() as connection:
-            connection.execute(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
-                               f"VALUES ({placeholders})", [row.get(name) for name in COLUMN_NAMES])
+            connection.execute(f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.names)}) "
+                               f"VALUES ({placeholders})", [row.get(name) for name in self.names])
 
     def rows(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
         with self._connect() as connection:
-            cursor = connection.execute(f"SELECT * FROM {TABLE} ORDER BY created_at, config_key")
+            cursor = connection.execute(f"SELECT * FROM {self.table} ORDER BY created_at, config_key")
             names = [d[0] for d in cursor.description]
             rows = [dict(zip(names, r)) for r in cursor.fetchall()]
         if keys is not None:
@@ -582,8 +591,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], path: Path, name: str, plots: Sequence[Path] = ()) -> Path:
-    revisions = sorted({r["git_revision"] for r in rows})
-    versions = sorted({r["versions"] for r in rows})
     lines = [f"# Sweep {name}", "",
              f"{len(rows)} configuration(s). Metrics: mean ± population std over questions, ×100 "
              "(Smith & Troynikov's span metrics; see METRICS.md). Times in seconds; an index is built "
@@ -596,21 +603,35 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, name: str, plots
     lines += [markdown_table(rows), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    lines += ["## Provenance", "", f"- git revision(s): {', '.join(f'`{r}`' for r in revisions)}"]
-    for v in versions:
-        lines.append(f"- versions: `{v}`")
+    lines += provenance_lines(rows)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    import csv
+def provenance_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A report's provenance section: the git revisions and package versions of ``rows``."""
+    revisions = sorted({str(r["git_revision"]) for r in rows})
+    lines = ["## Provenance", "", f"- git revision(s): {', '.join(f'`{r}`' for r in revisions)}"]
+    return lines + [f"- versions: `{v}`" for v in sorted({str(r["versions"]) for r in rows})]
 
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMN_NAMES)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMN_NAMES})
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str] = COLUMN_NAMES) -> Path:
+    """``rows`` as CSV with ``columns`` (the chunking sweep's by default), written atomically."""
+    import csv
+    import io
+
+    from datastores.layout import atomic_write_bytes
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return path
 
 
@@ -686,173 +707,6 @@ def write_reports_for(rows: Sequence[Mapping[str, Any]], folder: Path, name: str
     return files
 
 
-# -- answer sweeps: a grid of pipeline settings scored by rag eval answers --------------------------
-
-ANSWER_GRID_KEYS = ("k", "budget", "retriever", "pruner", "compressor", "reorder", "generator", "chunker",
-                    "chunk_size")
-INDEX_KEYS = ("chunker", "chunk_size")
-
-
-@dataclass(frozen=True)
-class AnswerSweepConfig:
-    """``kind: answers``: a base pipeline, a grid over its settings (and the on-the-fly index's
-    chunker and chunk size), a QA set and where results go.
-
-    ::
-
-        kind: answers
-        name: squad-smollm2
-        dataset: ../../../shared/data/squad2_dev_sample/squad2_dev_sample.json
-        limit: 16                       # seeded sample of questions (seed: 0)
-        base: ../pipelines/smollm2.yaml # the pipeline the grid varies
-        grid: {budget: [128, 256], compressor: [null, {method: sentence}], reorder: [false, true]}
-    """
-
-    name: str
-    dataset: Path
-    base: Any                       # rag.pipeline.PipelineConfig
-    grid: dict[str, list[Any]]
-    limit: int | None = None
-    seed: int | None = 0
-    output: Path | None = None
-    batch_size: int = 4
-
-
-def answer_sweep_config(data: Mapping[str, Any], base_dir: Path, stem: str) -> AnswerSweepConfig:
-    """Validate a ``kind: answers`` sweep mapping; relative paths are relative to ``base_dir``."""
-    from rag.pipeline import PipelineConfig
-
-    known = {"kind", "name", "dataset", "base", "grid", "limit", "seed", "output", "batch_size"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown answer sweep keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    grid = data.get("grid") or {}
-    bad = sorted(set(grid) - set(ANSWER_GRID_KEYS))
-    if bad or not isinstance(grid, Mapping):
-        raise ConfigError(f"grid keys must be among {', '.join(ANSWER_GRID_KEYS)} (got {', '.join(bad)})")
-    if "dataset" not in data:
-        raise ConfigError("an answer sweep needs a dataset")
-    base = PipelineConfig.load(_resolve(data["base"], base_dir)) if data.get("base") else PipelineConfig()
-    return AnswerSweepConfig(str(data.get("name") or stem), _resolve(data["dataset"], base_dir), base,
-                             {key: _as_list(values) for key, values in grid.items()}, data.get("limit"),
-                             data.get("seed", 0), _resolve(data["output"], base_dir) if data.get("output") else None,
-                             int(data.get("batch_size", 4)))
-
-
-def _label(combo: Mapping[str, Any]) -> str:
-    def short(value: Any) -> str:
-        return str(value.get("method") or value.get("mode") or value.get("spec")) if isinstance(value, Mapping) \
-            else str(value).lower()
-    return " ".join(f"{key}={short(value)}" for key, value in combo.items()) or "base"
-
-
-def answer_grid(config: AnswerSweepConfig) -> list[tuple[dict[str, Any], Any]]:
-    """(index settings, named pipeline) for every point of the grid."""
-    import dataclasses
-    import itertools
-
-    from evaluators.answer_eval import NamedPipeline
-
-    keys = list(config.grid)
-    out = []
-    for values in itertools.product(*(config.grid[k] for k in keys)):
-        combo = dict(zip(keys, values))
-        index = {k: combo[k] for k in INDEX_KEYS if k in combo}
-        changes = {k: v for k, v in combo.items() if k not in INDEX_KEYS}
-        out.append((index, NamedPipeline(_label(combo), dataclasses.replace(config.base, **changes))))
-    return out
-
-
-def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[bool]:
-    """Which points no other point beats (cost <= and value >=, one of them strictly)."""
-    c, v = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
-    beaten = ((c[None, :] <= c[:, None]) & (v[None, :] >= v[:, None])
-              & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None])))
-    return (~beaten.any(axis=1)).tolist()
-
-
-def plot_answer_front(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """F1 against context tokens, one point per pipeline, the Pareto front joined and labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs, ys = [r["context_tokens"] for r in rows], [r["f1"] for r in rows]
-    front = pareto_front(xs, ys)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(xs, ys, c=["tab:red" if f else "tab:grey" for f in front], zorder=3)
-    order = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
-    ax.plot([x for x, _ in order], [y for _, y in order], color="tab:red", label="Pareto front")
-    for r, f in zip(rows, front):
-        if f:
-            ax.annotate(r["pipeline"], (r["context_tokens"], r["f1"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set_xlabel("context tokens into the generator (mean)")
-    ax.set_ylabel("F1 ×100")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def run_answer_sweep(config: AnswerSweepConfig, output: str | Path | None = None, progress: bool = False,
-                     generator: Any = None) -> dict[str, Path]:
-    """Score every grid point with ``evaluate_answers`` (one on-the-fly index per chunker setting);
-    writes ``results.csv``, ``results.json``, ``records.jsonl`` and ``f1_vs_tokens.png`` (Pareto
-    front marked). Generations are cached per pipeline, so an interrupted sweep resumes."""
-    import tempfile
-
-    from evaluators.answer_eval import evaluate_answers, index_documents
-    from evaluators.datasets import load_qa_set
-    from rag.lm import cache_root
-
-    folder = Path(output or config.output or Path("results/sweeps") / config.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    qa = load_qa_set(config.dataset).limited(config.limit, config.seed)
-    groups: dict[str, list[Any]] = {}
-    for index, pipeline in answer_grid(config):
-        groups.setdefault(json.dumps(index, sort_keys=True), []).append(pipeline)
-    rows, records = [], []
-    for index_key, pipelines in groups.items():
-        index = json.loads(index_key)
-        with tempfile.TemporaryDirectory(prefix="terarag-answer-sweep-") as tmp:
-            store = index_documents(qa.documents, Path(tmp) / "ds", index.get("chunker", "recursive"),
-                                    int(index.get("chunk_size", 256)), device=config.base.device, progress=progress)
-            result = evaluate_answers(qa, pipelines, store, closed_book=not rows, oracle=not rows,
-                                      batch_size=config.batch_size, cache_dir=cache_root() / "answers",
-                                      progress=progress, generator=generator)
-        rows += [{**row.to_dict(), **index} for row in result.rows]
-        records += [r.to_dict() for r in result.records]
-    return _write_answer_sweep(rows, records, folder)
-
-
-def _write_answer_sweep(rows: list[dict[str, Any]], records: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
-    from datastores.layout import atomic_write_bytes
-
-    scored = [r for r in rows if r["pipeline"] not in ("closed-book", "oracle")]
-    front = pareto_front([r["context_tokens"] for r in scored], [r["f1"] for r in scored])
-    for row, on_front in zip(scored, front):
-        row["pareto"] = on_front
-    import csv
-    import io
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows)
-    files = {"csv": folder / RESULTS_CSV, "json": folder / "results.json", "records": folder / "records.jsonl"}
-    atomic_write_bytes(files["csv"], buffer.getvalue().encode("utf-8"))
-    atomic_write_bytes(files["json"], json.dumps(rows, indent=2).encode("utf-8"))
-    atomic_write_bytes(files["records"], "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-    if scored:
-        files["plot"] = plot_answer_front(scored, folder / "f1_vs_tokens.png")
-    return files
-
-
-__all__ = ["AnswerSweepConfig", "BuildSpec", "CachingEncoder", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
-           "answer_grid", "answer_sweep_config", "config_key", "dataset_fingerprint", "load_sweep_config",
-           "markdown_table", "pareto_front", "run_answer_sweep", "run_sweep", "sweep_config", "write_reports_for"]
+__all__ = ["BuildSpec", "CachingEncoder", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
+           "config_key", "dataset_fingerprint", "load_sweep_config", "markdown_table", "provenance_lines", "run_sweep",
+           "sweep_config", "write_csv", "write_reports_for"]

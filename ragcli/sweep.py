@@ -32,7 +32,7 @@ def sweep_command(config: str, output: str | None, device: str | None, dry_run: 
 
     cfg = load_sweep_config(config)
     if not hasattr(cfg, "configurations"):  # kind: answers
-        from evaluators.sweep import run_answer_sweep
+        from evaluators.answer_sweep import run_answer_sweep
 
         if device:
             import dataclasses
