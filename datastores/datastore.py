@@ -23,7 +23,7 @@ import numpy as np
 
 from datastores.bm25 import Bm25GlobalStats, Bm25Params, load_global_idf
 from datastores.chunks import chunk_statistics, read_chunk_rows
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.filters import combine_masks, shard_masks, where_chunk_ids
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest, read_manifest
@@ -272,9 +272,9 @@ class Datastore:
                     where: str | None = None) -> list[list[Hit]]:
         """Top-``k`` chunks for each query text; ``where`` is a SQL filter over chunk columns."""
         if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+            raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
+            raise UserError(f"k must be at least 1 (got {k})")
         check_queries(queries)
         snap = self.snapshot()
         masks = snap.row_masks(where)
@@ -305,7 +305,7 @@ class Datastore:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = int(snap.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
-            raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
+            raise UserError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
         per_shard = [shard.search_dense(vectors, k, mask, self.rescore_multiplier)
                      for shard, mask in zip(snap.shards, masks)]
         merged = []

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from datastores import Bm25Params, DatastoreWriter, Manifest
+from datastores.errors import UserError
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -29,7 +30,7 @@ from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sampl
 logger = logging.getLogger(__name__)
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(UserError):
     """``strict`` was set and some inputs were skipped."""
 
 
@@ -147,7 +148,7 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     wait (at most ``wait_timeout`` seconds).
     """
     if resume and overwrite:
-        raise ValueError("choose either resume or overwrite, not both")
+        raise UserError("choose either resume or overwrite, not both")
     mode = "resume" if resume else ("overwrite" if overwrite else "create")
     check_output(output, mode)  # refuse before a lock file is created or a model loaded
     operation = "index" if mode == "create" else f"index --{mode}"
@@ -186,7 +187,7 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")
     if stats.documents == 0:
-        raise ValueError(f"no documents found in {', '.join(map(str, inputs))}")
+        raise UserError(f"no documents found in {', '.join(map(str, inputs))}")
     started = time.perf_counter()
     manifest = writer.finish(stats.as_dict(read), embedder.dim)
     timings["write"] += time.perf_counter() - started

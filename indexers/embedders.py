@@ -37,6 +37,8 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from datastores.errors import UserError
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 #: Texts per batch when none is given: CPU runtimes gain nothing from larger batches (padding and
 #: cache misses grow), a GPU is kept busy only by large ones (docs/benchmarks.md, GPU section).
@@ -84,7 +86,7 @@ def resolve_prefixes(model: str, query_prefix: str = AUTO_PREFIX, passage_prefix
             passage_default if passage_prefix == AUTO_PREFIX else passage_prefix)
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(UserError):
     """The embedding model cannot be found, loaded or trusted."""
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datastores.errors import UserError
+
 logger = logging.getLogger("terarag.lm")
 
 
-class LMError(ValueError):
+class LMError(UserError):
     """A language model spec that cannot be resolved or loaded; the message names the problem."""
 
 

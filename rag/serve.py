@@ -29,6 +29,7 @@ import numpy as np
 
 from datastores import Datastore as StoredDatastore
 from datastores.datastore import manifest_stamp
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest
 from datastores.records import Hit
@@ -44,7 +45,7 @@ ENGINES = ("local", "ray")
 def shard_groups(num_shards: int, groups: int) -> list[list[int]]:
     """Split shard numbers 0..num_shards-1 into ``groups`` contiguous groups of near-equal size."""
     if groups < 1:
-        raise ValueError(f"groups must be at least 1 (got {groups})")
+        raise UserError(f"groups must be at least 1 (got {groups})")
     groups = max(1, min(groups, num_shards))
     return [part.tolist() for part in np.array_split(np.arange(num_shards), groups)]
 
@@ -165,9 +166,9 @@ class RayShardSearcher:
         import ray
 
         if mode not in ("dense", "bm25"):
-            raise ValueError(f"unknown search mode {mode!r}; choose dense or bm25")
+            raise UserError(f"unknown search mode {mode!r}; choose dense or bm25")
         if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
+            raise UserError(f"k must be at least 1 (got {k})")
         self.sync()
         if mode == "dense":
             return self.search_vectors(self.query_encoder(list(queries)), k, where)
@@ -193,11 +194,11 @@ def open_searcher(path: str | Path, engine: str = "local", *, groups: int = 2, a
                   device: str = "auto") -> Any:
     """A local ``rag.Datastore`` or a ``RayShardSearcher`` over the datastore at ``path``."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "ray":
         return RayShardSearcher(path, groups, address, device)
     if address is not None:
-        raise ValueError("--address needs --engine ray")
+        raise UserError("--address needs --engine ray")
     return Datastore.open(path, device=device)
 
 
@@ -243,7 +244,7 @@ class QueryEngine:
                config: RetrieverConfig = RetrieverConfig()) -> SearchResult:
         """The top ``k`` hits for ``query`` through a retriever with ``config``."""
         if config.rerank is not None and config.rerank != self.rerank_spec:
-            raise ValueError("this server has no reranker loaded; start it with --rerank KIND:MODEL")
+            raise UserError("this server has no reranker loaded; start it with --rerank KIND:MODEL")
         retriever = Retriever(self.searcher, config, self.reranker if config.rerank else None)
         with self.lock:
             hits = retriever.retrieve(query, k, where=where)
@@ -252,7 +253,7 @@ class QueryEngine:
     def answer(self, question: str, hits: Sequence[Hit], on_token: Callable[[str], None] | None = None) -> Answer:
         """The server pipeline's answer from ``hits`` (context stages, then the generator)."""
         if self.pipeline is None:
-            raise ValueError("this server has no answer pipeline")
+            raise UserError("this server has no answer pipeline")
         with self.lock:
             return self.pipeline.ask(question, passages=passages_from_hits(hits), on_token=on_token)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 
 from ragcli.common import key_value_table, stderr, user_errors
@@ -35,7 +36,7 @@ def compress_command(path: str, query: str, method: str, rate: float | None, bud
     with click.open_file(path, encoding="utf-8", errors="strict") as handle:
         text = handle.read()
     if not text.strip():
-        raise ValueError(f"{path} holds no text")
+        raise UserError(f"{path} holds no text")
     if method in ("sentence", "semantic") and not query.strip():
         raise click.UsageError(f"--method {method} ranks text against a --query; give one")
     options = {k: v for k, v in options.items() if v is not None and v is not False}

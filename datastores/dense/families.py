@@ -17,14 +17,14 @@ from typing import Any, Callable, ClassVar, Iterator
 import faiss
 import numpy as np
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.quantize import binary_codes, hamming_to_score
 
 MIN_POINTS_PER_CENTROID = 39  # FAISS's k-means wants at least this many training points per centroid
 PQ_BITS = 8                   # bits per IVF-PQ sub-quantizer code whenever the sample allows 256 centroids
 
 
-class DenseConfigError(ValueError):
+class DenseConfigError(UserError):
     """A dense index setting is invalid; the message names it."""
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.lock import DatastoreLock
 from datastores.manifest import Manifest, read_manifest
@@ -18,7 +19,7 @@ def subsample_masks(manifest: Manifest, deleted: list[np.ndarray], fraction: flo
     """Per shard, the rows chosen: ``round(fraction × live)`` live rows drawn without replacement
     by ``numpy.random.default_rng(seed)`` (the same seed always picks the same rows)."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"the fraction -p must be in (0, 1] (got {fraction})")
+        raise UserError(f"the fraction -p must be in (0, 1] (got {fraction})")
     live = np.concatenate([np.flatnonzero(~d) + s.chunk_id_start for s, d in zip(manifest.shards, deleted)])
     chosen = np.sort(np.random.default_rng(seed).choice(live, round(fraction * len(live)), replace=False))
     masks = []

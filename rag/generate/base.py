@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from datastores.errors import UserError
+
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given. "
     "Cite every claim with the number of the passage that supports it, in square brackets, "
@@ -101,7 +103,7 @@ def load_generator(spec: str = "extractive", **options: Any) -> Generator:
 
         return ExtractiveGenerator(**options)
     if kind in ("hf", "openai") and not target.strip():
-        raise ValueError(f"generator {spec!r} needs a model after '{kind}:'")
+        raise UserError(f"generator {spec!r} needs a model after '{kind}:'")
     if kind == "hf":
         from rag.generate.hf import HFGenerator
 
@@ -110,4 +112,4 @@ def load_generator(spec: str = "extractive", **options: Any) -> Generator:
         from rag.generate.openai import OpenAIGenerator
 
         return OpenAIGenerator(target.strip(), **options)
-    raise ValueError(f"unknown generator {spec!r}: use 'extractive', 'hf:PATH_OR_NAME' or 'openai:MODEL'")
+    raise UserError(f"unknown generator {spec!r}: use 'extractive', 'hf:PATH_OR_NAME' or 'openai:MODEL'")

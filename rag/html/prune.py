@@ -32,6 +32,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.html import (DEFAULT_MAX_WORDS, SENTENCE, Block, CleanPage, block_text, build_blocks, clean_html, split_block,
                            visible_text, word_counts)
 from indexers.tokenizers import Tokenizer, load_tokenizer
@@ -401,11 +402,11 @@ class HtmlPruner:
                  coarse_factor: float = 2.0, device: str = "auto", allow_download: bool = False,
                  parent_weight: float = DEFAULT_PARENT_WEIGHT, max_splits: int = DEFAULT_MAX_SPLITS):
         if max_words < 1 or fine_max_words < 1:
-            raise ValueError("max words per block must be at least 1")
+            raise UserError("max words per block must be at least 1")
         if coarse_factor < 1:
-            raise ValueError(f"coarse_factor must be at least 1 (got {coarse_factor})")
+            raise UserError(f"coarse_factor must be at least 1 (got {coarse_factor})")
         if not 0.0 <= parent_weight <= 1.0:
-            raise ValueError(f"parent_weight must be in [0, 1] (got {parent_weight})")
+            raise UserError(f"parent_weight must be in [0, 1] (got {parent_weight})")
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.scorer: BlockScorer = EmbeddingScorer(embedder, device)
         self.max_words = max_words
@@ -466,7 +467,7 @@ class HtmlPruner:
         page = clean_html(html)  # no piece kept: a page without text comes back as it is, if it fits
         empty = self.tokenizer.count(page.html)
         if page.body.xpath("string()").strip() or empty > budget:
-            raise ValueError(f"budget {budget} is smaller than an empty page ({empty} tokens)")
+            raise UserError(f"budget {budget} is smaller than an empty page ({empty} tokens)")
         return PruneResult(page.html, result.tokens_before, empty, 0, seconds=result.seconds)
 
     # -- pipeline stage ------------------------------------------------------------------------

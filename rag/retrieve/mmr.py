@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
+
 
 class ChunkVectors:
     """Stored chunk vectors of a datastore, looked up by global id: the float16 embeddings, or the
@@ -43,7 +45,7 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float = 0.5) ->
     ``lam=0`` picks the most diverse items. Ties go to the earlier item.
     """
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"the MMR lambda must be in [0, 1] (got {lam})")
+        raise UserError(f"the MMR lambda must be in [0, 1] (got {lam})")
     rel = np.asarray(relevance, dtype=np.float64)
     n = len(rel)
     k = min(k, n)

@@ -15,6 +15,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.embedders import load_embedder, pick_device
 
 RERANK_KINDS = ("cross-encoder", "bi-encoder")
@@ -22,7 +23,7 @@ RERANK_KINDS = ("cross-encoder", "bi-encoder")
 logger = logging.getLogger("terarag.rerank")
 
 
-class RerankerError(ValueError):
+class RerankerError(UserError):
     """The rerank spec is malformed or its model cannot be loaded."""
 
 

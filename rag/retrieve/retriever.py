@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.records import Hit
 from datastores.search import check_queries
 from rag.retrieve.fusion import FUSIONS, NORMALIZATIONS, fuse
@@ -58,7 +59,7 @@ def rank_documents(hits: Sequence[Hit], aggregation: str = "max") -> list[Docume
     document's first hit and its score; ``decay`` scores s1 + DECAY s2 + DECAY² s3 ... over the
     document's chunk scores in descending order (scores >= 0 assumed), ties by first hit."""
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown document aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+        raise UserError(f"unknown document aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
     groups: dict[str, list[Hit]] = {}
     for hit in hits:
         groups.setdefault(hit.doc_id, []).append(hit)
@@ -89,20 +90,20 @@ class RetrieverConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {self.mode!r}; choose one of {', '.join(MODES)}")
+            raise UserError(f"unknown retrieval mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+            raise UserError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+            raise UserError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (got {self.alpha})")
+            raise UserError(f"alpha must be in [0, 1] (got {self.alpha})")
         if self.rrf_k < 0:
-            raise ValueError(f"rrf_k must be >= 0 (got {self.rrf_k})")
+            raise UserError(f"rrf_k must be >= 0 (got {self.rrf_k})")
         for name in ("depth", "rerank_depth", "rerank_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+                raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
-            raise ValueError(f"the MMR lambda must be in [0, 1] (got {self.mmr})")
+            raise UserError(f"the MMR lambda must be in [0, 1] (got {self.mmr})")
         if self.rerank is not None:
             parse_spec(self.rerank)
 
@@ -115,7 +116,7 @@ class RetrieverConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
-            raise ValueError(f"unknown retriever setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown retriever setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
@@ -143,13 +144,13 @@ class Retriever:
         """At most ``k`` documents for one query, best first: ``k * chunks_per_document`` chunk
         hits ranked by document (``rank_documents``)."""
         if chunks_per_document < 1:
-            raise ValueError(f"chunks_per_document must be at least 1 (got {chunks_per_document})")
+            raise UserError(f"chunks_per_document must be at least 1 (got {chunks_per_document})")
         return rank_documents(self.retrieve(query, k * chunks_per_document, where), aggregation)[:k]
 
     def retrieve_many(self, queries: Sequence[str], k: int, where: str | None = None) -> list[list[Hit]]:
         """The top ``k`` hits for each query, best first."""
         if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
+            raise UserError(f"k must be at least 1 (got {k})")
         queries = list(queries)
         if not queries:
             return []
