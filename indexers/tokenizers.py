@@ -71,9 +71,7 @@ class HuggingFaceTokenizer:
 
     def __post_init__(self) -> None:
         from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(
                 self.name, use_fast=True, local_files_only=not self.allow_download

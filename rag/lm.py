@@ -135,7 +135,6 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
 
     from datastores.layout import atomic_directory
 
-    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -184,7 +183,6 @@ def load_language_model(spec: str, auto_class: Any = None, device: str = "auto",
     from indexers.embedders import pick_device
 
     target = resolve_spec(spec)
-    _quiet_transformers()
     try:
         if auto_class is None:
             config = AutoConfig.from_pretrained(target, local_files_only=not allow_download)
@@ -223,13 +221,6 @@ def is_causal_lm_config(config: Any) -> bool:
         return True
     return not architectures and not getattr(config, "is_encoder_decoder", False) \
         and bool(getattr(config, "is_decoder", False))
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:

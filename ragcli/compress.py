@@ -11,7 +11,7 @@ import click
 from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 
-from ragcli.common import key_value_table, stderr, user_errors
+from ragcli.common import key_value_table, stderr
 from rag.compress import METHODS, load_compressor
 
 
@@ -27,7 +27,6 @@ from rag.compress import METHODS, load_compressor
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the compressed text here.")
 @click.option("--json", "as_json", is_flag=True, help="Print text and token counts as JSON.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-@user_errors
 def compress_command(path: str, query: str, method: str, rate: float | None, budget: int | None,
                      output: str | None, as_json: bool, **options: Any) -> None:
     """Compress the text in PATH ('-' for stdin) with METHOD to --rate or --budget tokens."""

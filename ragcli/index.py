@@ -6,13 +6,13 @@ import click
 from rich.markup import escape
 
 from datastores.dense import DENSE_INDEX_TYPES, INDEX_ALIASES, RESCORE_TYPES
-from indexers.build import StrictModeError, build_datastore
+from indexers.build import build_datastore
 from indexers.chunkers import CHUNKER_NAMES
 from indexers.config import BuildConfig, load_config
 from indexers.embedders import BACKENDS
-from indexers.engines import ENGINES, EngineOptions, ShardBuildError
+from indexers.engines import ENGINES, EngineOptions
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER
-from ragcli.common import key_value_table, stderr, stdout, user_errors
+from ragcli.common import key_value_table, stderr, stdout
 from ragcli.datastore import lock_options
 
 
@@ -89,7 +89,6 @@ from ragcli.datastore import lock_options
 @click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
               help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
                    "while embedding.")
-@user_errors
 def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tokenizer, embedder, device,
                   batch_size, embed_backend, shard_size, query_prefix, passage_prefix,
                   bm25_tokenizer, bm25_stopwords, bm25_idf, bm25_k1, bm25_b, metadata_types, include, exclude,
@@ -114,11 +113,8 @@ def index_command(inputs, output, config_file, chunker, chunk_size, overlap, tok
         embedder = NO_EMBEDDER  # --dim without --embedder: no query embedder
     config = config.replace(vectors_field=vectors_field, vectors_per=vectors_per, dim=dim, normalize=normalize,
                             embedder=embedder)
-    try:
-        report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
-                                 engine=engine_options, wait=wait, wait_timeout=wait_timeout)
-    except (StrictModeError, ShardBuildError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
+                             engine=engine_options, wait=wait, wait_timeout=wait_timeout)
     manifest = report.manifest
     stats, t = manifest.stats, report.timings
     stdout.print(key_value_table(f"datastore {output}", [

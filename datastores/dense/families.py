@@ -64,7 +64,10 @@ def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """HNSW insertion is parallel and then order-dependent; one thread keeps shard files reproducible."""
+    """HNSW insertion is parallel and then order-dependent; one thread keeps shard files reproducible.
+
+    OpenMP's thread count is a per-thread setting: this changes only the calling thread's parallel
+    regions (a writer thread's, say) and restores it on exit; other threads' searches are unaffected."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:

@@ -9,7 +9,6 @@ the Hugging Face cache) unless ``allow_download`` is set.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -66,12 +65,8 @@ class CrossEncoderReranker:
     model: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import CrossEncoder
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         try:
             self.model = CrossEncoder(self.model_name, device=pick_device(self.device),
                                       local_files_only=not self.allow_download)
