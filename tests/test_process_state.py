@@ -10,8 +10,11 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: Run in a fresh interpreter, so that importing the packages is part of what is checked.
 SCRIPT = r"""
@@ -68,8 +71,9 @@ RUNTIME_VARIABLES = ("TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "HF_HUB
 
 def test_python_api_changes_no_process_state(tmp_path, small_corpus, cross_encoder_dir):
     env = {k: v for k, v in os.environ.items() if k not in RUNTIME_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # this tree's code
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(small_corpus), str(tmp_path / "ds"),
-                           str(cross_encoder_dir)], capture_output=True, text=True, env=env, timeout=600)
+                           str(cross_encoder_dir)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["hits"] == 5
