@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from datastores import Bm25Params, DatastoreWriter, Manifest
+from datastores import DatastoreWriter, Manifest
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -22,8 +22,8 @@ from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTr
                                 with_prefixes)
 from indexers.engines import BuildProgress, EmbedderFactory, EngineError, EngineOptions, chunk_blocks, run_engine
 from indexers.readers import ReadReport, iter_documents
-from indexers.training_sample import embed_training_sample
-from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sample_vectors
+from indexers.training_sample import embed_training_sample, sample_vectors
+from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec
 
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _train(writer: DatastoreWriter, inputs: Sequence[str | Path], config: BuildC
     started = time.perf_counter()
     if vectors is not None:
         chunked = cpu.chunk_documents(iter_documents(inputs, config.reader_options), chunker, vectors)
-        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.train_sample))
+        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.dense.train_sample))
     else:
         writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     timings["train"] += time.perf_counter() - started
@@ -171,10 +171,8 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
                           "drop --cpu-workers and precomputed vectors")
     chunker, embedder = build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
-    bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
-                      config.bm25_stopwords, config.bm25_idf)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
-    writer = DatastoreWriter(output, params, spec, chunker.spec, bm25, config.dense_spec(), mode=mode, lock=lock)
+    writer = DatastoreWriter(output, params, spec, chunker.spec, config.bm25, config.dense, mode=mode, lock=lock)
     read = ReadReport()
     stats = _CorpusStats()
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}

@@ -89,7 +89,7 @@ def corpus(tmp_path_factory, small_corpus) -> Path:
 
 @pytest.fixture(scope="module")
 def qconfig(small_config):
-    return small_config.replace(dense_index="binary-flat", rescore="int8", shard_size=16)
+    return small_config.replace(dense={"type": "binary-flat", "rescore": "int8"}, shard_size=16)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_default_tokenizer_stems_and_drops_stop_words():
     assert plain.tokenize(text) == ["the", "armies", "of", "the", "states", "were", "running", "to", "a", "connection"]
     assert (Bm25Params().idf, Bm25Params.rank_bm25().idf) == ("lucene", "rank-bm25")
     config = BuildConfig()
-    assert (config.bm25_tokenizer, config.bm25_stopwords, config.bm25_idf) == ("stemmed", "english", "lucene")
+    assert (config.bm25.tokenizer, config.bm25.stopwords, config.bm25.idf) == ("stemmed", "english", "lucene")
 
 
 def test_a_manifest_without_options_keeps_rank_bm25():
