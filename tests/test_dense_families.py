@@ -83,7 +83,7 @@ def test_registry_names_every_family_once_and_parses_aliases():
 def test_cli_choices_come_from_the_registry():
     from ragcli.index import index_command
 
-    option = next(p for p in index_command.params if p.name == "dense_index")
+    option = next(p for p in index_command.params if "--dense-index" in p.opts)
     assert list(option.type.choices) == [*DENSE_INDEX_TYPES, *INDEX_ALIASES]
 
 
