@@ -16,7 +16,7 @@ import numpy as np
 
 from datastores.errors import UserError
 from indexers.tokenizers import Tokenizer
-from rag.generate.base import Passage
+from rag.records import Passage
 
 
 class ContextStage(Protocol):

@@ -16,7 +16,8 @@ import numpy as np
 
 from datastores.errors import UserError
 from indexers.chunkers.sentence import sentence_spans
-from rag.generate.base import Generation, Passage
+from rag.generate.base import Generation
+from rag.records import Passage
 from rag.stages import LazyEmbedder
 
 _TERM = re.compile(r"\w+")
