@@ -39,6 +39,8 @@ for package in ("datastores", "indexers", "rag", "evaluators"):
     root = importlib.import_module(package)
     for info in pkgutil.walk_packages(root.__path__, package + "."):
         importlib.import_module(info.name)
+from datastores import Bm25Params
+from datastores.dense import DenseSpec
 from indexers.build import build_datastore
 from indexers.config import BuildConfig
 from indexers.embedders import load_embedder
@@ -51,8 +53,8 @@ onnx_embedder = load_embedder(device="cpu", backend="onnx")
 onnx_embedder.encode(["one passage"])
 from indexers.tokenizers import HuggingFaceTokenizer
 HuggingFaceTokenizer(torch_embedder.location.path_or_name)
-config = BuildConfig(chunk_size=60, overlap=0, shard_size=20, device="cpu", dense_index="float-hnsw",
-                     bm25_tokenizer="hf:" + torch_embedder.location.path_or_name)
+config = BuildConfig(chunk_size=60, overlap=0, shard_size=20, device="cpu", dense=DenseSpec(type="float-hnsw"),
+                     bm25=Bm25Params(tokenizer="hf:" + torch_embedder.location.path_or_name))
 build_datastore([corpus], out, config, embedder=torch_embedder, progress=False)
 store = Datastore.open(out, device="cpu")
 hits = build_retriever(store, "hybrid", rerank="cross-encoder:" + cross_encoder, rerank_depth=8,
