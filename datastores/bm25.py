@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from datastores.errors import DatastoreError
+from datastores.models import EmbedderError, locate_model
 from datastores.search import top_k_dense, top_k_rows
 
 _WORD = re.compile(r"\w+")
@@ -75,10 +76,8 @@ def _hf_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     try:
-        from indexers.embedders import locate_model  # the bundled MiniLM package, by name
-
-        name = locate_model(name).path_or_name
-    except Exception:  # noqa: BLE001 - only a convenience; a path or cached name works without it
+        name = locate_model(name).path_or_name  # the bundled MiniLM package, by name
+    except EmbedderError:  # only a convenience; a path or cached name works without it
         pass
     try:
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
