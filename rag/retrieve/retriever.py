@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from datastores.records import Hit
-from datastores.retrieval import MODES, Reranker, SearchOptions, SearchRequest
+from datastores.retrieval import Reranker, SearchOptions, SearchRequest
 from rag.retrieve.rerank import load_reranker, parse_spec
 
 AGGREGATIONS = ("max", "decay")
