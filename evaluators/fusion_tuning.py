@@ -2,7 +2,7 @@
 
 Given, per query, the dense and the BM25 hit lists (what ``rag.retrieve.Retriever`` fuses in
 ``hybrid`` mode) and the qrels, every setting of a small grid (convex ``alpha`` x normalisation,
-RRF ``k``) is applied with ``rag.retrieve.fusion.fuse`` and scored per query with
+RRF ``k``) is applied with ``datastores.fusion.fuse`` and scored per query with
 ``evaluators.retrieval.retrieval_metrics``, once. Tuning picks the setting with the best mean of
 one metric (nDCG@k by default) over the dev queries; ties go to the earlier setting of the grid.
 
@@ -30,7 +30,7 @@ from datastores.errors import UserError
 from evaluators.datasets import judged_queries
 from evaluators.retrieval import (RetrievalEvaluation, document_ranking, mean_metrics, metric_names,
                                   retrieval_metrics)
-from rag.retrieve.fusion import NORMALIZATIONS, fuse
+from datastores.fusion import NORMALIZATIONS, fuse
 from rag.retrieve.retriever import RetrieverConfig
 
 #: Convex weights of a real hybrid (0 and 1 would be BM25 or dense alone).

@@ -356,7 +356,7 @@ class ScalingStudy:
 
 
 def _rerank(reranker: Any, questions: Sequence[str], ranked: list[list[Hit]], depth: int) -> list[list[Hit]]:
-    from rag.retrieve.rerank import rerank_order
+    from datastores.retrieval import rerank_order
 
     out = []
     for question, hits in zip(questions, ranked):

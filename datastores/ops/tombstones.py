@@ -23,6 +23,7 @@ import numpy as np
 
 from datastores.errors import DatastoreError, UserError
 from datastores.layout import TOMBSTONES_DIR, DatastoreLayout, atomic_write_bytes, sha256_file
+from datastores.locate import rows_by_shard
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.manifest import Manifest, TombstoneInfo, read_manifest, write_manifest
 
@@ -92,9 +93,8 @@ def remove_unreferenced_bitmaps(root: str | Path, manifest: Manifest) -> None:
 def _new_masks(root: Path, manifest: Manifest, chunk_ids: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
     """Per shard that gains deletions, its new deleted mask; and how many rows are newly deleted."""
     changed, removed = {}, 0
-    for shard, mask in zip(manifest.shards, deleted_masks(root, manifest)):
-        lo, hi = np.searchsorted(chunk_ids, [shard.chunk_id_start, shard.chunk_id_start + shard.rows])
-        rows = chunk_ids[lo:hi] - shard.chunk_id_start
+    per_shard = rows_by_shard(manifest.shards, chunk_ids)
+    for shard, mask, rows in zip(manifest.shards, deleted_masks(root, manifest), per_shard):
         new = rows[~mask[rows]]
         if len(new):
             removed += len(new)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from datastores.errors import UserError
+from datastores.retrieval import Reranker
 from indexers.embedders import load_embedder, pick_device
 
 RERANK_KINDS = ("cross-encoder", "bi-encoder")
@@ -24,12 +25,6 @@ logger = logging.getLogger("terarag.rerank")
 
 class RerankerError(UserError):
     """The rerank spec is malformed or its model cannot be loaded."""
-
-
-class Reranker(Protocol):
-    spec: str
-
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -124,7 +119,3 @@ def load_reranker(spec: str, device: str = "auto", batch_size: int = 32, allow_d
     query_prefix, passage_prefix = default_prefixes(model)
     return BiEncoderReranker(model, device, batch_size, query_prefix, passage_prefix)
 
-
-def rerank_order(scores: np.ndarray) -> np.ndarray:
-    """Indices by descending score, ties to the earlier (upstream better ranked) candidate."""
-    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))

@@ -1,40 +1,10 @@
-"""Maximal marginal relevance over the stored chunk vectors, and reading those vectors."""
+"""Maximal marginal relevance: pick diverse items from a ranked list by their (stored) vectors."""
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 
 from datastores.errors import UserError
-
-
-class ChunkVectors:
-    """Stored chunk vectors of a datastore, looked up by global id: the float16 embeddings, or the
-    dequantized int8 / multi-bit rescoring layer of a quantized index (memory-mapped, only the rows
-    asked for are read; ``datastores.dense.DenseShard.vectors``)."""
-
-    def __init__(self, datastore):
-        self.datastore = datastore
-        self.starts = np.array([s.info.chunk_id_start for s in datastore.shards], dtype=np.int64)
-
-    def _rows(self, index: int, rows: np.ndarray) -> np.ndarray:
-        return self.datastore.shards[index].dense_layer().vectors(rows)  # memory maps opened once per shard
-
-    def get(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """float32 [len(chunk_ids), dim] in the order given."""
-        ids = np.asarray(chunk_ids, dtype=np.int64)
-        dim = int(self.datastore.manifest.embedder["dim"])
-        out = np.zeros((len(ids), dim), dtype=np.float32)
-        if len(ids) == 0:
-            return out
-        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
-        for shard in np.unique(shard_of):
-            sel = np.flatnonzero(shard_of == shard)
-            rows = ids[sel] - self.starts[shard]
-            order = np.argsort(rows)
-            out[sel[order]] = self._rows(int(shard), rows[order])
-        return out
 
 
 def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float = 0.5) -> list[int]:
