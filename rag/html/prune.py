@@ -6,7 +6,10 @@ piece that does not fit is split into its children, down to sentences
 (``indexers.html.split_block``), and each child is ranked by a mix of its own similarity and its
 parent's (``parent_weight``), as HtmlRAG prunes its tree level by level. So a block larger than
 the whole budget gives up its best sentences instead of being removed, and the budget is filled
-with the best text. A page with text never comes back empty: when not even the best sentence
+with the best text. API pages put names in definition terms (``<dt>`` signatures): the piece
+holding the definition of a code name the question mentions (``textwrap.wrap``) goes first, and a
+kept piece that mentions a name the page defines (``a JSONDecodeError will be raised``) lifts that
+definition to its own rank; a text kept once is not kept again (Sphinx repeats parameter texts). A page with text never comes back empty: when not even the best sentence
 fits, its beginning is kept, cut to the budget.
 Step 2 (``rag.html.generative.PathScorer``, optional, needs a causal LM) re-blocks what step 1
 kept at a finer grain and ranks the blocks by the probability the model gives to their paths.
@@ -43,6 +46,7 @@ DEFAULT_FINE_MAX_WORDS = 32
 DEFAULT_PARENT_WEIGHT = 0.5
 DEFAULT_MAX_SPLITS = 12
 LEXICAL_WEIGHT = 0.3
+EMBED_WORDS = 96  # a block's first words are embedded (~128 MiniLM tokens, half its window)
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 _LOOKS_LIKE_HTML = re.compile(r"<\s*(html|body|head|div|p|table|tr|td|ul|ol|li|section|article|main|span|a|h[1-6]|"
                               r"pre|dl|dt|dd|br|blockquote|header|footer|nav)\b[^>]*>", re.I)
@@ -60,17 +64,20 @@ class BlockScorer(Protocol):
 
 
 class EmbeddingScorer:
-    """Cosine similarity between the query and each block's visible text (step 1), plus
-    ``lexical_weight`` × the share of the query's rare words the block holds (word rarity counted
-    over the lines of the page), which keeps exact names such as ``glob.escape`` in view."""
+    """Cosine similarity between the query and the first ``embed_words`` words of each block's
+    visible text (step 1), plus ``lexical_weight`` × the share of the query's rare terms and code
+    names the block holds (``rag.html.lexical.PageTerms``), which keeps exact names such as
+    ``glob.escape`` in view."""
 
-    def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT):
+    def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT,
+                 embed_words: int | None = EMBED_WORDS):
         from rag.stages import LazyEmbedder
 
         self._lazy = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
         self._query: tuple[str, np.ndarray] | None = None
         self._page_terms: tuple[CleanPage, PageTerms] | None = None
         self.lexical_weight = lexical_weight
+        self.embed_words = embed_words
 
     @property
     def embedder(self) -> Any:
@@ -84,6 +91,12 @@ class EmbeddingScorer:
             self._query = (query, np.asarray(vector, dtype=np.float32)[0])
         return self._query[1]
 
+    def model_texts(self, texts: Sequence[str]) -> list[str]:
+        """What the model embeds of each text: its first ``embed_words`` words (all when ``None``)."""
+        if self.embed_words is None:
+            return list(texts)
+        return [" ".join(t.split()[:self.embed_words]) for t in texts]
+
     def page_terms(self, page: CleanPage) -> PageTerms:
         """The lexical statistics of ``page`` (the last page's, remembered)."""
         if self._page_terms is None or self._page_terms[0] is not page:
@@ -94,7 +107,7 @@ class EmbeddingScorer:
         if not blocks:
             return np.zeros(0, dtype=np.float32)
         texts = [block_text(b) for b in blocks]
-        vectors = np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        vectors = np.asarray(self.embedder.encode(self.model_texts(texts)), dtype=np.float32)
         scores = vectors @ self.query_vector(query)
         if self.lexical_weight:
             scores = scores + self.lexical_weight * self.page_terms(page).shares(query, texts)
