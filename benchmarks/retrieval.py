@@ -81,7 +81,7 @@ from evaluators.fusion_tuning import ALL_ALPHAS, HYBRID_ALPHAS, cross_fit, fusio
 from evaluators.retrieval import document_ranking, mean_metrics, retrieval_metrics, write_beir_datastore  # noqa: E402
 from indexers.chunkers import make_chunker  # noqa: E402
 from indexers.embedders import load_embedder, with_prefixes  # noqa: E402
-from rag.retrieve import ChunkVectors, build_retriever, fuse, load_reranker  # noqa: E402
+from rag.retrieve import build_retriever, fuse, load_reranker  # noqa: E402
 
 CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 OUT = REPO / "benchmarks" / "out"
@@ -101,13 +101,12 @@ class DenseRescore:
 
     def __init__(self, datastore: Datastore):
         self.datastore = datastore
-        self.vectors = ChunkVectors(datastore)
 
     def rerank_many(self, queries: list[str], candidates: list[list]) -> list[list]:
         q = np.asarray(self.datastore.query_encoder(queries), dtype=np.float32)
         out = []
         for qv, hits in zip(q, candidates):
-            scores = self.vectors.get([h.chunk_id for h in hits]) @ qv
+            scores = self.datastore.vectors([h.chunk_id for h in hits]) @ qv
             order = np.lexsort((np.arange(len(hits)), -scores))
             out.append([replace(hits[i], score=float(scores[i])) for i in order])
         return out
@@ -467,8 +466,8 @@ def write_collection(root: Path, chunks: list, vectors: np.ndarray, bm25: dict, 
     from datastores import Bm25Params, DatastoreWriter
 
     shutil.rmtree(root, ignore_errors=True)
-    writer = DatastoreWriter(root, {"benchmark": "retrieval-defaults"}, {"name": "all-MiniLM-L6-v2"},
-                             {"name": "recursive", "chunk_size": 200}, Bm25Params(**bm25), mode="create")
+    writer = DatastoreWriter.create(root, {"benchmark": "retrieval-defaults"}, {"name": "all-MiniLM-L6-v2"},
+                                    {"name": "recursive", "chunk_size": 200}, Bm25Params(**bm25))
     writer.add_shard(chunks, vectors, 0)
     writer.finish({}, vectors.shape[1])
     return Datastore.open(root, query_encoder=query_encoder)

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from evaluators.datasets import BeirDataset, load_beir
 
 logger = logging.getLogger("terarag.evaluators")
@@ -56,7 +57,7 @@ def retrieval_metrics(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapp
     import pytrec_eval
 
     if k < 1 or recall_k < 1:
-        raise ValueError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
+        raise UserError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
     evaluated = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()
                  if any(g > 0 for g in docs.values())}
     names = metric_names(k, recall_k)
@@ -130,8 +131,8 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
 
     timings = timings if timings is not None else {}
     spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
-    writer = DatastoreWriter(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
-                             chunker.spec, bm25 if bm25 is not None else Bm25Params())
+    writer = DatastoreWriter.create(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
+                                    chunker.spec, bm25 if bm25 is not None else Bm25Params())
     buffer: list[Any] = []
     next_id = 0
     dim = None
@@ -164,7 +165,7 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
         flush()
     bar.close()
     if dim is None:
-        raise ValueError("the corpus produced no chunks")
+        raise UserError("the corpus produced no chunks")
     started = time.perf_counter()
     writer.finish({"documents": len(dataset.corpus)}, dim)
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
@@ -185,7 +186,7 @@ def parse_modes(modes: str | Sequence[str]) -> list[str]:
     names = [m for m in names if m]
     unknown = [m for m in names if m not in MODE_SETTINGS]
     if unknown or not names:
-        raise ValueError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
+        raise UserError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(MODE_SETTINGS)}")
     return list(dict.fromkeys(names))
 
@@ -230,7 +231,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
 
     names = parse_modes(modes)
     if k < 1 or recall_k < 1:
-        raise ValueError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
+        raise UserError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     if embedder is None:
         from indexers.embedders import load_embedder

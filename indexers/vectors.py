@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 
 VECTORS_PER = ("document", "chunk")
@@ -25,7 +26,7 @@ NORM_TOLERANCE = 1e-3
 NO_EMBEDDER = "none"
 
 
-class VectorError(ValueError):
+class VectorError(UserError):
     """A precomputed vector is missing or unusable; the message names the record."""
 
 
@@ -153,17 +154,6 @@ def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
     if not chunks or not isinstance(chunks[0], VectorChunk):
         return None
     return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
-
-
-def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
-    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
-    from a stream of ``VectorChunk``s (the same reservoir as ``indexers.training_sample``)."""
-    from indexers.training_sample import reservoir_sample
-
-    picked = reservoir_sample(chunks, size)
-    if not picked:
-        return np.zeros((0, spec.dim or 0), dtype=np.float32)
-    return np.stack([c.vector for c in picked])
 
 
 class PrecomputedEmbedder:
