@@ -43,8 +43,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators.sweep import (RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore, _as_list, _resolve, config_key,
-                              git_revision, package_versions, provenance_lines, write_csv)
+from evaluators.sweep_results import (ANSWER_COLUMN_NAMES, ANSWER_COLUMNS, ANSWER_TABLE, REPORT_MD, RESULTS_CSV,
+                                      RESULTS_DB, ResultsStore, as_list, config_key, git_revision, package_versions,
+                                      provenance_lines, resolve_path, write_csv)
 from indexers.config import ConfigError
 
 ANSWER_GRID_KEYS = ("k", "budget", "retriever", "pruner", "compressor", "reorder", "generator", "chunker",
@@ -52,17 +53,6 @@ ANSWER_GRID_KEYS = ("k", "budget", "retriever", "pruner", "compressor", "reorder
 INDEX_KEYS = ("chunker", "chunk_size")
 INDEX_DEFAULTS = {"chunker": "recursive", "chunk_size": 256}
 REFERENCE_ROWS = ("closed-book", "oracle")
-ANSWER_TABLE = "answers"
-ANSWER_COLUMNS: list[tuple[str, str]] = [
-    ("config_key", "VARCHAR PRIMARY KEY"), ("sweep", "VARCHAR"), ("dataset", "VARCHAR"), ("dataset_id", "VARCHAR"),
-    ("pipeline", "VARCHAR"), ("settings", "VARCHAR"), ("chunker", "VARCHAR"), ("chunk_size", "INTEGER"),
-    ("questions", "INTEGER"), ("exact_match", "DOUBLE"), ("f1", "DOUBLE"), ("accuracy", "DOUBLE"),
-    ("answer_in_context", "DOUBLE"), ("retrieval_recall", "DOUBLE"), ("context_tokens", "DOUBLE"),
-    ("generated_tokens", "DOUBLE"), ("seconds", "VARCHAR"), ("pareto", "BOOLEAN"), ("perplexity", "DOUBLE"),
-    ("perplexity_no_retrieval", "DOUBLE"), ("perplexity_removed", "INTEGER"), ("perplexity_windows", "INTEGER"),
-    ("versions", "VARCHAR"), ("git_revision", "VARCHAR"), ("created_at", "TIMESTAMP"),
-]
-ANSWER_COLUMN_NAMES = [name for name, _ in ANSWER_COLUMNS]
 PERPLEXITY_FROM_GRID = ("k", "mode", "fractions")
 
 
@@ -119,7 +109,7 @@ def perplexity_spec(data: Any, base: Any, base_dir: Path) -> PerplexitySpec | No
         settings = PerplexitySettings(**{k: v for k, v in data.items() if k in fields})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"perplexity: {exc}") from None
-    texts = tuple(_resolve(str(p), base_dir) for p in _as_list(data["texts"]))
+    texts = tuple(resolve_path(str(p), base_dir) for p in as_list(data["texts"]))
     return PerplexitySpec(texts, _lm_of(base, data.get("lm")), settings)
 
 
@@ -137,10 +127,10 @@ def answer_sweep_config(data: Mapping[str, Any], base_dir: Path, stem: str) -> A
         raise ConfigError(f"grid keys must be among {', '.join(ANSWER_GRID_KEYS)} (got {', '.join(bad)})")
     if "dataset" not in data:
         raise ConfigError("an answer sweep needs a dataset")
-    base = PipelineConfig.load(_resolve(data["base"], base_dir)) if data.get("base") else PipelineConfig()
-    return AnswerSweepConfig(str(data.get("name") or stem), _resolve(data["dataset"], base_dir), base,
-                             {key: _as_list(values) for key, values in grid.items()}, data.get("limit"),
-                             data.get("seed", 0), _resolve(data["output"], base_dir) if data.get("output") else None,
+    base = PipelineConfig.load(resolve_path(data["base"], base_dir)) if data.get("base") else PipelineConfig()
+    return AnswerSweepConfig(str(data.get("name") or stem), resolve_path(data["dataset"], base_dir), base,
+                             {key: as_list(values) for key, values in grid.items()}, data.get("limit"),
+                             data.get("seed", 0), resolve_path(data["output"], base_dir) if data.get("output") else None,
                              int(data.get("batch_size", 4)), perplexity_spec(data.get("perplexity"), base, base_dir))
 
 
@@ -391,6 +381,6 @@ def write_answer_reports(rows: list[dict[str, Any]], records: list[dict[str, Any
     return files
 
 
-__all__ = ["ANSWER_COLUMNS", "ANSWER_TABLE", "AnswerSweepConfig", "PerplexitySpec", "answer_grid",
+__all__ = ["AnswerSweepConfig", "PerplexitySpec", "answer_grid",
            "answer_markdown_table", "answer_sweep_config", "mark_pareto", "pareto_front", "perplexity_spec",
            "plot_answer_front", "qa_fingerprint", "run_answer_sweep", "write_answer_reports"]

