@@ -156,6 +156,7 @@ def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Pat
     ``inputs`` are paths of files and folders, or a ``BuildInput`` of documents or of chunks made
     by the caller (``indexers.build_input``); either way the chunks are embedded with the model's
     passage prefix (``config.passage_prefix``) and written as ``rag index`` writes them.
+
     With ``resume``, shards already written by an interrupted build with the same settings are
     kept and the result equals an uninterrupted build; ``resume`` and ``overwrite`` accept any
     folder holding only what terarag writers leave (a datastore or a killed run's partial output).
@@ -168,11 +169,12 @@ def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Pat
     """
     if resume and overwrite:
         raise ValueError("choose either resume or overwrite, not both")
+    source = BuildInput.of(inputs)
     mode = "resume" if resume else ("overwrite" if overwrite else "create")
     check_output(output, mode)  # refuse before a lock file is created or a model loaded
     operation = "index" if mode == "create" else f"index --{mode}"
     with writer_lock(output, operation, wait=wait, timeout=wait_timeout, create=True) as lock:
-        return _build(BuildInput.of(inputs), output, config or BuildConfig(), mode, embedder, progress,
+        return _build(source, output, config or BuildConfig(), mode, embedder, progress,
                       engine or EngineOptions(), embedder_factory, lock)
 
 
