@@ -25,8 +25,9 @@ the top-k is decided by floating-point noise (FAISS scores identical vectors dif
 depending on their position), yet with exact spans only the copy at the reference offset earns
 credit: on the Chroma set this moves Recall by about one point between runs or engines. With
 ``duplicate_ties="document-order"`` (default), within each question's hit list, the copies
-retrieved of a text are reassigned to that text's chunks in document order (the first copy retrieved becomes the first occurrence, and
-so on; the number of copies and their ranks are kept). This matches the data set's convention that
+retrieved of a text are reassigned to that text's chunks in document order (the first copy
+retrieved becomes the first occurrence, and so on; the number of copies and their ranks are
+kept). This matches the data set's convention that
 a stored reference offset is the first occurrence, and BM25's own tie-breaking (lower chunk id
 first). ``duplicate_ties="engine"`` keeps the engine's choice. The reference implementation
 goes further and maps every copy onto the first occurrence.

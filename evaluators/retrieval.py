@@ -130,8 +130,7 @@ def beir_build_config(embedder: Any, chunker: str = "recursive", chunk_size: int
     from indexers.tokenizers import DEFAULT_TOKENIZER
 
     if bm25 is not None:
-        settings.update(bm25_k1=bm25.k1, bm25_b=bm25.b, bm25_epsilon=bm25.epsilon, bm25_tokenizer=bm25.tokenizer,
-                        bm25_stopwords=bm25.stopwords, bm25_idf=bm25.idf)
+        settings["bm25"] = bm25
     return BuildConfig(chunker=chunker, chunk_size=chunk_size, overlap=overlap,
                        tokenizer=tokenizer or DEFAULT_TOKENIZER, embedder=embedder.name,
                        query_prefix=embedder.query_prefix, passage_prefix=embedder.passage_prefix, **settings)

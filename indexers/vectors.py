@@ -155,17 +155,6 @@ def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
     return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
 
 
-def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
-    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
-    from a stream of ``VectorChunk``s (the same reservoir as ``indexers.training_sample``)."""
-    from indexers.training_sample import reservoir_sample
-
-    picked = reservoir_sample(chunks, size)
-    if not picked:
-        return np.zeros((0, spec.dim or 0), dtype=np.float32)
-    return np.stack([c.vector for c in picked])
-
-
 class PrecomputedEmbedder:
     """Stands in for the embedder of a datastore whose vectors were all precomputed and which
     declares no query embedder: it records the dimension; dense text queries are refused at search

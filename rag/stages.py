@@ -15,7 +15,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from indexers.tokenizers import Tokenizer
-from rag.generate.base import Passage
+from rag.records import Passage
 
 
 class ContextStage(Protocol):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import EXAMPLES
 from datastores import Datastore
-from datastores.dense import read_embeddings
+from datastores.dense import DenseSpec, read_embeddings
 from datastores.layout import EMBEDDINGS_FILE
 from datastores.records import Chunk, Document
 from evaluators.chunking import ChunkIndex
@@ -167,7 +167,7 @@ def test_build_input_refuses_bad_combinations():
 
 def test_a_training_index_needs_rereadable_documents(tmp_path):
     documents = (Document(f"d{i}", f"text number {i} about rivers and hills", f"d{i}", {}) for i in range(5))
-    config = BuildConfig(embedder="letters", dense_index="binary-flat")
+    config = BuildConfig(embedder="letters", dense=DenseSpec("binary-flat"))
     with pytest.raises(ValueError, match="give the documents as a list"):
         build_datastore(BuildInput(documents=documents), tmp_path / "ds", config, embedder=LetterEmbedder(),
                         progress=False)

@@ -15,7 +15,7 @@ from indexers.chunkers.sentence import sentence_spans
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import SPLITS
-from rag.generate.base import Passage
+from rag.records import Passage
 from rag.stages import LazyEmbedder, with_text
 
 Span = tuple[int, int]

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
-from rag.generate.base import Generation, Passage
+from rag.generate.base import Generation
+from rag.records import Passage
 from rag.stages import LazyEmbedder
 
 _TERM = re.compile(r"\w+")
