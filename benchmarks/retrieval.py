@@ -83,7 +83,7 @@ from evaluators.retrieval import (beir_build_config, beir_input, document_rankin
 from indexers.build import build_datastore  # noqa: E402
 from indexers.chunkers import make_chunker  # noqa: E402
 from indexers.embedders import load_embedder, with_prefixes  # noqa: E402
-from rag.retrieve import ChunkVectors, build_retriever, fuse, load_reranker  # noqa: E402
+from rag.retrieve import build_retriever, fuse, load_reranker  # noqa: E402
 
 CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 OUT = REPO / "benchmarks" / "out"
@@ -103,13 +103,12 @@ class DenseRescore:
 
     def __init__(self, datastore: Datastore):
         self.datastore = datastore
-        self.vectors = ChunkVectors(datastore)
 
     def rerank_many(self, queries: list[str], candidates: list[list]) -> list[list]:
         q = np.asarray(self.datastore.query_encoder(queries), dtype=np.float32)
         out = []
         for qv, hits in zip(q, candidates):
-            scores = self.vectors.get([h.chunk_id for h in hits]) @ qv
+            scores = self.datastore.vectors([h.chunk_id for h in hits]) @ qv
             order = np.lexsort((np.arange(len(hits)), -scores))
             out.append([replace(hits[i], score=float(scores[i])) for i in order])
         return out

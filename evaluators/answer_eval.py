@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 from evaluators.answers import answer_in_context, exact_match, f1_score, strip_citations
 from evaluators.datasets import QAItem, QASet
@@ -329,9 +330,9 @@ def evaluate_answers(qa: QASet, pipelines: Sequence[NamedPipeline], datastore: A
     from tqdm.auto import tqdm
 
     if not pipelines:
-        raise ValueError("no pipeline to evaluate: give --config and/or pipeline flags")
+        raise UserError("no pipeline to evaluate: give --config and/or pipeline flags")
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
     runs = _runs(pipelines, qa, closed_book, oracle)
     store_key = getattr(getattr(datastore, "manifest", None), "content_checksum", None) or str(datastore)
     generators: dict[str, Any] = {}

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from datastores import Datastore
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import MIN_K_CAP, UNITS, RetrievedSpan, SpanScorer, SpanScores, SpanSummary, summarize
@@ -72,9 +73,9 @@ def parse_k(k: int | str) -> int | str:
         try:
             k = int(text)
         except ValueError:
-            raise ValueError(f"k must be a positive integer or 'min' (got {k!r})") from None
+            raise UserError(f"k must be a positive integer or 'min' (got {k!r})") from None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer or 'min' (got {k!r})")
+        raise UserError(f"k must be a positive integer or 'min' (got {k!r})")
     return k
 
 
@@ -120,7 +121,7 @@ class ChunkingEvaluation:
 
             pq.write_table(table, path)
         else:
-            raise ValueError(f"cannot write rows to {path}: use a .parquet, .csv or .jsonl file")
+            raise UserError(f"cannot write rows to {path}: use a .parquet, .csv or .jsonl file")
         return path
 
 
@@ -188,11 +189,11 @@ def _index_chunks(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: C
 
 def _check_options(mode: str | None = None, unit: str | None = None, duplicate_ties: str | None = None) -> None:
     if mode is not None and mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise UserError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if unit is not None and unit not in UNITS:
-        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+        raise UserError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if duplicate_ties is not None and duplicate_ties not in DUPLICATE_TIES:
-        raise ValueError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
+        raise UserError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
 
 
 class ChunkIndex:
@@ -216,7 +217,7 @@ class ChunkIndex:
         started = time.perf_counter()
         self.chunks = chunk_corpora(dataset.corpora, chunker)
         if not self.chunks:
-            raise ValueError("the chunker produced no chunks")
+            raise UserError("the chunker produced no chunks")
         self.timings["chunk"] = time.perf_counter() - started
         self.chunks_by_corpus = {cid: [(c.start, c.end) for c in self.chunks if c.doc_id == cid]
                                  for cid in dataset.corpora}

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from evaluators.datasets import BeirDataset, load_beir
 
 logger = logging.getLogger("terarag.evaluators")
@@ -56,7 +57,7 @@ def retrieval_metrics(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapp
     import pytrec_eval
 
     if k < 1 or recall_k < 1:
-        raise ValueError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
+        raise UserError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
     evaluated = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()
                  if any(g > 0 for g in docs.values())}
     names = metric_names(k, recall_k)
@@ -150,7 +151,7 @@ def parse_modes(modes: str | Sequence[str]) -> list[str]:
     names = [m for m in names if m]
     unknown = [m for m in names if m not in MODE_SETTINGS]
     if unknown or not names:
-        raise ValueError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
+        raise UserError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(MODE_SETTINGS)}")
     return list(dict.fromkeys(names))
 
@@ -195,7 +196,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
 
     names = parse_modes(modes)
     if k < 1 or recall_k < 1:
-        raise ValueError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
+        raise UserError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     if embedder is None:
         from indexers.embedders import load_embedder

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from datastores import DatastoreWriter, Manifest
+from datastores.errors import UserError
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -36,7 +37,7 @@ from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec
 logger = logging.getLogger(__name__)
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(UserError):
     """``strict`` was set and some inputs were skipped."""
 
 
@@ -183,7 +184,7 @@ def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Pat
     wait (at most ``wait_timeout`` seconds).
     """
     if resume and overwrite:
-        raise ValueError("choose either resume or overwrite, not both")
+        raise UserError("choose either resume or overwrite, not both")
     source = BuildInput.of(inputs)
     mode = "resume" if resume else ("overwrite" if overwrite else "create")
     check_output(output, mode)  # refuse before a lock file is created or a model loaded
@@ -242,7 +243,7 @@ def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: st
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")
     if stats.documents == 0:
-        raise ValueError(f"no documents found in {', '.join(source.recorded)}")
+        raise UserError(f"no documents found in {', '.join(source.recorded)}")
     started = time.perf_counter()
     manifest = writer.finish(stats.as_dict(read, source), embedder.dim)
     timings["write"] += time.perf_counter() - started

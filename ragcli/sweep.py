@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ragcli.common import stdout, user_errors
+from ragcli.common import stdout
 
 
 @click.command("sweep")
@@ -17,7 +17,6 @@ from ragcli.common import stdout, user_errors
 @click.option("--dry-run", is_flag=True, help="List the configurations and which are finished; run nothing.")
 @click.option("--report-only", is_flag=True, help="Rewrite results.csv, report.md and plots from finished rows.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@user_errors
 def sweep_command(config: str, output: str | None, device: str | None, dry_run: bool, report_only: bool,
                   no_progress: bool) -> None:
     """Chunk, embed and index each (chunker, size, overlap, embedder) of the CONFIG grid once,

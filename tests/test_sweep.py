@@ -202,17 +202,17 @@ def test_shipped_reproduction_config_is_valid():
 
 
 def test_cli_dry_run_and_report_only(tmp_path, first_run):
-    from ragcli.sweep import sweep_command
+    from ragcli import main
 
     out, result, _ = first_run
     path = write(tmp_path, GRID)
     runner = CliRunner()
-    dry = runner.invoke(sweep_command, [path, "-o", str(out), "--dry-run"])
+    dry = runner.invoke(main, ["sweep", path, "-o", str(out), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert f"{ROWS} of {ROWS} configuration(s) finished" in " ".join(dry.output.split())
-    report = runner.invoke(sweep_command, [path, "-o", str(tmp_path / "fresh"), "--report-only"])
+    report = runner.invoke(main, ["sweep", path, "-o", str(tmp_path / "fresh"), "--report-only"])
     assert report.exit_code == 0 and "0 finished row(s)" in report.output
-    bad = runner.invoke(sweep_command, [write(tmp_path, {**GRID, "colour": "red"})])
+    bad = runner.invoke(main, ["sweep", write(tmp_path, {**GRID, "colour": "red"})])
     assert bad.exit_code == 1 and "unknown key(s) colour" in bad.output
 
 
