@@ -280,18 +280,16 @@ def run_pipeline(name: str, pipe: Any, items: Sequence[QAItem], source: str, cac
 def index_documents(documents: dict[str, str], folder: Path, chunker: str = "recursive", chunk_size: int = 256,
                     overlap: int = 0, device: str = "auto", progress: bool = False) -> Any:
     """A datastore of the set's own documents (the default MiniLM embedder), opened for asking."""
-    from evaluators.datasets import BeirDataset
-    from evaluators.retrieval import write_beir_datastore
-    from indexers.chunkers import make_chunker
-    from indexers.embedders import load_embedder
-    from indexers.tokenizers import DEFAULT_TOKENIZER
+    from datastores.records import Document
+    from indexers.build import build_datastore
+    from indexers.build_input import BuildInput
+    from indexers.config import BuildConfig
     from rag.datastore import Datastore
 
-    corpus = {doc_id: {"title": "", "text": text} for doc_id, text in documents.items()}
-    embedder = load_embedder(device=device)
-    write_beir_datastore(folder, BeirDataset(corpus, {}, {}), make_chunker(chunker, chunk_size, overlap,
-                                                                           DEFAULT_TOKENIZER), embedder,
-                         progress=progress)
+    source = BuildInput(documents=[Document(doc_id, text, doc_id, {}) for doc_id, text in documents.items()],
+                        name="answer-evaluation")
+    build_datastore(source, folder, BuildConfig(chunker=chunker, chunk_size=chunk_size, overlap=overlap, device=device),
+                    progress=progress)
     return Datastore.open(folder, device=device)
 
 

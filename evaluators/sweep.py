@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import yaml
 
-from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k
+from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k, prefixed_embedder
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import METRICS, UNITS
 from evaluators.sweep_results import (REPORT_MD, RESULTS_CSV, RESULTS_DB, ResultsStore, as_list, config_key,
@@ -386,8 +386,8 @@ def run_sweep(config: SweepConfig, output: str | Path | None = None, *, embedder
                 embedder = loaded[build.embedder] = load_embedder(build.embedder, device, config.batch_size)
             if build.chunker in EMBEDDING_CHUNKERS:
                 cache_key = f"{build.embedder}\0cache"
-                if cache_key not in loaded:
-                    loaded[cache_key] = CachingEncoder(embedder)
+                if cache_key not in loaded:  # the pieces embedded as passages, as rag index embeds them
+                    loaded[cache_key] = CachingEncoder(prefixed_embedder(embedder))
                 chunk_embedder = loaded[cache_key]
             else:
                 chunk_embedder = None

@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from evaluators.spans import METRICS, UNITS
-from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS
+from indexers.chunkers import CHUNKER_NAMES
 from indexers.tokenizers import DEFAULT_TOKENIZER
 from ragcli.common import stdout
 from ragcli.errors import ReportingGroup
@@ -69,6 +69,10 @@ def eval_group() -> None:
               help="Tokenizer that measures chunk sizes.")
 @click.option("--unit-tokenizer", default=None, help="Tokenizer of the token unit (default: --tokenizer).")
 @click.option("--embedder", "embedder_name", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--query-prefix", default="auto", show_default=True,
+              help="Text put before each question ('auto': the model family's, as rag index records it).")
+@click.option("--passage-prefix", default="auto", show_default=True,
+              help="Text put before each chunk when embedding it ('auto': the model family's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--duplicate-ties", type=click.Choice(["document-order", "engine"]), default="document-order",
               show_default=True, help="Which copy of an identical chunk text counts as retrieved.")
@@ -77,13 +81,12 @@ def eval_group() -> None:
               help="Write per-question rows (.parquet, .csv or .jsonl).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def chunking_command(dataset: str | None, questions: str | None, documents: str | None, chunker: str, chunk_size: int, overlap: int, k: str, unit: str, mode: str,
-                     tokenizer: str, unit_tokenizer: str | None, embedder_name: str, device: str,
-                     duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                     tokenizer: str, unit_tokenizer: str | None, embedder_name: str, query_prefix: str,
+                     passage_prefix: str, device: str, duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Chunk every corpus, index all chunks in one datastore, retrieve top-k per question and
     report Recall, Precision, Precision-Ω and IoU (mean ± std, ×100), pooled and per corpus."""
     from evaluators.chunking import evaluate_chunking
     from evaluators.datasets import load_dataset
-    from indexers.chunkers import make_chunker
     from indexers.embedders import load_embedder
 
     k_value = _k_value(k)
@@ -105,10 +108,9 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
     else:
         data = load_dataset(dataset, corpora or None)
     embedder = load_embedder(embedder_name, device=device)
-    chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer,
-                               embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
-    result = evaluate_chunking(data, chunker_obj, k=k_value, unit=unit, mode=mode, embedder=embedder,
-                               unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
+    result = evaluate_chunking(data, chunker, chunk_size, overlap, k=k_value, unit=unit, mode=mode, embedder=embedder,
+                               tokenizer=tokenizer, unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties,
+                               query_prefix=query_prefix, passage_prefix=passage_prefix)
     if out:
         result.write_rows(out)
     if as_json:

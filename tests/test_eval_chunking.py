@@ -219,8 +219,9 @@ class BagOfLettersEmbedder:
 
     name = "bag-of-letters"
     spec = {"name": "bag-of-letters", "normalized": True}
+    dim = 26
 
-    def encode(self, texts, batch_size=None):
+    def encode(self, texts, batch_size=None, progress=None):
         import numpy as np
 
         out = np.zeros((len(texts), 26), np.float32)
