@@ -15,7 +15,6 @@ from datastores.layout import DatastoreLayout, shard_name  # noqa: E402
 from datastores.manifest import read_manifest  # noqa: E402
 from indexers.build import build_datastore  # noqa: E402
 from indexers.engines import EngineOptions, ShardBuildError  # noqa: E402
-from test_rerank import cross_encoder_dir  # noqa: E402,F401 - the tiny cross-encoder fixture
 
 QUERIES = ["the militia and the defense of the frontier", "duties on imported spirits", "treaty with the Indian tribes"]
 
