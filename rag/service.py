@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datastores.errors import DatastoreError, UserError
 from datastores.records import Hit
+from datastores.search import EmptyQueryError
 from datastores.sql import SqlError
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig
 from rag.serve import QueryEngine
@@ -229,7 +230,7 @@ def add_error_handlers(app: FastAPI) -> None:
         return error(400, str(exc))
 
     async def datastore(request: Request, exc: DatastoreError) -> JSONResponse:
-        if isinstance(exc, (SqlError, ValueError)):  # a bad filter or query, e.g. EmptyQueryError
+        if isinstance(exc, (SqlError, EmptyQueryError)):  # a bad filter or query; a corrupt file is the server's
             return error(400, str(exc))
         logger.error("datastore error on %s: %s", request.url.path, exc)
         return error(500, f"the datastore cannot answer: {exc}")
