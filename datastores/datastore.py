@@ -277,10 +277,7 @@ class Datastore(Searcher):
         masks = snap.row_masks(where)
         if mode == "bm25":
             return [self._hits(snap, self._bm25_ranked(snap, q, k, masks)) for q in queries]
-        if self.query_encoder is None:
-            raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
-        vectors = np.asarray(self.query_encoder(list(queries)), dtype=np.float32)
-        return self._search_vectors_masked(snap, vectors, k, masks)
+        return self._search_vectors_masked(snap, self.encode_queries(queries), k, masks)
 
     def locate(self, chunk_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per global id, (index into ``shards``, row there) as int64 arrays; -1 for ids no shard holds."""

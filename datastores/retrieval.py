@@ -23,11 +23,11 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from datastores.errors import UserError
+from datastores.errors import DatastoreError, UserError
 from datastores.fusion import FUSIONS, NORMALIZATIONS, fuse
 from datastores.mmr import mmr
 from datastores.records import Hit
@@ -120,7 +120,10 @@ def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> 
 
 
 class Searcher:
-    """The one search interface (module docstring); subclasses supply ``top_k`` and ``vectors``."""
+    """The one search interface (module docstring); subclasses supply ``top_k``, ``search_vectors``
+    and ``vectors``, and a ``query_encoder`` (texts -> float32 [n, dim]) for dense search."""
+
+    query_encoder: Callable[[Sequence[str]], np.ndarray] | None = None
 
     def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
         """The exact top-``k`` of one first stage (``dense`` or ``bm25``) per query, canonical order."""
@@ -129,6 +132,17 @@ class Searcher:
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
         """Stored vectors (float32 [len(chunk_ids), dim]) of live chunks by global id, in that order."""
         raise NotImplementedError
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
+        """The exact dense top-``k`` per query vector (float32 [n, dim]), canonical order."""
+        raise NotImplementedError
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query vectors (float32 [n, dim]) from the searcher's ``query_encoder``."""
+        encoder = self.query_encoder
+        if encoder is None:
+            raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
+        return np.asarray(encoder(list(queries)), dtype=np.float32)
 
     def search(self, query: str, k: int = 5, mode: str = "dense", where: str | None = None, *,
                reranker: Reranker | None = None, **options: Any) -> list[Hit]:
@@ -161,16 +175,24 @@ class Searcher:
         return [hits[: request.k] for hits in candidates]
 
     def _first_stage(self, queries: list[str], pool: int, request: SearchRequest, clock: "_Clock") -> list[list[Hit]]:
-        if request.mode in FIRST_STAGES:
-            with clock(request.mode):
-                return self.top_k(queries, pool, request.mode, request.where)
+        if request.mode == "dense":
+            return self._dense(queries, pool, request.where, clock)
+        if request.mode == "bm25":
+            with clock("bm25"):
+                return self.top_k(queries, pool, "bm25", request.where)
         depth = max(request.depth, pool)
-        with clock("dense"):
-            dense = self.top_k(queries, depth, "dense", request.where)
+        dense = self._dense(queries, depth, request.where, clock)
         with clock("bm25"):
             sparse = self.top_k(queries, depth, "bm25", request.where)
         with clock("fuse"):
             return [fuse_hits(d, s, request)[:pool] for d, s in zip(dense, sparse)]
+
+    def _dense(self, queries: list[str], k: int, where: str | None, clock: "_Clock") -> list[list[Hit]]:
+        """Dense top-``k``, with query encoding and the index search timed apart."""
+        with clock("encode"):
+            vectors = self.encode_queries(queries)
+        with clock("dense"):
+            return self.search_vectors(vectors, k, where)
 
     def _diversify(self, hits: list[Hit], k: int, lam: float) -> list[Hit]:
         if not hits:

@@ -172,7 +172,7 @@ class RayShardSearcher(Searcher):
             raise UserError(f"k must be at least 1 (got {k})")
         self.sync()
         if mode == "dense":
-            return self.search_vectors(self.query_encoder(list(queries)), k, where)
+            return self.search_vectors(self.encode_queries(queries), k, where)
         return self._merged(ray.get([a.top_k.remote(list(queries), k, mode, where) for a in self.actors]), k)
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:

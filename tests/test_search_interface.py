@@ -100,7 +100,7 @@ def test_search_many_run_and_a_retriever_are_one_path(ds):
     assert ids == [[h.chunk_id for h in hits] for hits in by_keywords]
     assert ids == [[h.chunk_id for h in hits] for hits in by_retriever]
     assert all(len(hits) == 6 for hits in by_run)
-    assert set(timings) == {"dense", "bm25", "fuse", "mmr"}
+    assert set(timings) == {"encode", "dense", "bm25", "fuse", "mmr"}
     plain = ds.search_many(QUERIES, k=6, mode="hybrid", fusion="convex", alpha=0.3, depth=30)
     assert ids != [[h.chunk_id for h in hits] for hits in plain]    # MMR changed the lists
 
