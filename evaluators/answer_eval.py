@@ -11,7 +11,7 @@ and generator on the gold passages, where the set has them).
 
 Questions are prepared in batches; generators with ``generate_batch`` (``hf:``) answer a batch in
 one padded call, so peak memory is the model plus one batch. Each finished question is appended to
-a JSONL cache keyed by the pipeline's settings, the datastore's content checksum and the question,
+a JSONL cache keyed by the pipeline's settings, the datastore's content checksum, the code's digest and the question,
 so a killed run resumes where it stopped (a torn last line is ignored).
 """
 
@@ -123,6 +123,19 @@ class AnswerEvaluation:
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+CODE_PACKAGES = ("datastores", "indexers", "rag", "evaluators")
+
+
+def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 of the sources of the packages an answer passes through, so a cached answer is
+    reused only by the code that made it (a changed pruner or prompt misses the cache)."""
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class GenerationCache:
@@ -335,12 +348,13 @@ def evaluate_answers(qa: QASet, pipelines: Sequence[NamedPipeline], datastore: A
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     runs = _runs(pipelines, qa, closed_book, oracle)
     store_key = getattr(getattr(datastore, "manifest", None), "content_checksum", None) or str(datastore)
+    code = code_digest()
     generators: dict[str, Any] = {}
     rows, records = [], []
     bar = tqdm(total=len(runs) * len(qa.items), desc="answering", unit="q", disable=not progress or None)
     for name, config, source in runs:
         pipe = _shared_generator(config, datastore, generators, generator)
-        key = {"config": dataclasses.asdict(config), "source": source, "datastore": store_key}
+        key = {"config": dataclasses.asdict(config), "source": source, "datastore": store_key, "code": code}
         found = run_pipeline(name, pipe, qa.items, source, GenerationCache(cache_dir, key), batch_size, bar.update)
         rows.append(summarize(name, found))
         records.extend(found)

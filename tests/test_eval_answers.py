@@ -213,3 +213,27 @@ def test_smollm2_on_two_squad_questions(smollm2, store, squad):
     # the gold passage in front: the model states at least half of the answers, more than closed-book
     assert rows["oracle"].accuracy >= 50 and rows["oracle"].accuracy > rows["closed-book"].accuracy
     assert rows["oracle"].f1 > 0 and rows["smollm2"].f1 > 0
+
+
+def test_a_code_change_misses_the_cache(squad, store, tmp_path, monkeypatch):
+    """Cached answers are keyed by the code's digest: answers made by other code are not reused."""
+    import evaluators.answer_eval as answer_eval
+
+    qa = load_qa_set(squad)
+    pipelines = [NamedPipeline("extractive", extractive())]
+    evaluate_answers(qa, pipelines, store, oracle=False, closed_book=False, cache_dir=tmp_path)
+    monkeypatch.setattr(answer_eval, "code_digest", lambda: "other code")
+    evaluate_answers(qa, pipelines, store, oracle=False, closed_book=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2
+
+
+def test_the_code_digest_follows_every_source_file(tmp_path):
+    from evaluators.answer_eval import CODE_PACKAGES, code_digest
+
+    for package in CODE_PACKAGES:
+        (tmp_path / package / "sub").mkdir(parents=True)
+        (tmp_path / package / "sub" / "m.py").write_text("x = 1\n")
+    before = code_digest(tmp_path)
+    (tmp_path / "rag" / "sub" / "m.py").write_text("x = 2\n")
+    assert code_digest(tmp_path) != before and code_digest(tmp_path) == code_digest(tmp_path)
+    assert code_digest() != before   # the installed sources are read, not the tmp tree
