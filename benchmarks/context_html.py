@@ -104,7 +104,7 @@ def htmlrag_worker(task_path: Path, out_path: Path) -> None:
     from htmlrag.html_utils import build_block_tree, clean_html
     from htmlrag.pruner import Pruner
 
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     task = json.loads(task_path.read_text(encoding="utf-8"))
     embedder = CachedEmbedder(load_embedder(device="cpu"))
@@ -285,7 +285,7 @@ def main() -> None:
         return
 
     from benchmarks._common import git_state, package_versions
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
     from indexers.tokenizers import load_tokenizer
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ def plain_st(model: str, half: bool, batch_size: int, device: str):
 
 
 def terarag(model: str, batch_size: int, device: str):
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     embedder = load_embedder(model, device=device, backend="torch", batch_size=batch_size)
 
@@ -168,7 +168,7 @@ def encode_study(args: argparse.Namespace, device: str) -> dict:
                if device == "cuda" or not recipes[name][0]}
     for b in [int(x) for x in args.batch_sizes.split(",")]:
         systems[f"terarag b={b}"] = terarag(args.model, b, device)
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     counter = load_embedder(args.model, device=device, backend="torch")
     counter.encode(docs)

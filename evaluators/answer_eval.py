@@ -282,7 +282,7 @@ def index_documents(documents: dict[str, str], folder: Path, chunker: str = "rec
     from evaluators.datasets import BeirDataset
     from evaluators.retrieval import write_beir_datastore
     from indexers.chunkers import make_chunker
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
     from indexers.tokenizers import DEFAULT_TOKENIZER
     from rag.datastore import Datastore
 

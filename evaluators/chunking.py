@@ -172,7 +172,7 @@ def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chu
     started = time.perf_counter()
     group_of, members = duplicate_groups(chunks)
     texts = [chunks[m[0]].text for m in members]
-    unique = embedder.encode(texts, batch_size) if batch_size else embedder.encode(texts)
+    unique = embedder.encode_passages(texts, batch_size)
     vectors = np.ascontiguousarray(np.asarray(unique, dtype=np.float32)[np.asarray(group_of, dtype=np.int64)])
     timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
     started = time.perf_counter()
@@ -180,7 +180,7 @@ def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chu
     writer = DatastoreWriter(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
     writer.add_shard(list(chunks), vectors, 0)
     writer.finish({"documents": len({c.doc_id for c in chunks})}, int(vectors.shape[1]))
-    datastore = Datastore.open(root, query_encoder=embedder.encode)
+    datastore = Datastore.open(root, query_encoder=embedder.encode_queries)
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
     return datastore
 
@@ -373,7 +373,7 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
     if corpora is not None:
         dataset = dataset.subset(corpora)
     if embedder is None:
-        from indexers.embedders import load_embedder
+        from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
     started = time.perf_counter()

@@ -141,7 +141,7 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
         nonlocal next_id, dim, buffer
         started = time.perf_counter()
         texts = [c.text for c in buffer]
-        vectors = embedder.encode(texts, batch_size) if batch_size else embedder.encode(texts)
+        vectors = embedder.encode_passages(texts, batch_size)
         vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         dim = int(vectors.shape[1])
         timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
@@ -168,7 +168,7 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
     started = time.perf_counter()
     writer.finish({"documents": len(dataset.corpus)}, dim)
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
-    return Datastore.open(root, query_encoder=embedder.encode)
+    return Datastore.open(root, query_encoder=embedder.encode_queries)
 
 
 def document_ranking(hits: Iterable[Any], depth: int, aggregation: str = "max") -> list[str]:
@@ -224,7 +224,6 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     ``evaluators.fusion_tuning``.
     """
     from indexers.chunkers import EMBEDDING_CHUNKERS, make_chunker
-    from indexers.embedders import with_prefixes
     from indexers.tokenizers import DEFAULT_TOKENIZER
     from rag.retrieve import build_retriever, load_reranker
 
@@ -233,11 +232,10 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
         raise ValueError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     if embedder is None:
-        from indexers.embedders import load_embedder
+        from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
-    model_name = getattr(embedder, "name", type(embedder).__name__)
-    prefixed = with_prefixes(embedder, model_name, query_prefix, passage_prefix)
+    prefixed = embedder.with_prefixes(query_prefix, passage_prefix)
     chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer or DEFAULT_TOKENIZER,
                                embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
     if rerank is not None and reranker is None:
@@ -252,7 +250,6 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
         root = Path(index_dir) if index_dir is not None else Path(tmp) / "datastore"
         datastore = write_beir_datastore(root, data, chunker_obj, prefixed, shard_size, batch_size, progress, timings,
                                          bm25)
-        datastore.query_encoder = prefixed.encode_queries
         chunk_k = min(len(datastore), depth * max(1, chunk_factor))
         chunks = len(datastore)
         variants = [(name, None) for name in names]

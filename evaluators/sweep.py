@@ -55,6 +55,7 @@ from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import METRICS, UNITS
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS, make_chunker
 from indexers.config import ConfigError
+from indexers.embedding import CachingEmbedder, load_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
 
 logger = logging.getLogger("terarag.evaluators")
@@ -407,29 +408,6 @@ class ResultsStore:
 # -- running -------------------------------------------------------------------------------------
 
 
-class CachingEncoder:
-    """An embedder whose ``encode`` remembers vectors by text (the embedding chunkers of a sweep
-    embed the same pieces for every size). Everything else is delegated."""
-
-    def __init__(self, embedder: Any):
-        self._embedder = embedder
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._embedder, name)
-
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
-        texts = list(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            vectors = np.asarray(self._embedder.encode(missing, *args, **kwargs), dtype=np.float32)
-            self._cache.update(zip(missing, vectors))
-        dim = getattr(self._embedder, "dim", None)
-        if not texts:
-            return np.zeros((0, dim or 0), np.float32)
-        return np.stack([self._cache[t] for t in texts])
-
-
 @dataclass
 class SweepResult:
     """What a sweep run did."""
@@ -494,13 +472,11 @@ def run_sweep(config: SweepConfig, output: str | Path | None = None, *, embedder
             bar.set_postfix_str(build.label)
             embedder = loaded.get(build.embedder)
             if embedder is None:
-                from indexers.embedders import load_embedder
-
                 embedder = loaded[build.embedder] = load_embedder(build.embedder, device, config.batch_size)
             if build.chunker in EMBEDDING_CHUNKERS:
                 cache_key = f"{build.embedder}\0cache"
                 if cache_key not in loaded:
-                    loaded[cache_key] = CachingEncoder(embedder)
+                    loaded[cache_key] = CachingEmbedder(embedder)
                 chunk_embedder = loaded[cache_key]
             else:
                 chunk_embedder = None
@@ -853,6 +829,6 @@ def _write_answer_sweep(rows: list[dict[str, Any]], records: list[dict[str, Any]
     return files
 
 
-__all__ = ["AnswerSweepConfig", "BuildSpec", "CachingEncoder", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
+__all__ = ["AnswerSweepConfig", "BuildSpec", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
            "answer_grid", "answer_sweep_config", "config_key", "dataset_fingerprint", "load_sweep_config",
            "markdown_table", "pareto_front", "run_answer_sweep", "run_sweep", "sweep_config", "write_reports_for"]

@@ -18,12 +18,11 @@ from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_typ
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
-from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder,
-                                with_prefixes)
-from indexers.engines import BuildProgress, EmbedderFactory, EngineError, EngineOptions, chunk_blocks, run_engine
+from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
+from indexers.engines import BuildProgress, EngineError, EngineOptions, chunk_blocks, run_engine
 from indexers.readers import ReadReport, iter_documents
 from indexers.training_sample import embed_training_sample
-from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec, sample_vectors
+from indexers.vectors import NO_EMBEDDER, VectorSpec, sample_vectors
 
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class BuildReport:
     shards_resumed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     #: the embedder's record (name, backend, ...) and what encoding did: texts, tokens, truncated
-    #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedders.EncodeStats)
+    #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedding.backend.EncodeStats)
     embedding: dict[str, Any] = field(default_factory=dict)
     #: one line per metadata field seen with mixed types that the config does not declare
     metadata_warnings: list[str] = field(default_factory=list)
@@ -104,15 +103,23 @@ def _stream(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     tracker = BuildProgress(timings, bar=bar)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
-        embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
-    if embedder_factory is not None:
-        embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
+        embedder_factory = embedder.fresh  # picklable: each worker loads its own copy
     blocks = chunk_blocks(_chunks_of(cpu.chunk_documents(documents, chunker, vectors), stats, timings),
                           config.shard_size)
     run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
                lambda: stats.documents, cpu)
     bar.close()
     return tracker.encoded
+
+
+def _build_embedder(config: BuildConfig, embedder: Embedder | None) -> Embedder:
+    """The build's embedder (``embedder``, else the one the config names) with the config's prefixes."""
+    if embedder is None and config.embedder == NO_EMBEDDER:
+        embedder = Embedder.precomputed(config.dim or 0)
+    if embedder is None:
+        options = EmbedderOptions(config.embedder, config.embed_backend, config.device, config.batch_size)
+        embedder = Embedder(options).load()
+    return embedder.with_prefixes(config.query_prefix, config.passage_prefix)
 
 
 def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> VectorSpec | None:
@@ -130,7 +137,7 @@ def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> Vector
 
 def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
                     *, resume: bool = False, overwrite: bool = False,
-                    embedder: SentenceTransformerEmbedder | None = None, progress: bool = True,
+                    embedder: Embedder | None = None, progress: bool = True,
                     engine: EngineOptions | None = None,
                     embedder_factory: Callable[[], Any] | None = None,
                     wait: bool = False, wait_timeout: float | None = None) -> BuildReport:
@@ -139,10 +146,12 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     With ``resume``, shards already written by an interrupted build with the same settings are
     kept and the result equals an uninterrupted build; ``resume`` and ``overwrite`` accept any
     folder holding only what terarag writers leave (a datastore or a killed run's partial output).
-    ``embedder`` lets callers reuse a loaded model; it must be the one ``config.embedder`` names.
+    ``embedder`` lets callers reuse a loaded model; it must be the one ``config.embedder`` names
+    (the config's prefixes apply to it).
     ``engine`` picks who embeds and writes the shards (``indexers.engines``: local by default, or
     Ray); the datastore is the same either way. Ray workers load their own embedder with
-    ``embedder_factory`` (default: the one the config names). The build holds ``output``'s writer
+    ``embedder_factory`` (default: ``embedder.fresh``, an unloaded copy of the build's; a given
+    factory returns the whole ``Embedder``, prefixes included). The build holds ``output``'s writer
     lock from start to commit; another writer there makes it fail at once, or, with ``wait``,
     wait (at most ``wait_timeout`` seconds).
     """
@@ -157,14 +166,10 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
 
 
 def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig, mode: str,
-           embedder: SentenceTransformerEmbedder | None, progress: bool, engine: EngineOptions,
+           embedder: Embedder | None, progress: bool, engine: EngineOptions,
            embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
     """``build_datastore`` while holding ``lock``."""
-    if embedder is None and config.embedder == NO_EMBEDDER:
-        embedder = PrecomputedEmbedder(config.dim or 0)
-    embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
-                                                       backend=config.embed_backend),
-                             config.embedder, config.query_prefix, config.passage_prefix)
+    embedder = _build_embedder(config, embedder)
     vectors = _vector_spec(config, embedder.dim, engine)
     if config.chunker in EMBEDDING_CHUNKERS and (engine.cpu_workers > 1 or vectors is not None):
         raise ConfigError(f"the {config.chunker} chunker embeds with the build's embedder in this process: "

@@ -13,7 +13,7 @@ import yaml
 from datastores.dense import DenseConfigError, DenseSpec
 from datastores.sql import parse_metadata_types
 from indexers.chunkers import CHUNKER_NAMES
-from indexers.embedders import BACKENDS
+from indexers.embedding import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER, VectorSpec
 
@@ -33,7 +33,7 @@ class BuildConfig:
     embedder: str = "all-MiniLM-L6-v2"
     device: str = "auto"
     batch_size: int | None = None        # texts per batch; None: 64 on CPU, 1024 on a GPU
-    embed_backend: str = "auto"          # auto | torch | onnx | onnx-int8 (indexers.embedders.BACKENDS)
+    embed_backend: str = "auto"          # auto | torch | onnx | onnx-int8 (indexers.embedding.BACKENDS)
     shard_size: int = 100_000
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()

@@ -46,5 +46,5 @@ def embed_training_sample(inputs: Sequence[str | Path], config: BuildConfig, chu
         from tqdm.auto import tqdm
 
         with tqdm(total=len(texts), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
-            return embedder.encode(texts, config.batch_size, progress=bar.update)
-    return embedder.encode(texts, config.batch_size)
+            return embedder.encode_passages(texts, config.batch_size, progress=bar.update)
+    return embedder.encode_passages(texts, config.batch_size)

@@ -164,20 +164,3 @@ def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.n
     if not picked:
         return np.zeros((0, spec.dim or 0), dtype=np.float32)
     return np.stack([c.vector for c in picked])
-
-
-class PrecomputedEmbedder:
-    """Stands in for the embedder of a datastore whose vectors were all precomputed and which
-    declares no query embedder: it records the dimension; dense text queries are refused at search
-    time (``Datastore.search_vectors`` takes query vectors)."""
-
-    def __init__(self, dim: int):
-        self.dim = int(dim)
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return {"name": None, "normalized": True, "max_seq_length": None, "backend": "precomputed"}
-
-    def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
-        raise VectorError("this build has precomputed vectors and no embedder; every chunk needs its vector")
-

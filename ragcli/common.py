@@ -13,7 +13,7 @@ from rich.table import Table
 
 from datastores.errors import DatastoreError
 from indexers.config import ConfigError
-from indexers.embedders import EmbedderError
+from indexers.embedding import EmbedderError
 from rag.generate.openai_client import OpenAIError
 
 stdout = Console(soft_wrap=False)

@@ -9,7 +9,7 @@ from datastores.dense import DENSE_INDEX_TYPES, INDEX_ALIASES, RESCORE_TYPES
 from indexers.build import StrictModeError, build_datastore
 from indexers.chunkers import CHUNKER_NAMES
 from indexers.config import BuildConfig, load_config
-from indexers.embedders import BACKENDS
+from indexers.embedding import BACKENDS
 from indexers.engines import ENGINES, EngineOptions, ShardBuildError
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER
 from ragcli.common import key_value_table, stderr, stdout, user_errors

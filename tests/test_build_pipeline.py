@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import indexers.engines as engines
 from datastores.records import Chunk
 from indexers.build import build_datastore
-from indexers.embedders import PROBE_TEXTS, load_embedder
+from indexers.embedding import PROBE_TEXTS, load_embedder
 from indexers.engines import EngineOptions, chunk_blocks, read_ahead, shard_jobs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexers.embedders import (
+from indexers.embedding import (
     MINILM_SHA256,
     EmbedderError,
     ModelLocation,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from datastores.dense import read_embeddings
 from datastores.layout import EMBEDDINGS_FILE
-from indexers.embedders import default_prefixes, resolve_prefixes
+from indexers.embedding import default_prefixes, resolve_prefixes
 
 
 @pytest.mark.parametrize("model, expected", [

@@ -16,7 +16,7 @@ import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
 from rag.generate.base import Generation, Passage
-from rag.stages import LazyEmbedder
+from indexers.embedding import caching_embedder
 
 _TERM = re.compile(r"\w+")
 _STOPWORDS = frozenset("""a an and are as at be by did do does for from had has have how i in is it its
@@ -48,7 +48,7 @@ class ExtractiveGenerator:
                  min_similarity: float = 0.1, device: str = "auto"):
         if max_sentences < 1:
             raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
-        self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
+        self.embedder = caching_embedder(embedder, device)
         self.max_sentences = max_sentences
         self.lexical_weight = lexical_weight
         self.min_similarity = min_similarity
@@ -71,8 +71,7 @@ class ExtractiveGenerator:
         if not candidates:
             return []
         texts = [passages[i - 1].text[s:e] for i, s, e in candidates]
-        vectors = self.embedder.encode([question, *texts])
-        similarity = vectors[1:] @ vectors[0]
+        similarity = self.embedder.encode_passages(texts) @ self.embedder.encode_queries([question])[0]
         scores = similarity + self.lexical_weight * self.lexical_scores(question, texts)
         order = np.argsort(-scores, kind="stable")
         return [Quote(candidates[j][0], candidates[j][1], candidates[j][2], texts[j], float(scores[j]))

@@ -38,21 +38,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexers.embedders import (
-    PROBE_TEXTS,
-    BaseEmbedder,
-    EmbedderError,
-    ModelLocation,
-    TokenizerMismatch,
-    check_fast_tokenizer,
-    default_batch_size,
-    locate_model,
-    model_features,
-    one_line,
-    pick_device,
-    tokenize,
-    verify_weights,
-)
+from indexers.embedding.backend import (PROBE_TEXTS, Backend, check_fast_tokenizer, default_batch_size,
+                                        model_features, pick_device, tokenize, width_groups)
+from indexers.embedding.models import (DEFAULT_EMBEDDER, EmbedderError, ModelLocation, TokenizerMismatch,
+                                       locate_model, one_line, verify_weights)
 from indexers.torch_feed import pad_into
 
 logger = logging.getLogger("terarag.embedders.onnx")
@@ -216,9 +205,10 @@ def load_fast_tokenizer(model_folder: str | Path, max_length: int) -> Any:
     return tokenizer
 
 
-def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded int64 ``input_ids`` and ``attention_mask`` for one batch."""
-    width = max(len(row) for row in ids)
+def pad_batch(ids: Sequence[np.ndarray], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 ``input_ids`` and ``attention_mask`` for one batch, ``width`` wide (default:
+    its longest row)."""
+    width = max(len(row) for row in ids) if width is None else width
     input_ids = np.empty((len(ids), width), dtype=np.int64)
     mask = np.empty((len(ids), width), dtype=np.int64)
     pad_into(ids, pad_id, input_ids, mask)
@@ -494,7 +484,7 @@ def ensure_exported(location: ModelLocation, sha: str, quantized: bool = False,
 # the embedder
 
 
-class OnnxEmbedder(BaseEmbedder):
+class OnnxBackend(Backend):
     """A sentence-transformers model run by ONNX Runtime: same interface as the torch embedder.
 
     ``quantized`` selects the int8 graph (backend ``onnx-int8``). ``threads`` sets ONNX Runtime's
@@ -503,7 +493,7 @@ class OnnxEmbedder(BaseEmbedder):
     default of one per physical core.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int | None = None,
+    def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int | None = None,
                  quantized: bool = False, threads: int | None = None, retry_failed: bool = True):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.location = locate_model(model)
@@ -536,11 +526,12 @@ class OnnxEmbedder(BaseEmbedder):
         return lengths, truncated, ids
 
     def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
-        """One batch, run in pieces of at most ``max_batch_tokens`` padded tokens (rows x width)."""
-        width = max(len(ids[i]) for i in idx)
-        rows = max(1, self.max_batch_tokens // max(width, 1)) if self.max_batch_tokens else len(idx)
-        out = []
-        for lo in range(0, len(idx), rows):
-            input_ids, mask = pad_batch([ids[i] for i in idx[lo:lo + rows]], self.pad_id)
-            out.append(_run(self.session, self.input_names, input_ids, mask))
-        return out[0] if len(out) == 1 else np.concatenate(out)
+        """One batch, run in pieces of one padded width each and of at most ``max_batch_tokens``
+        padded tokens (rows x width)."""
+        lengths = np.fromiter((len(ids[i]) for i in idx), dtype=np.int64, count=len(idx))
+        position = {int(row): j for j, row in enumerate(idx)}
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        for rows, width in width_groups(idx, self.widths(lengths), self.max_batch_tokens):
+            input_ids, mask = pad_batch([ids[i] for i in rows], self.pad_id, width)
+            out[[position[int(r)] for r in rows]] = _run(self.session, self.input_names, input_ids, mask)
+        return out
