@@ -107,7 +107,7 @@ def htmlrag_worker(task_path: Path, out_path: Path) -> None:
     from indexers.embedding import load_embedder
 
     task = json.loads(task_path.read_text(encoding="utf-8"))
-    embedder = CachedEmbedder(load_embedder(device="cpu"))
+    embedder = CachedEmbedder(load_embedder(device="cpu").backend)
     tokenizer = _Cl100k()
     pruner = Pruner()
     results = []
@@ -298,7 +298,7 @@ def main() -> None:
         return
     by_id = {q["id"]: q for q in questions}
     raw_tokens = {q["page"]: tokenizer.count((PAGES / q["page"]).read_text(encoding="utf-8")) for q in questions}
-    embedder = CachedEmbedder(load_embedder(device="cpu"))
+    embedder = CachedEmbedder(load_embedder(device="cpu").backend)
     embedder.inner.encode(["warm up"])
 
     rows, cleaning = [], {}

@@ -110,7 +110,7 @@ def chroma_quality(data: Path, backends: list[str], reference: dict[str, str], k
         start += len(chunks[cid])
     vectors, seconds = {}, {}
     for backend in backends:
-        embedder = load_embedder(MODEL, device="cpu", backend=backend)
+        embedder = load_embedder(MODEL, device="cpu", backend=backend).backend
         started = time.perf_counter()
         docs = embedder.encode(all_chunks)
         seconds[backend] = round(time.perf_counter() - started, 1)
@@ -226,11 +226,11 @@ def settings_study(texts: list[str], repeats: int, only: list[str] | None = None
     cpu: dict[str, list[float]] = {label: [] for label in labels}
     vectors: dict[str, np.ndarray] = {}
     for label in labels:  # warm-up
-        _, embedder.session, embedder.max_batch_tokens = sessions[label]
+        _, embedder.session, embedder.call_tokens = sessions[label]
         embedder.encode(texts[:8], sessions[label][0])
     for repeat in range(repeats):
         for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
-            batch, embedder.session, embedder.max_batch_tokens = sessions[label]
+            batch, embedder.session, embedder.call_tokens = sessions[label]
             gc.collect()
             w, c = time.perf_counter(), time.process_time()
             vectors[label] = embedder.encode(texts, batch)

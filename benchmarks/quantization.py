@@ -54,9 +54,9 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
               for c in chunker.chunk(Document(name, text, f"{name}.md"))]
     embedder = load_embedder(device="cpu")
     started = time.perf_counter()
-    vectors = embedder.encode([c.text for c in chunks])
+    vectors = embedder.encode_passages([c.text for c in chunks])
     seconds = time.perf_counter() - started
-    queries = embedder.encode([q.text for q in dataset.questions])
+    queries = embedder.encode_queries([q.text for q in dataset.questions])
     with tempfile.TemporaryDirectory() as tmp:  # the real writers, to measure text bytes per chunk
         write_chunk_table(Path(tmp) / "chunks.parquet", chunks, 0)
         write_row_store(Path(tmp), chunks, 0)

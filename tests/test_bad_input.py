@@ -220,7 +220,7 @@ def test_corrupt_cached_onnx_export_is_named_and_auto_falls_back(model_copy, tmp
     with pytest.raises(OnnxExportError, match=f"cached ONNX model {folder / FP32_FILE}: it is corrupt"):
         OnnxBackend(str(model_copy), "cpu")
     fallback = load_embedder(str(model_copy), device="cpu", backend="auto")
-    assert fallback.backend == "torch" and fallback.encode(["still works"]).shape == (1, 384)
+    assert fallback.backend.backend == "torch" and fallback.encode_passages(["still works"]).shape == (1, 384)
 
 
 @pytest.mark.parametrize("damage, expected", [

@@ -16,11 +16,11 @@ from indexers.config import BuildConfig, ConfigError  # noqa: E402
 from indexers.embedding import (  # noqa: E402
     BACKENDS,
     EmbedderError,
-    SentenceTransformerEmbedder,
     load_embedder,
     locate_model,
 )
 from indexers.embedding.onnx_backend import OnnxBackend  # noqa: E402
+from indexers.embedding.torch_backend import TorchBackend  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "corpus"
 
@@ -44,17 +44,17 @@ def real_chunks() -> list[str]:
 
 @pytest.fixture(scope="session")
 def torch_embedder():
-    return load_embedder(device="cpu", backend="torch")
+    return load_embedder(device="cpu", backend="torch").backend
 
 
 @pytest.fixture(scope="session")
 def onnx_embedder():
-    return load_embedder(device="cpu", backend="onnx")
+    return load_embedder(device="cpu", backend="onnx").backend
 
 
 @pytest.fixture(scope="session")
 def int8_embedder():
-    return load_embedder(device="cpu", backend="onnx-int8")
+    return load_embedder(device="cpu", backend="onnx-int8").backend
 
 
 QUERIES = ["who signed the treaty of peace", "tariffs on imported goods", "x", ""]
@@ -71,7 +71,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_onnx_equals_torch_on_real_text(real_chunks, torch_embedder, onnx_embedder, onnx_vectors):
-    assert isinstance(torch_embedder, SentenceTransformerEmbedder) and isinstance(onnx_embedder, OnnxBackend)
+    assert isinstance(torch_embedder, TorchBackend) and isinstance(onnx_embedder, OnnxBackend)
     expected = torch_embedder.encode(real_chunks + QUERIES, batch_size=16)
     got = onnx_vectors
     assert got.dtype == np.float32 and got.shape == (54, 384)
@@ -95,7 +95,7 @@ def test_same_interface_and_spec(torch_embedder, onnx_embedder, int8_embedder):
 
 
 def test_auto_picks_onnx_on_cpu_and_unknown_backends_are_refused(onnx_embedder):
-    assert isinstance(load_embedder(device="cpu"), OnnxBackend)
+    assert isinstance(load_embedder(device="cpu").backend, OnnxBackend)
     with pytest.raises(EmbedderError, match="backend"):
         load_embedder(device="cpu", backend="tensorrt")
     assert set(BACKENDS) == {"auto", "torch", "onnx", "onnx-int8"}
@@ -190,9 +190,9 @@ def test_failed_export_falls_back_to_torch_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_backend, "_export", broken)
     first = load_embedder(device="cpu")
-    assert isinstance(first, SentenceTransformerEmbedder) and first.spec["backend"] == "torch"
+    assert isinstance(first.backend, TorchBackend) and first.spec["backend"] == "torch"
     second = load_embedder(device="cpu")  # the failure is remembered: no second attempt
-    assert isinstance(second, SentenceTransformerEmbedder) and len(calls) == 1
+    assert isinstance(second.backend, TorchBackend) and len(calls) == 1
     with pytest.raises(EmbedderError, match="simulated exporter crash"):
         load_embedder(device="cpu", backend="onnx")  # asking for onnx explicitly tries again
     assert len(calls) == 2
@@ -212,7 +212,7 @@ def test_batch_size_and_session_settings_leave_vectors_unchanged(real_chunks, on
     embedder = OnnxBackend(device="cpu")
     embedder.session = session
     for batch_size, max_tokens in ((7, 0), (128, 0), (64, 500), (64, 1)):  # 500, 1: batches run in pieces
-        embedder.max_batch_tokens = max_tokens
+        embedder.call_tokens = max_tokens
         vectors = embedder.encode(real_chunks, batch_size=batch_size)
         assert embedder.last_stats.batches == -(-len(real_chunks) // batch_size)
         assert cosines(vectors, onnx_vectors[:len(real_chunks)]).min() >= 0.99999

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import CHROMA
+from indexers.embedding import Embedder
 from evaluators.sweep import (RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore, load_sweep_config, run_sweep,
                               sweep_config)
 from indexers.config import ConfigError
@@ -63,8 +64,8 @@ def config():
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, config, embedder):
     out = tmp_path_factory.mktemp("sweep") / "out"
-    counting = CountingEmbedder(embedder)
-    result = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    counting = CountingEmbedder(embedder.backend)
+    result = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     return out, result, counting
 
 
@@ -124,7 +125,7 @@ def test_rerun_skips_every_row(first_run, config):
 
 def test_interrupted_sweep_resumes(tmp_path, config, embedder, first_run):
     out = tmp_path / "interrupted"
-    counting = CountingEmbedder(embedder)
+    counting = CountingEmbedder(embedder.backend)
     seen = []
 
     def stop_after_first(row):

@@ -21,7 +21,12 @@ GPU_BATCH_SIZE = 1024
 #: Texts are padded to a multiple of this many tokens and run only with texts of the same padded
 #: width, so that a text's vector never depends on its batch companions (``Backend.pad_multiple``).
 PAD_MULTIPLE = 16
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+#: Padded tokens (rows x width) per model call on CPU (ONNX Runtime, torch): a batch of 64 chunks
+#: runs in pieces whose activations (the attention scores above all: rows x heads x width^2) stay in cache. On a
+#: 2-core EPYC, 1,024 was 15% faster than 6,144 at ~170 tokens per text and 13% at ~65, and 6,144
+#: 12% faster than whole batches; same vectors (``benchmarks/embedding.py --settings``). 0 runs
+#: every width group of a batch whole (GPUs).
+CPU_CALL_TOKENS = 1024
 
 #: Tokenizer outputs a sentence-transformers text model may take.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -147,9 +152,13 @@ class Backend:
     #: with the bucketed order).
     sort_by_length: bool = True
     #: Texts are padded to their own token count rounded up to this, and run only with texts of the
-    #: same padded width: a text's vector is then the same whatever batch it is in (0: pad to the
-    #: batch's longest text, as ``SentenceTransformer.encode`` does).
+    #: same padded width, ``call_tokens // width`` rows per call (filled up with copies): a text's
+    #: vector is then bit-identical whatever batch it is in (0: pad to the batch's longest text, as
+    #: ``SentenceTransformer.encode`` does).
     pad_multiple: int = PAD_MULTIPLE
+    #: Padded tokens (rows x width) of every model call; 0 runs each width group of a batch whole
+    #: (GPUs: faster, but a vector then depends on the group's size in the last bits).
+    call_tokens: int = 0
 
     def _init_stats(self) -> None:
         self.last_stats = EncodeStats()
@@ -249,15 +258,28 @@ def padded_widths(lengths: np.ndarray, multiple: int) -> np.ndarray:
     return np.maximum(-(-np.asarray(lengths, dtype=np.int64) // multiple), 1) * multiple
 
 
-def width_groups(idx: np.ndarray, widths: np.ndarray, max_tokens: int = 0) -> list[tuple[np.ndarray, int]]:
+def rows_per_call(width: int, call_tokens: int) -> int | None:
+    """How many rows every model call of padded ``width`` has: ``call_tokens // width`` (at least
+    one), or None (0 ``call_tokens``: a whole group per call, whatever its size)."""
+    return max(1, call_tokens // max(width, 1)) if call_tokens else None
+
+
+def width_groups(idx: np.ndarray, widths: np.ndarray, call_tokens: int = 0) -> list[tuple[np.ndarray, int]]:
     """``idx`` (rows of one batch, with their padded ``widths``) cut into runs of one width each,
-    and into pieces of at most ``max_tokens`` padded tokens (rows x width; 0: no limit)."""
+    and into pieces of ``rows_per_call`` rows."""
     groups = []
     for width in sorted(set(widths.tolist()), reverse=True):
         rows = idx[widths == width]
-        step = max(1, max_tokens // max(width, 1)) if max_tokens else len(rows)
+        step = rows_per_call(width, call_tokens) or len(rows)
         groups.extend((rows[lo:lo + step], int(width)) for lo in range(0, len(rows), step))
     return groups
+
+
+def fill_rows(ids: list[np.ndarray], rows: int | None) -> list[np.ndarray]:
+    """``ids`` with copies of its first row appended up to ``rows`` rows: a model call then always
+    has the same shape for a width, and the BLAS kernels a row goes through do not depend on how
+    many texts share the call (their vectors are dropped)."""
+    return ids + [ids[0]] * (rows - len(ids)) if rows else ids
 
 
 def _length_tokenizer(hf_tokenizer: Any, max_length: int) -> Any | None:

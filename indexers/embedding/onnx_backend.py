@@ -38,8 +38,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexers.embedding.backend import (PROBE_TEXTS, Backend, check_fast_tokenizer, default_batch_size,
-                                        model_features, pick_device, tokenize, width_groups)
+from indexers.embedding.backend import (CPU_CALL_TOKENS, PROBE_TEXTS, Backend, check_fast_tokenizer,
+                                        default_batch_size, fill_rows, model_features, pick_device,
+                                        rows_per_call, tokenize, width_groups)
 from indexers.embedding.models import (DEFAULT_EMBEDDER, EmbedderError, ModelLocation, TokenizerMismatch,
                                        locate_model, one_line, verify_weights)
 from indexers.torch_feed import pad_into
@@ -63,13 +64,6 @@ _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 #: Feed-forward output projections (GELU activations as input, with outliers): left in float32 by
 #: the int8 quantization because quantizing them costs most of the quality (see docs/benchmarks.md).
 _INT8_EXCLUDE = re.compile(r"/layer\.\d+/output/dense/MatMul$")
-
-#: Padded tokens (rows x width) per ONNX Runtime call on CPU: a batch of 64 chunks runs in pieces
-#: whose activations (the attention scores above all: rows x heads x width^2) stay in cache. On a
-#: 2-core EPYC, 1,024 was 15% faster than 6,144 at ~170 tokens per text and 13% at ~65, and 6,144
-#: 12% faster than whole batches; same vectors (``benchmarks/embedding.py --settings``). 0 runs
-#: every batch whole (GPUs).
-MAX_BATCH_TOKENS = 1024
 
 #: Exports done by this process (tests check that a cached export is reused).
 EXPORTS = {"fp32": 0, "int8": 0}
@@ -513,7 +507,7 @@ class OnnxBackend(Backend):
         self.dim = int(self.meta["dim"])
         self._max_seq_length = int(self.meta["max_seq_length"])
         self.pad_id = int(self.meta.get("pad_token_id", 0))
-        self.max_batch_tokens = MAX_BATCH_TOKENS if self.device == "cpu" else 0
+        self.call_tokens = CPU_CALL_TOKENS if self.device == "cpu" else 0
         self.tokenizer = load_fast_tokenizer(folder, self._max_seq_length)
         self._init_stats()
 
@@ -526,12 +520,13 @@ class OnnxBackend(Backend):
         return lengths, truncated, ids
 
     def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
-        """One batch, run in pieces of one padded width each and of at most ``max_batch_tokens``
-        padded tokens (rows x width)."""
+        """One batch, run in calls of one padded width each, of ``call_tokens`` padded tokens
+        (rows x width, filled up with copies of a row)."""
         lengths = np.fromiter((len(ids[i]) for i in idx), dtype=np.int64, count=len(idx))
         position = {int(row): j for j, row in enumerate(idx)}
         out = np.empty((len(idx), self.dim), dtype=np.float32)
-        for rows, width in width_groups(idx, self.widths(lengths), self.max_batch_tokens):
-            input_ids, mask = pad_batch([ids[i] for i in rows], self.pad_id, width)
-            out[[position[int(r)] for r in rows]] = _run(self.session, self.input_names, input_ids, mask)
+        for rows, width in width_groups(idx, self.widths(lengths), self.call_tokens):
+            batch = fill_rows([ids[i] for i in rows], rows_per_call(width, self.call_tokens))
+            vectors = _run(self.session, self.input_names, *pad_batch(batch, self.pad_id, width))
+            out[[position[int(r)] for r in rows]] = vectors[:len(rows)]
         return out

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from indexers.embedding.backend import (Backend, _length_tokenizer, check_fast_tokenizer, default_batch_size,
-                                        pick_device, tokenize, width_groups)
+from indexers.embedding.backend import (CPU_CALL_TOKENS, Backend, _length_tokenizer, check_fast_tokenizer,
+                                        default_batch_size, fill_rows, pick_device, rows_per_call, tokenize,
+                                        width_groups)
 from indexers.embedding.models import (DEFAULT_EMBEDDER, EmbedderError, ModelLocation, TokenizerMismatch,
                                        locate_model, one_line, verify_weights)
 
@@ -57,6 +58,7 @@ class TorchBackend(Backend):
         else:
             self.model.float()
         self.backend = "torch-fp16" if self.half else "torch"
+        self.call_tokens = 0 if self.half else CPU_CALL_TOKENS
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
         self._tokenizer = None
@@ -101,8 +103,9 @@ class TorchBackend(Backend):
         import torch
 
         lengths = np.fromiter((len(ids[i]) for i in idx), dtype=np.int64, count=len(idx))
-        groups = width_groups(idx, self.widths(lengths))
-        parts = [self.feeder.run([ids[i] for i in rows], width) for rows, width in groups]
+        groups = width_groups(idx, self.widths(lengths), self.call_tokens)
+        parts = [self.feeder.run(fill_rows([ids[i] for i in rows], rows_per_call(width, self.call_tokens)),
+                                 width)[:len(rows)] for rows, width in groups]
         if len(parts) == 1:
             return parts[0]
         position = {int(row): j for j, row in enumerate(idx)}
