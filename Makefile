@@ -1,6 +1,7 @@
 # terarag: two commands do all set-up on a fresh machine.
 #   make demo   create .venv, install, index examples/corpus, search it and ask it a question (offline)
-#   make test   create .venv, install (with dev extras) and run the test suite
+#   make test   create .venv, install (with dev extras) and run the test suite, including the layer
+#               contract tests/test_layers.py (no upward imports, no import cycles, no exceptions)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -150,8 +150,8 @@ def bm25s_retrieve(retriever, queries, k: int):
 def build_real_datastore(chunks, shard_size: int, folder: Path) -> Datastore:
     """A real datastore (DatastoreWriter) whose dense part is dummy 8-dim vectors."""
     dim = 8
-    writer = DatastoreWriter(folder, {"benchmark": "bm25"}, {"name": "dummy-bm25-benchmark"},
-                             {"name": "recursive"}, Bm25Params.rank_bm25(), mode="create")
+    writer = DatastoreWriter.create(folder, {"benchmark": "bm25"}, {"name": "dummy-bm25-benchmark"},
+                                    {"name": "recursive"}, Bm25Params.rank_bm25())
     for lo in range(0, len(chunks), shard_size):
         part = chunks[lo:lo + shard_size]
         vectors = np.zeros((len(part), dim), dtype=np.float32)

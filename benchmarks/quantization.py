@@ -254,8 +254,8 @@ def layers(chunks_vectors: np.ndarray, tmp: Path) -> list[dict]:
         else:
             vectors = np.random.default_rng(0).normal(size=(len(chunks), chunks_vectors.shape[1])).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        writer = DatastoreWriter(tmp / f"layers-{size}", {"chunk_size": size}, {"name": "cached"}, chunker.spec,
-                                 Bm25Params(), DenseSpec("binary-flat", "int8"))
+        writer = DatastoreWriter.create(tmp / f"layers-{size}", {"chunk_size": size}, {"name": "cached"}, chunker.spec,
+                                        Bm25Params(), DenseSpec("binary-flat", "int8"))
         writer.train_dense(vectors)
         writer.add_shard(chunks, vectors, 0)
         manifest = writer.finish({"documents": len(corpora)}, vectors.shape[1])

@@ -467,8 +467,8 @@ def write_collection(root: Path, chunks: list, vectors: np.ndarray, bm25: dict, 
     from datastores import Bm25Params, DatastoreWriter
 
     shutil.rmtree(root, ignore_errors=True)
-    writer = DatastoreWriter(root, {"benchmark": "retrieval-defaults"}, {"name": "all-MiniLM-L6-v2"},
-                             {"name": "recursive", "chunk_size": 200}, Bm25Params(**bm25), mode="create")
+    writer = DatastoreWriter.create(root, {"benchmark": "retrieval-defaults"}, {"name": "all-MiniLM-L6-v2"},
+                                    {"name": "recursive", "chunk_size": 200}, Bm25Params(**bm25))
     writer.add_shard(chunks, vectors, 0)
     writer.finish({}, vectors.shape[1])
     return Datastore.open(root, query_encoder=query_encoder)

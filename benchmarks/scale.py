@@ -94,11 +94,12 @@ def _rss_mib() -> float:
 
 
 def child_build(corpus: str, out: str, cpu_workers: int, shard_size: int = SHARD_SIZE) -> dict:
+    from datastores.dense import DenseSpec
     from indexers import BuildConfig, build_datastore
     from indexers.engines import EngineOptions
 
     config = BuildConfig(chunker="token", chunk_size=256, shard_size=shard_size, vectors_field="emb",
-                         embedder="none", dim=DIM, dense_index="binary-flat", rescore="int8")
+                         embedder="none", dim=DIM, dense=DenseSpec("binary-flat", "int8"))
     started = time.perf_counter()
     report = build_datastore([corpus], out, config, progress=False, engine=EngineOptions(cpu_workers=cpu_workers))
     wall = time.perf_counter() - started

@@ -159,8 +159,8 @@ def write_datastore(root: Path, texts: list[str], shard_size: int) -> None:
     from datastores import Bm25Params, DatastoreWriter
     from datastores.records import Chunk
 
-    writer = DatastoreWriter(root, {"benchmark": "tooling"}, {"name": "random-384", "normalized": True},
-                             {"name": "words", "chunk_size": 0, "overlap": 0, "tokenizer": "none"}, Bm25Params())
+    writer = DatastoreWriter.create(root, {"benchmark": "tooling"}, {"name": "random-384", "normalized": True},
+                                    {"name": "words", "chunk_size": 0, "overlap": 0, "tokenizer": "none"}, Bm25Params())
     rng = np.random.default_rng(0)
     for start in range(0, len(texts), shard_size):
         part = texts[start:start + shard_size]

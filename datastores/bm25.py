@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from datastores.errors import DatastoreError
+from datastores.models import EmbedderError, locate_model
 from datastores.search import top_k_dense, top_k_rows
 
 _WORD = re.compile(r"\w+")
@@ -75,10 +76,8 @@ def _hf_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     try:
-        from indexers.embedding import locate_model  # the bundled MiniLM package, by name
-
-        name = locate_model(name).path_or_name
-    except Exception:  # noqa: BLE001 - only a convenience; a path or cached name works without it
+        name = locate_model(name).path_or_name  # the bundled MiniLM package, by name
+    except EmbedderError:  # only a convenience; a path or cached name works without it
         pass
     try:
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
@@ -117,12 +116,15 @@ class Bm25Params:
     """BM25 parameters: k1, b, rank-bm25's epsilon, the tokenizer, stop words and idf variant
     (defaults: English stemming and stop words, Lucene idf; see the module docstring)."""
 
-    k1: float = 1.5
-    b: float = 0.75
-    epsilon: float = 0.25
-    tokenizer: str = "stemmed"
-    stopwords: str = "english"
-    idf: str = "lucene"
+    # ``metadata``: the help of the ``rag index --bm25-*`` option each field declares (ragcli.config_options)
+    k1: float = field(default=1.5, metadata={"help": "BM25 k1 (default 1.5)."})
+    b: float = field(default=0.75, metadata={"help": "BM25 b (default 0.75)."})
+    epsilon: float = field(default=0.25, metadata={"help": "rank-bm25 idf only: floor for negative idf."})
+    tokenizer: str = field(default="stemmed",
+                           metadata={"help": "BM25 tokens: simple | stemmed[:LANGUAGE] | hf:NAME_OR_PATH."})
+    stopwords: str = field(default="english", metadata={"help": "Stop words BM25 drops.",
+                                                        "choices": tuple(STOPWORDS)})
+    idf: str = field(default="lucene", metadata={"help": "BM25 idf variant.", "choices": IDF_VARIANTS})
 
     def __post_init__(self) -> None:
         if self.idf not in IDF_VARIANTS:

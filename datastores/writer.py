@@ -82,7 +82,7 @@ def check_output(root: str | Path, mode: str, resumable: bool = True) -> OutputS
 
 
 class DatastoreWriter:
-    """Creates, resumes or overwrites the datastore at ``root``.
+    """Writes the datastore at ``root``; start one with ``create``, ``resume`` or ``overwrite``.
 
     ``params`` are the build parameters (everything that changes the result); a resumed build
     must use the same ones. Shards are written to temporary folders and renamed into place; the
@@ -91,7 +91,8 @@ class DatastoreWriter:
 
     def __init__(self, root: str | Path, params: dict[str, Any], embedder: dict[str, Any],
                  chunker: dict[str, Any], bm25: Bm25Params, dense_index: "str | DenseSpec" = "float-flat",
-                 mode: str = "create", lock: DatastoreLock | None = None, resumable: bool = True):
+                 lock: DatastoreLock | None = None):
+        """The writer's settings; touches no file (the constructors below prepare the folder)."""
         self.layout = DatastoreLayout(Path(root))
         if lock is not None and lock.root != self.layout.root.resolve():
             raise ValueError(f"the lock of {lock.root} does not cover {self.layout.root}")
@@ -109,30 +110,65 @@ class DatastoreWriter:
             {"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
              "dense_index": self.dense.settings()}
         )
-        self._prepare(mode, resumable)
+        #: shards of an interrupted run may be adopted (``adopt_shard``) only by a resumed writer
+        self.resuming = False
+        self.started = False
         self.shards: list[ShardInfo] = []
         self.resumed_shards = 0
 
     # -- set-up -----------------------------------------------------------------------------
 
-    def _prepare(self, mode: str, resumable: bool) -> None:
-        """Check the folder for ``mode``; clear it (overwrite) or check the interrupted build
-        (resume); then record this build's state. A folder holding only a killed run's leftovers
-        (temporaries, lock, shards without a build state) resumes as a fresh build that adopts
-        the shards this build's fingerprint matches."""
+    @classmethod
+    def create(cls, *args: Any, resumable: bool = True, **kwargs: Any) -> "DatastoreWriter":
+        """A writer of a new datastore (arguments as ``DatastoreWriter``); refuses a folder that
+        holds anything (``resumable``: whether the refusal suggests ``--resume``)."""
+        writer = cls(*args, **kwargs)
+        check_output(writer.layout.root, "create", resumable)
+        return writer._start()
+
+    @classmethod
+    def resume(cls, *args: Any, **kwargs: Any) -> "DatastoreWriter":
+        """A writer continuing the interrupted build in the folder, which must have had the same
+        settings; a folder holding only a killed run's leftovers (temporaries, lock, shards without
+        a build state) resumes as a fresh build that adopts the shards this build's fingerprint matches."""
+        writer = cls(*args, **kwargs)
+        if check_output(writer.layout.root, "resume").has_build:
+            writer._check_resumable()
+        writer.resuming = True
+        return writer._start()
+
+    @classmethod
+    def overwrite(cls, *args: Any, **kwargs: Any) -> "DatastoreWriter":
+        """A writer replacing the datastore (or a killed run's partial output) in the folder: it is
+        emptied first; a folder holding files terarag did not write is refused."""
+        writer = cls(*args, **kwargs)
+        if check_output(writer.layout.root, "overwrite").kind != "absent":
+            clear_folder(writer.layout.root)
+        return writer._start()
+
+    @classmethod
+    def for_mode(cls, mode: str, *args: Any, **kwargs: Any) -> "DatastoreWriter":
+        """``create``, ``resume`` or ``overwrite``, named by ``mode`` (``WRITE_MODES``)."""
+        if mode not in WRITE_MODES:
+            raise ValueError(f"unknown write mode {mode!r}")
+        return getattr(cls, mode)(*args, **kwargs)
+
+    def _start(self) -> "DatastoreWriter":
+        """Record this build's state in the checked folder; from here on it reads as an unfinished
+        build until ``finish`` commits."""
         root = self.layout.root
-        state = check_output(root, mode, resumable)
-        if mode == "overwrite" and state.kind != "absent":
-            clear_folder(root)
-        if mode == "resume" and state.has_build:
-            self._check_resumable()
         root.mkdir(parents=True, exist_ok=True)
         self.layout.shards_dir.mkdir(exist_ok=True)
         remove_stale_temporaries(root)
         remove_stale_temporaries(self.layout.shards_dir)
         self._write_build_state()
-        # From here on the directory reads as an unfinished build until finish() commits.
         self.layout.manifest.unlink(missing_ok=True)
+        self.started = True
+        return self
+
+    def _check_started(self) -> None:
+        if not self.started:
+            raise ValueError("start a DatastoreWriter with create, resume or overwrite before writing")
 
     def check_lock(self) -> None:
         """Raise if the writer lock this writer was given is now held by someone else (its holder
@@ -218,18 +254,20 @@ class DatastoreWriter:
 
     # -- shards -----------------------------------------------------------------------------
 
-    def shard_on_disk(self, index: int) -> bool:
-        """Whether shard ``index`` has a record on disk (from an interrupted run of this build)."""
-        return (self.layout.shard(shard_name(index)) / SHARD_INFO).is_file()
+    def may_adopt(self, index: int) -> bool:
+        """Whether shard ``index`` may come from the interrupted run (resuming, and its record is on
+        disk); the local engine asks at the shard's first block, before it has all its chunks."""
+        return self.resuming and (self.layout.shard(shard_name(index)) / SHARD_INFO).is_file()
 
-    def completed_shard(self, index: int, chunks: Sequence[Chunk], first_chunk_id: int) -> ShardInfo | None:
-        """The shard's record if a previous run already wrote it with exactly these chunks."""
-        folder = self.layout.shard(shard_name(index))
-        info_path = folder / SHARD_INFO
-        if not info_path.is_file():
+    def adopt_shard(self, index: int, chunks: Sequence[Chunk], first_chunk_id: int) -> ShardInfo | None:
+        """The resume rule, for every engine: the record of shard ``index`` when the interrupted run
+        of this build wrote it from exactly these chunks; None when there is none to adopt (or it is
+        unreadable: the shard is written again). A shard written from other input is an error."""
+        if not self.may_adopt(index):
             return None
+        folder = self.layout.shard(shard_name(index))
         try:
-            data = json.loads(info_path.read_text(encoding="utf-8"))
+            data = json.loads((folder / SHARD_INFO).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
         if (data.get("fingerprint") != self.fingerprint or data.get("chunk_digest") != chunk_digest(chunks)
@@ -240,24 +278,19 @@ class DatastoreWriter:
             )
         return ShardInfo.from_dict(data["shard"])
 
-    def add_shard(self, chunks: Sequence[Chunk], embeddings: np.ndarray | None, first_chunk_id: int) -> ShardInfo:
-        """Write the next shard (or adopt it from an interrupted run when ``embeddings`` is None)."""
+    def add_shard(self, chunks: Sequence[Chunk], embeddings: np.ndarray, first_chunk_id: int) -> ShardInfo:
+        """Adopt or write the next shard in this process and record it (the serial path)."""
         index = len(self.shards)
-        existing = self.completed_shard(index, chunks, first_chunk_id)
-        if existing is not None:
-            self.shards.append(existing)
-            self.resumed_shards += 1
-            return existing
-        if embeddings is None:
-            raise ValueError("embeddings are required for a shard that is not on disk yet")
-        info = self.write_shard(index, chunks, embeddings, first_chunk_id)
-        self.shards.append(info)
+        adopted = self.adopt_shard(index, chunks, first_chunk_id)
+        info = adopted or self.write_shard(index, chunks, embeddings, first_chunk_id)
+        self.record_shard(info, resumed=adopted is not None)
         return info
 
-    def append_shard(self, info: ShardInfo, resumed: bool = False) -> None:
-        """Record shard ``len(self.shards)``, written elsewhere by ``write_shard`` (e.g. a Ray worker)."""
+    def record_shard(self, info: ShardInfo, resumed: bool = False) -> None:
+        """Make shard ``len(self.shards)`` part of the datastore: the one way a shard is recorded,
+        in order, whoever wrote it (``write_shard`` here, in a thread or a Ray worker) or adopted it."""
         if info.name != shard_name(len(self.shards)):
-            raise ValueError(f"shard {info.name} appended out of order (expected {shard_name(len(self.shards))})")
+            raise ValueError(f"shard {info.name} recorded out of order (expected {shard_name(len(self.shards))})")
         self.shards.append(info)
         self.resumed_shards += int(resumed)
 
@@ -270,6 +303,7 @@ class DatastoreWriter:
         """
         if len(embeddings) != len(chunks):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        self._check_started()
         self.check_lock()
         name = shard_name(index)
         with atomic_directory(self.layout.shard(name)) as tmp:
@@ -297,6 +331,7 @@ class DatastoreWriter:
     def finish(self, stats: dict[str, Any], embedder_dim: int) -> Manifest:
         """Compute global BM25 statistics, drop stray shards (and a training this index does not use)
         and commit the manifest."""
+        self._check_started()
         self.check_lock()
         keep = {s.name for s in self.shards}
         for folder in self.layout.shards_dir.iterdir():

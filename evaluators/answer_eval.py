@@ -179,7 +179,7 @@ def same_document(doc_id: str, gold: str) -> bool:
 
 def gold_passages(item: QAItem) -> list[Any]:
     """The item's gold passages as numbered ``Passage`` objects."""
-    from rag.generate.base import Passage
+    from rag.records import Passage
 
     docs = item.gold_docs or ("gold",)
     return [Passage(i, text, -i, docs[min(i - 1, len(docs) - 1)], 0, len(text))

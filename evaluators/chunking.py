@@ -177,7 +177,7 @@ def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chu
     timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
     started = time.perf_counter()
     spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
-    writer = DatastoreWriter(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
+    writer = DatastoreWriter.create(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
     writer.add_shard(list(chunks), vectors, 0)
     writer.finish({"documents": len({c.doc_id for c in chunks})}, int(vectors.shape[1]))
     datastore = Datastore.open(root, query_encoder=embedder.encode_queries)

@@ -130,8 +130,8 @@ def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedde
 
     timings = timings if timings is not None else {}
     spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
-    writer = DatastoreWriter(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
-                             chunker.spec, bm25 if bm25 is not None else Bm25Params())
+    writer = DatastoreWriter.create(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
+                                    chunker.spec, bm25 if bm25 is not None else Bm25Params())
     buffer: list[Any] = []
     next_id = 0
     dim = None

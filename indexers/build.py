@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from datastores import Bm25Params, DatastoreWriter, Manifest
+from datastores import DatastoreWriter, Manifest
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -19,10 +19,11 @@ from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
 from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
-from indexers.engines import BuildProgress, EngineError, EngineOptions, chunk_blocks, run_engine
+from indexers.engines import (BuildProgress, ChunkBlock, EmbedPlan, EngineError, EngineOptions, chunk_blocks,
+                              run_local, shard_jobs)
 from indexers.readers import ReadReport, iter_documents
-from indexers.training_sample import embed_training_sample
-from indexers.vectors import NO_EMBEDDER, VectorSpec, sample_vectors
+from indexers.training_sample import embed_training_sample, sample_vectors
+from indexers.vectors import NO_EMBEDDER, VectorSpec
 
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _train(writer: DatastoreWriter, inputs: Sequence[str | Path], config: BuildC
     started = time.perf_counter()
     if vectors is not None:
         chunked = cpu.chunk_documents(iter_documents(inputs, config.reader_options), chunker, vectors)
-        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.train_sample))
+        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.dense.train_sample))
     else:
         writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
     timings["train"] += time.perf_counter() - started
@@ -101,15 +102,29 @@ def _stream(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
     """Read, chunk, embed (or take the precomputed vectors) and write every shard; what encoding did."""
     documents = iter_documents(inputs, config.reader_options, read)
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
-    tracker = BuildProgress(timings, bar=bar)
+    tracker = BuildProgress(timings, bar=bar, documents=lambda: stats.documents)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
         embedder_factory = embedder.fresh  # picklable: each worker loads its own copy
     blocks = chunk_blocks(_chunks_of(cpu.chunk_documents(documents, chunker, vectors), stats, timings),
                           config.shard_size)
-    run_engine(engine, blocks, writer, embedder, embedder_factory, config.batch_size, tracker,
-               lambda: stats.documents, cpu)
+    _run_engine(engine, blocks, writer, EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
     bar.close()
     return tracker.encoded
+
+
+def _run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: DatastoreWriter, plan: EmbedPlan,
+                progress: BuildProgress, cpu: CpuPool) -> None:
+    """Build every shard of ``blocks`` with the chosen engine, recorded in ``writer`` in order."""
+    if options.name == "local":
+        run_local(blocks, writer, plan, progress, options, cpu)
+        return
+    try:
+        from indexers.ray_engine import run_ray
+    except ImportError as exc:
+        raise EngineError(f"--engine ray needs Ray: pip install 'terarag[ray]' ({exc})") from exc
+    if plan.factory is None:
+        raise EngineError("the Ray engine needs an embedder factory (each worker loads its own embedder)")
+    run_ray(options, shard_jobs(blocks), writer, plan.factory, plan.batch_size, progress)
 
 
 def _build_embedder(config: BuildConfig, embedder: Embedder | None) -> Embedder:
@@ -176,10 +191,8 @@ def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig
                           "drop --cpu-workers and precomputed vectors")
     chunker, embedder = build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
     params = {"inputs": [str(p) for p in inputs], **config.result_params()}
-    bm25 = Bm25Params(config.bm25_k1, config.bm25_b, config.bm25_epsilon, config.bm25_tokenizer,
-                      config.bm25_stopwords, config.bm25_idf)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
-    writer = DatastoreWriter(output, params, spec, chunker.spec, bm25, config.dense_spec(), mode=mode, lock=lock)
+    writer = DatastoreWriter.for_mode(mode, output, params, spec, chunker.spec, config.bm25, config.dense, lock=lock)
     read = ReadReport()
     stats = _CorpusStats()
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}

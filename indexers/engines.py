@@ -126,12 +126,24 @@ class BuildProgress:
     timings: dict[str, float]
     encoded: EncodeStats = field(default_factory=EncodeStats)
     bar: Any = None
+    #: documents read so far (shown next to the bar)
+    documents: Callable[[], int] = lambda: 0
 
-    def shard_done(self, writer: DatastoreWriter, documents: int, chunks: int = 0) -> None:
+    def shard_done(self, writer: DatastoreWriter, chunks: int = 0) -> None:
         if self.bar is not None:
             if chunks:
                 self.bar.update(chunks)
-            self.bar.set_postfix(shards=len(writer.shards), docs=documents)
+            self.bar.set_postfix(shards=len(writer.shards), docs=self.documents())
+
+
+@dataclass(frozen=True)
+class EmbedPlan:
+    """The build's embedder in this process, its batch size, and the picklable recipe (``factory``)
+    with which each worker process (``--workers``, Ray) loads its own copy."""
+
+    embedder: Any
+    batch_size: int | None = None
+    factory: Callable[[], Any] | None = None
 
 
 def chunk_blocks(chunks: Iterable[Chunk], shard_size: int, block_size: int | None = None) -> Iterator[ChunkBlock]:
@@ -247,76 +259,73 @@ def _vectors_of(embed: BlockEmbedder, chunks: list[Chunk], progress: BuildProgre
     return [done]
 
 
-def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any, batch_size: int | None,
-              progress: BuildProgress, documents: Callable[[], int], overlap: bool = True, workers: int = 1,
-              embedder_factory: Callable[[], Any] | None = None, cpu: CpuPool | None = None) -> None:
+@dataclass
+class _LocalRun:
+    """The loop state of ``run_local``: the shard being read (its chunks, the futures of their
+    vectors, whether it is embedded as it arrives or may be adopted from an interrupted run) and
+    the shard writes not yet recorded."""
+
+    writer: DatastoreWriter
+    progress: BuildProgress
+    embed: BlockEmbedder
+    submit: Callable[..., Future]
+    keep: int                        # shard writes left in flight after each shard (0: wait for each)
+    chunks: list[Chunk] = field(default_factory=list)
+    parts: list[Future] = field(default_factory=list)
+    eager: bool = True
+    pending: deque[Future] = field(default_factory=deque)
+
+    def add(self, block: ChunkBlock) -> None:
+        """Take one block: embed it now unless its shard may be adopted; write or adopt a closed shard."""
+        if not self.chunks:
+            self.eager = not self.writer.may_adopt(block.shard)
+        self.chunks.extend(block.chunks)
+        if self.eager:
+            self.parts.extend(_vectors_of(self.embed, block.chunks, self.progress))
+        if block.closes_shard:
+            self._close(block.shard, block.shard_first_chunk_id)
+            self.chunks, self.parts = [], []
+
+    def _close(self, index: int, first: int) -> None:
+        adopted = None if self.eager else self.writer.adopt_shard(index, self.chunks, first)
+        if adopted is None:
+            parts = self.parts if self.eager else _vectors_of(self.embed, self.chunks, self.progress)
+            vectors = self.embed.gather(parts)
+            self.pending.append(self.submit(_write, self.writer, index, self.chunks, vectors, first))
+            self.record(self.keep)
+            return
+        self.record()
+        self.writer.record_shard(adopted, resumed=True)
+        self.progress.shard_done(self.writer, len(self.chunks))
+
+    def record(self, keep: int = 0) -> None:
+        """Record finished shard writes, in order, until at most ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            info, seconds = self.pending.popleft().result()
+            self.progress.timings["write"] += seconds
+            self.writer.record_shard(info)
+            self.progress.shard_done(self.writer)
+
+
+def run_local(blocks: Iterable[ChunkBlock], writer: DatastoreWriter, plan: EmbedPlan, progress: BuildProgress,
+              options: EngineOptions, cpu: CpuPool | None = None) -> None:
     """Embed and write every shard from this process (the streaming build).
 
-    Blocks are embedded as they arrive unless their shard is already on disk from an interrupted
-    build (then the shard is adopted, or embedded whole if its record is unreadable). With
-    ``overlap`` a thread reads and chunks ahead and another writes the previous shard while the
-    next one embeds; without it every step waits for the one before. ``workers`` > 1 embeds blocks
-    in that many processes (``indexers.embed_pool``), each loading ``embedder_factory()``. With a
-    ``cpu`` pool of several processes, up to that many shards are written at once in them."""
+    Blocks are embedded as they arrive unless their shard may be adopted from an interrupted build
+    (``DatastoreWriter.adopt_shard`` decides; a shard it does not adopt is then embedded whole).
+    With ``options.overlap`` a thread reads and chunks ahead and another writes the previous shard
+    while the next one embeds; without it every step waits for the one before. ``options.workers``
+    > 1 embeds blocks in that many processes (``indexers.embed_pool``), each loading
+    ``plan.factory()``. With a ``cpu`` pool of several processes, up to that many shards are
+    written at once in them."""
     bar = progress.bar
-    pending: deque[Future] = deque()
     depth = cpu.write_depth if cpu is not None and cpu.write_depth else 1
-
-    def record(keep: int = 0) -> None:
-        while len(pending) > keep:
-            info, seconds = pending.popleft().result()
-            progress.timings["write"] += seconds
-            writer.append_shard(info)
-            progress.shard_done(writer, documents())
-
-    stream = read_ahead(blocks) if overlap else iter(blocks)
-    with BlockEmbedder(embedder, batch_size, progress.encoded, progress.timings,
-                       bar.update if bar is not None else None, workers, embedder_factory) as embed, \
+    stream = read_ahead(blocks) if options.overlap else iter(blocks)
+    with BlockEmbedder(plan.embedder, plan.batch_size, progress.encoded, progress.timings,
+                       bar.update if bar is not None else None, options.workers, plan.factory) as embed, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarag-write") as thread:
-        submit = cpu.submit if depth > 1 else thread.submit
-        chunks: list[Chunk] = []
-        parts: list[Future] = []
-        eager = True
+        run = _LocalRun(writer, progress, embed, cpu.submit if depth > 1 else thread.submit,
+                        depth if options.overlap else 0)
         for block in stream:
-            if not chunks:
-                eager = not writer.shard_on_disk(block.shard)
-            chunks.extend(block.chunks)
-            if eager:
-                parts.extend(_vectors_of(embed, block.chunks, progress))
-            if not block.closes_shard:
-                continue
-            index, first = block.shard, block.shard_first_chunk_id
-            existing = None if eager else writer.completed_shard(index, chunks, first)
-            if existing is None and not eager:
-                parts = _vectors_of(embed, chunks, progress)
-            if existing is not None:
-                record()
-                writer.append_shard(existing, resumed=True)
-                if bar is not None:
-                    bar.update(len(chunks))
-                progress.shard_done(writer, documents())
-            else:
-                vectors = embed.gather(parts)
-                pending.append(submit(_write, writer, index, chunks, vectors, first))
-                record(depth if overlap else 0)
-            chunks, parts = [], []
-        record()
-
-
-def run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: DatastoreWriter, embedder: Any,
-               embedder_factory: Callable[[], Any] | None, batch_size: int | None, progress: BuildProgress,
-               documents: Callable[[], int], cpu: CpuPool | None = None) -> None:
-    """Build every shard of ``blocks`` with the chosen engine and record them in ``writer`` in order
-    (``cpu``: the local engine's worker processes for shard writes)."""
-    if options.name == "local":
-        run_local(blocks, writer, embedder, batch_size, progress, documents, options.overlap, options.workers,
-                  embedder_factory, cpu)
-        return
-    jobs = shard_jobs(blocks)
-    try:
-        from indexers.ray_engine import run_ray
-    except ImportError as exc:
-        raise EngineError(f"--engine ray needs Ray: pip install 'terarag[ray]' ({exc})") from exc
-    if embedder_factory is None:
-        raise EngineError("the Ray engine needs an embedder factory (each worker loads its own embedder)")
-    run_ray(options, jobs, writer, embedder_factory, batch_size, progress, documents)
+            run.add(block)
+        run.record()

@@ -87,9 +87,9 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def run_ray(options: EngineOptions, jobs: Iterable[ShardJob], writer: DatastoreWriter,
-            factory: Callable[[], Any], batch_size: int | None, progress: BuildProgress,
-            documents: Callable[[], int]) -> None:
-    """Build the shards of ``jobs`` as Ray tasks and append them to ``writer`` in shard order."""
+            factory: Callable[[], Any], batch_size: int | None, progress: BuildProgress) -> None:
+    """Build the shards of ``jobs`` as Ray tasks and record them in ``writer`` in shard order
+    (shards ``writer.adopt_shard`` keeps from an interrupted run are not rebuilt)."""
     with ray_session(options.address):
         task = ray.remote(build_shard).options(num_cpus=1, max_retries=options.max_retries,
                                                retry_exceptions=True)
@@ -118,15 +118,15 @@ def run_ray(options: EngineOptions, jobs: Iterable[ShardJob], writer: DatastoreW
             if out["encoded"] is not None:
                 progress.encoded.add(out["encoded"])
             finished[job.index] = (out["info"], False)
-            progress.shard_done(writer, documents(), len(job.chunks))
+            progress.shard_done(writer, len(job.chunks))
 
-        def append_ready() -> None:
+        def record_ready() -> None:
             while len(writer.shards) in finished:
                 info, resumed = finished.pop(len(writer.shards))
-                writer.append_shard(info, resumed)
+                writer.record_shard(info, resumed)
 
         for job in jobs:
-            existing = writer.completed_shard(job.index, job.chunks, job.first_chunk_id)
+            existing = writer.adopt_shard(job.index, job.chunks, job.first_chunk_id)
             if existing is not None:
                 finished[job.index] = (existing, True)
             else:
@@ -134,9 +134,9 @@ def run_ray(options: EngineOptions, jobs: Iterable[ShardJob], writer: DatastoreW
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     record(ready[0])
                 pending[task.remote(writer_ref, job, factory, batch_size, options.task_hook)] = job
-            append_ready()
+            record_ready()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             record(ready[0])
-            append_ready()
-        append_ready()
+            record_ready()
+        record_ready()

@@ -16,9 +16,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from datastores.records import Chunk
 from indexers.chunkers import Chunker
 from indexers.config import BuildConfig
 from indexers.readers import ReadReport, iter_documents
+from indexers.vectors import VectorSpec
 
 
 def reservoir_sample(items: Iterable[Any], size: int, seed: int = 0) -> list[Any]:
@@ -37,9 +39,9 @@ def reservoir_sample(items: Iterable[Any], size: int, seed: int = 0) -> list[Any
 
 def embed_training_sample(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
                           embedder: Any, progress: bool = False) -> np.ndarray:
-    """Embeddings [n ≤ config.train_sample, dim] of chunks sampled evenly (uniformly) across ``inputs``."""
+    """Embeddings [n ≤ config.dense.train_sample, dim] of chunks sampled evenly (uniformly) across ``inputs``."""
     documents = iter_documents(inputs, config.reader_options, ReadReport())
-    texts = reservoir_sample((c.text for d in documents for c in chunker.chunk(d)), config.train_sample)
+    texts = reservoir_sample((c.text for d in documents for c in chunker.chunk(d)), config.dense.train_sample)
     if not texts:
         return np.zeros((0, embedder.dim), dtype=np.float32)
     if progress:
@@ -48,3 +50,12 @@ def embed_training_sample(inputs: Sequence[str | Path], config: BuildConfig, chu
         with tqdm(total=len(texts), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
             return embedder.encode_passages(texts, config.batch_size, progress=bar.update)
     return embedder.encode_passages(texts, config.batch_size)
+
+
+def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
+    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
+    from a stream of ``VectorChunk``s (the same reservoir as ``embed_training_sample``)."""
+    picked = reservoir_sample(chunks, size)
+    if not picked:
+        return np.zeros((0, spec.dim or 0), dtype=np.float32)
+    return np.stack([c.vector for c in picked])

@@ -12,7 +12,7 @@ embedder record says where they came from (``VectorSpec.provenance``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -153,14 +153,3 @@ def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
     if not chunks or not isinstance(chunks[0], VectorChunk):
         return None
     return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
-
-
-def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:
-    """The training sample of a precomputed build: the vectors of ``size`` chunks drawn uniformly
-    from a stream of ``VectorChunk``s (the same reservoir as ``indexers.training_sample``)."""
-    from indexers.training_sample import reservoir_sample
-
-    picked = reservoir_sample(chunks, size)
-    if not picked:
-        return np.zeros((0, spec.dim or 0), dtype=np.float32)
-    return np.stack([c.vector for c in picked])

@@ -20,7 +20,9 @@ import yaml
 from datastores.records import Hit
 from indexers.embedding import CachingEmbedder, Embedder, caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
-from rag.generate.base import Generator, Passage, load_generator
+from rag.generate.base import Generator
+from rag.generate.factory import load_generator
+from rag.records import Passage
 from rag.stages import ContextStage, StageReport, check_budget, count_tokens, run_stage
 
 

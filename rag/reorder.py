@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence, TypeVar
 
-from rag.generate.base import Passage
+from rag.records import Passage
 
 T = TypeVar("T")
 

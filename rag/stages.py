@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from indexers.tokenizers import Tokenizer
-from rag.generate.base import Passage
+from rag.records import Passage
 
 
 class ContextStage(Protocol):

@@ -54,7 +54,7 @@ def synth_command(corpus: tuple[str, ...], generator_spec: str, base_url: str | 
     from evaluators.synth import SynthConfig, documents_file_for, synthesize, write_documents, write_questions
     from indexers.embedding import load_embedder
     from indexers.readers import ReadReport, iter_documents
-    from rag.generate.base import load_generator
+    from rag.generate.factory import load_generator
     from rag.generate.openai_client import OpenAIError
 
     config = SynthConfig(n=n, seed=seed, passage_chars=passage_chars, max_passages=max_passages,

@@ -32,8 +32,8 @@ def write_texts(root: Path, texts: Sequence[str], shard_size: int = 10, chunker:
                 doc_prefix: str = "doc", first: int = 0) -> Path:
     """A datastore with one chunk (and document) per text, ``shard_size`` chunks per shard; document
     ids count from ``first``."""
-    writer = DatastoreWriter(root, {"texts": len(texts)}, {"name": "hash-vectors", "normalized": True},
-                             chunker or CHUNKER, Bm25Params())
+    writer = DatastoreWriter.create(root, {"texts": len(texts)}, {"name": "hash-vectors", "normalized": True},
+                                    chunker or CHUNKER, Bm25Params())
     chunks = [Chunk(f"{doc_prefix}{i:04d}", 0, len(t), t, source=f"{doc_prefix}.txt", metadata={"i": i})
               for i, t in enumerate(texts, first)]
     for start in range(0, len(chunks), shard_size):

@@ -14,8 +14,8 @@ from indexers.chunkers import make_chunker
 from indexers.tokenizers import load_tokenizer
 from ragcli import main
 from rag.compress import allocate_budget, load_compressor
-from rag.generate.base import Passage
 from rag.generate.extractive import ExtractiveGenerator
+from rag.records import Passage
 from tests.conftest import EXAMPLES
 
 QUESTION = "Which branches of manufactures and navigation suffered a depression after the peace of Europe?"

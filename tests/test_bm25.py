@@ -37,8 +37,8 @@ def write_datastore(root: Path, chunks, shard_size: int, vectors: np.ndarray | N
     if vectors is None:
         vectors = np.random.default_rng(0).standard_normal((len(chunks), 8)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    writer = DatastoreWriter(root, {"test": True}, {"name": "random", "normalized": True},
-                             {"name": "recursive"}, Bm25Params.rank_bm25())  # rank-bm25 parity option
+    writer = DatastoreWriter.create(root, {"test": True}, {"name": "random", "normalized": True},
+                                    {"name": "recursive"}, Bm25Params.rank_bm25())  # rank-bm25 parity option
     for lo in range(0, len(chunks), shard_size):
         writer.add_shard(chunks[lo:lo + shard_size], vectors[lo:lo + shard_size], lo)
     writer.finish({"documents": len({c.doc_id for c in chunks})}, vectors.shape[1])

@@ -30,7 +30,7 @@ def chunks(small_corpus):
 
 def write(root: Path, chunks, params: Bm25Params, shard_size: int = 25) -> Datastore:
     vectors = np.random.default_rng(0).standard_normal((len(chunks), 8)).astype(np.float32)
-    writer = DatastoreWriter(root, {"test": True}, {"name": "random"}, {"name": "recursive"}, params)
+    writer = DatastoreWriter.create(root, {"test": True}, {"name": "random"}, {"name": "recursive"}, params)
     for lo in range(0, len(chunks), shard_size):
         writer.add_shard(chunks[lo:lo + shard_size], vectors[lo:lo + shard_size], lo)
     writer.finish({"documents": 2}, 8)

@@ -11,8 +11,8 @@ from conftest import EXAMPLES
 from indexers.tokenizers import load_tokenizer
 from rag.compress import allocate_budget, load_compressor, truncate_to_tokens
 from rag.compress.budget import keep_best_words, word_spans
-from rag.generate.base import Passage
 from indexers.embedding import CachingEmbedder, Embedder
+from rag.records import Passage
 from rag.stages import count_tokens, run_stage
 
 QUERY = "What did the president say about public credit and the national debt?"

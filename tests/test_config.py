@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from datastores.bm25 import Bm25Params
 from indexers.config import BuildConfig, ConfigError, build_config, load_config
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 
@@ -54,15 +55,16 @@ include: ["*.md", "docs/*.txt"]
 exclude: "drafts/*"
 id_field: uid
 text_field: body
-bm25_k1: 2
+bm25:
+  k1: 2
 strict: true
 """)
     config = load_config(path)
     assert config == dataclasses.replace(
         BuildConfig(), chunker="sentence", chunk_size=128, overlap=16, tokenizer="cl100k_base",
         include=("*.md", "docs/*.txt"), exclude=("drafts/*",), id_field="uid", text_field="body",
-        bm25_k1=2.0, strict=True)
-    assert isinstance(config.bm25_k1, float)
+        bm25=Bm25Params(k1=2.0), strict=True)
+    assert isinstance(config.bm25.k1, float)
     assert config.reader_options == ReaderOptions(("*.md", "docs/*.txt"), ("drafts/*",), "uid", "body", "title",
                                                   strict=True)
     assert load_config(str(path)) == config
@@ -93,8 +95,8 @@ def test_unknown_key_is_named(tmp_path):
     ("include", 5),
     ("include", ["*.md", 3]),
     ("exclude", {"a": 1}),
-    ("bm25_k1", "high"),
-    ("bm25_b", False),
+    ("bm25", {"k1": "high"}),
+    ("bm25", {"b": False}),
     ("chunker", 3),
     ("tokenizer", ["cl100k"]),
 ])
@@ -196,3 +198,39 @@ def test_non_utf8_config_is_a_config_error(tmp_path):
     path.write_bytes("chunker: r\u00e9cursif\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="latin1.yaml"):
         load_config(path)
+
+
+@pytest.mark.parametrize("key, nested", [("bm25_k1", "bm25.k1"), ("dense_index", "dense.type"),
+                                         ("ivf_nlist", "dense.ivf_nlist"), ("rescore", "dense.rescore")])
+def test_old_flat_keys_name_their_nested_key(tmp_path, key, nested):
+    path = write(tmp_path, f"{key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"{key} is now {nested}\b") as info:
+        load_config(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_nested_settings_merge_into_the_base():
+    base = build_config({"dense": {"type": "binary-ivf", "ivf_nlist": 8, "ivf_nprobe": 4}, "bm25": {"k1": 1.2}})
+    config = base.replace(dense={"ivf_nprobe": 2}, bm25={"b": 0.5})
+    assert (config.dense.type, config.dense.ivf_nlist, config.dense.ivf_nprobe) == ("binary-ivf", 8, 2)
+    assert (config.bm25.k1, config.bm25.b) == (1.2, 0.5)
+    assert base.dense.rescore == "int8"  # binary-ivf's default (auto)
+    # a rescore left at its family's default follows a new type; a chosen one stays
+    assert config.replace(dense={"type": "float-flat"}).dense.rescore == "none"
+    assert base.replace(dense={"rescore": "float16"}).replace(dense={"type": "binary-flat"}).dense.rescore == "float16"
+    with pytest.raises(ConfigError, match=r"dense must be a mapping"):
+        build_config({"dense": "binary-ivf"})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bm25\.k3"):
+        build_config({"bm25": {"k3": 1}})
+    with pytest.raises(ConfigError, match=r"bm25: unknown BM25 idf"):
+        build_config({"bm25": {"idf": "tfidf"}})
+
+
+def test_result_params_keep_the_flat_keys_builds_record():
+    """The build fingerprint hashes these: nesting the config must not change it."""
+    params = build_config({"dense": {"type": "binary-ivf", "ivf_nlist": 8, "ivf_nprobe": 4},
+                           "bm25": {"k1": 2.0}}).result_params()
+    assert (params["dense_index"], params["rescore"], params["ivf_nlist"], params["bm25_k1"]) == \
+        ("binary-ivf", "auto", 8, 2.0)
+    assert not {"dense", "bm25", "rescore_multiplier", "ivf_pq_bits"} & set(params)
+    assert build_config({"dense": {"rescore_multiplier": 8}}).result_params()["rescore_multiplier"] == 8

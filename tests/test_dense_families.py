@@ -84,7 +84,7 @@ def test_registry_names_every_family_once_and_parses_aliases():
 def test_cli_choices_come_from_the_registry():
     from ragcli.index import index_command
 
-    option = next(p for p in index_command.params if p.name == "dense_index")
+    option = next(p for p in index_command.params if "--dense-index" in p.opts)
     assert list(option.type.choices) == [*DENSE_INDEX_TYPES, *INDEX_ALIASES]
 
 
@@ -216,8 +216,9 @@ def build(tmp_path_factory, small_corpus, small_config, embedder, chunk_cache):
     """``build(dense_index, **settings)``: the small corpus (about 150 chunks) in shards of 40 with that index."""
     def build_with(dense_index: str, **settings) -> Path:
         out = tmp_path_factory.mktemp(dense_index) / "ds"
-        config = small_config.replace(dense_index=dense_index, **settings)
-        build_datastore([small_corpus], out, config, embedder=Embedder(backend=CachedEmbedder(embedder.backend, chunk_cache)), progress=False)
+        config = small_config.replace(dense={"type": dense_index, **settings})
+        build_datastore([small_corpus], out, config, embedder=Embedder(backend=CachedEmbedder(embedder.backend, chunk_cache)),
+                        progress=False)
         return out
     return build_with
 

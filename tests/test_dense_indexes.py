@@ -109,7 +109,7 @@ def query_vectors(embedder):
 
 
 TINY = ["sotu/1790-washington.txt", "sotu/1795-washington.txt"]
-IVF = {"dense_index": "binary-ivf", "rescore": "int8", "ivf_nlist": 8, "ivf_nprobe": 4, "train_sample": 40,
+IVF = {"dense": {"type": "binary-ivf", "rescore": "int8", "ivf_nlist": 8, "ivf_nprobe": 4, "train_sample": 40},
        "shard_size": 15}
 
 
@@ -208,27 +208,27 @@ def test_old_flat_ip_datastores_still_search_the_same(tmp_path, float_datastore,
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"dense_index": "binary-lsh"}, "dense_index must be one of"),
+    ({"type": "binary-lsh"}, "dense_index must be one of"),
     ({"rescore": "int4"}, "rescore must be one of"),
-    ({"dense_index": "float-flat", "rescore": "int8"}, "float-flat scores exactly"),
-    ({"dense_index": "binary-flat", "bits": 2, "rescore": "int8"}, "multi-bit codes"),
-    ({"dense_index": "float-ivfpq", "bits": 2}, "bits > 1 needs a binary index"),
-    ({"dense_index": "binary-ivf", "ivf_nlist": 4, "ivf_nprobe": 8}, "ivf_nprobe"),
+    ({"type": "float-flat", "rescore": "int8"}, "float-flat scores exactly"),
+    ({"type": "binary-flat", "bits": 2, "rescore": "int8"}, "multi-bit codes"),
+    ({"type": "float-ivfpq", "bits": 2}, "bits > 1 needs a binary index"),
+    ({"type": "binary-ivf", "ivf_nlist": 4, "ivf_nprobe": 8}, "ivf_nprobe"),
     ({"hnsw_m": 0}, "hnsw_m must be at least 1"),
-    ({"bits": 9, "dense_index": "binary-flat"}, "bits must be at most 8"),
+    ({"bits": 9, "type": "binary-flat"}, "bits must be at most 8"),
 ])
 def test_bad_dense_settings_are_named(values, message):
     with pytest.raises(ConfigError, match=message):
-        build_config(values)
+        build_config({"dense": values})
 
 
 def test_flat_ip_is_an_alias_of_float_flat():
-    assert BuildConfig(dense_index="flat-ip") == BuildConfig()
-    assert BuildConfig(dense_index="binary-hnsw").dense_spec().rescore == "int8"
+    assert build_config({"dense": {"type": "flat-ip"}}) == BuildConfig()
+    assert build_config({"dense": {"type": "binary-hnsw"}}).dense.rescore == "int8"
 
 
 def test_ivf_with_too_small_a_sample_fails_clearly(tmp_path, tiny_corpus, small_config, embedder):
-    config = small_config.replace(dense_index="binary-ivf", ivf_nlist=64, ivf_nprobe=4, train_sample=20)
+    config = small_config.replace(dense={"type": "binary-ivf", "ivf_nlist": 64, "ivf_nprobe": 4, "train_sample": 20})
     with pytest.raises(Exception, match="needs at least 64 training vectors"):
         build_datastore([tiny_corpus], tmp_path / "ds", config, embedder=embedder, progress=False)
 

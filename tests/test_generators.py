@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from _tiny_models import CHAT_TEMPLATE, tiny_causal_lm
 
-from rag.generate.base import Passage, build_messages, build_prompt, load_generator, parse_citations
+from rag.generate.base import build_messages, build_prompt, parse_citations
+from rag.generate.factory import load_generator
+from rag.records import Passage
 
 PASSAGES = [
     Passage(1, "Congress met in Philadelphia in the winter. The weather was cold.", 3, "a.txt", 100, 165),

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from indexers.html import build_blocks, clean_html, read_html_page
 from indexers.tokenizers import load_tokenizer
 from ragcli import main
-from rag.generate.base import Passage
 from rag.html import EmbeddingScorer, HtmlPruner, looks_like_html
+from rag.records import Passage
 from tests._tiny_models import tiny_causal_lm
 from tests.conftest import REPO
 

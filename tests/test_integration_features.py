@@ -89,7 +89,7 @@ def corpus(tmp_path_factory, small_corpus) -> Path:
 
 @pytest.fixture(scope="module")
 def qconfig(small_config):
-    return small_config.replace(dense_index="binary-flat", rescore="int8", shard_size=16)
+    return small_config.replace(dense={"type": "binary-flat", "rescore": "int8"}, shard_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +216,8 @@ def test_subsample_and_merge_of_quantized_datastores(quantized, tombstoned, tmp_
 
 def test_a_rewrite_without_stored_vectors_names_the_problem(tmp_path):
     # a binary index with rescore none keeps only sign codes: rewriting it needs the source text
-    writer = DatastoreWriter(tmp_path / "signs", {}, {"name": "hash"}, {"name": "given"}, Bm25Params(),
-                             DenseSpec("binary-flat", rescore="none"))
+    writer = DatastoreWriter.create(tmp_path / "signs", {}, {"name": "hash"}, {"name": "given"}, Bm25Params(),
+                                    DenseSpec("binary-flat", rescore="none"))
     rng = np.random.default_rng(0)
     chunks = [Chunk(f"d{i}", 0, 5, f"text number {i}") for i in range(12)]
     writer.add_shard(chunks[:6], rng.standard_normal((6, 16)).astype(np.float32), 0)
@@ -235,7 +235,7 @@ def test_a_rewrite_without_stored_vectors_names_the_problem(tmp_path):
 def test_binary_ivf_rewrites_keep_the_trained_index(tmp_path):
     spec = DenseSpec("binary-ivf", ivf_nlist=4, ivf_nprobe=4)
     root = tmp_path / "ivf"
-    writer = DatastoreWriter(root, {}, {"name": "random"}, {"name": "given"}, Bm25Params(), spec)
+    writer = DatastoreWriter.create(root, {}, {"name": "random"}, {"name": "given"}, Bm25Params(), spec)
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((60, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -261,7 +261,7 @@ def test_binary_ivf_rewrites_keep_the_trained_index(tmp_path):
 def test_multibit_rewrite_keeps_the_first_plane(tmp_path):
     spec = DenseSpec("binary-flat", bits=2)
     root = tmp_path / "bits"
-    writer = DatastoreWriter(root, {}, {"name": "random"}, {"name": "given"}, Bm25Params(), spec)
+    writer = DatastoreWriter.create(root, {}, {"name": "random"}, {"name": "given"}, Bm25Params(), spec)
     vectors = np.random.default_rng(2).standard_normal((30, 24)).astype(np.float32)
     chunks = [Chunk(f"d{i}", 0, 10, f"passage {i}") for i in range(30)]
     writer.add_shard(chunks, vectors, 0)

@@ -35,8 +35,8 @@ SPECS = {
 
 def build(path: Path, spec: str = "float-flat") -> Path:
     """A datastore of TEXTS (10 chunks per shard) with the dense index ``SPECS[spec]``."""
-    writer = DatastoreWriter(path, {"texts": len(TEXTS)}, {"name": "hash-vectors", "normalized": True},
-                             CHUNKER, Bm25Params(), dense_index=SPECS[spec])
+    writer = DatastoreWriter.create(path, {"texts": len(TEXTS)}, {"name": "hash-vectors", "normalized": True},
+                                    CHUNKER, Bm25Params(), dense_index=SPECS[spec])
     vectors = text_vectors(TEXTS)
     if writer.needs_dense_training():
         writer.train_dense(vectors)

@@ -91,8 +91,8 @@ def test_where_filters_are_evaluated_again_after_a_commit(root):
 
 
 def _rebuild(path: Path, texts: list[str], finish: bool = True) -> DatastoreWriter:
-    writer = DatastoreWriter(path, {"texts": len(texts)}, {"name": "hash-vectors", "normalized": True},
-                             CHUNKER, Bm25Params(), mode="overwrite")
+    writer = DatastoreWriter.overwrite(path, {"texts": len(texts)}, {"name": "hash-vectors", "normalized": True},
+                                       CHUNKER, Bm25Params())
     chunks = [Chunk(f"new{i:04d}", 0, len(t), t, source="new.txt") for i, t in enumerate(texts)]
     for start in range(0, len(chunks), 7):
         writer.add_shard(chunks[start:start + 7], text_vectors([c.text for c in chunks[start:start + 7]]), start)

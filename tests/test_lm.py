@@ -11,7 +11,7 @@ from _tiny_models import CHAT_TEMPLATE, tiny_causal_lm
 from click.testing import CliRunner
 
 from ragcli import main
-from rag.generate.base import Passage, load_generator
+from rag.generate.factory import load_generator
 from rag.lm import (
     SHORT_NAMES,
     LMError,
@@ -23,6 +23,7 @@ from rag.lm import (
     packaged_gguf_path,
     resolve_spec,
 )
+from rag.records import Passage
 
 GHENT = [Passage(1, "The Treaty of Ghent was signed on 24 December 1814 in the city of Ghent.", 0, "d", 0, 72)]
 

@@ -9,9 +9,10 @@ import socket
 import pytest
 from openai_server import Reply, completion, error, raw
 
-from rag.generate.base import Passage, load_generator
+from rag.generate.factory import load_generator
 from rag.generate.openai import OpenAIGenerator
 from rag.generate.openai_client import OpenAIClient, OpenAIError, parse_retry_after
+from rag.records import Passage
 
 KEY = "sk-test-7f3a9c1e5b2d4f60SECRET"
 PASSAGES = [Passage(1, "The treaty was signed in 1795.", 10, "a.txt", 0, 30),

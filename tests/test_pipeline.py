@@ -11,8 +11,8 @@ from _tiny_models import tiny_causal_lm
 from indexers.tokenizers import load_tokenizer
 from rag import Answer, Datastore, Pipeline
 from rag.compress import load_compressor
-from rag.generate.base import Passage
 from rag.pipeline import PipelineConfig, PipelineConfigError
+from rag.records import Passage
 from rag.reorder import ends_first
 from rag.stages import count_tokens
 

@@ -50,7 +50,7 @@ def _vectors(root: Path) -> np.ndarray:
 
 def _none_config(**overrides) -> BuildConfig:
     base = dict(chunk_size=200, shard_size=3, device="cpu", vectors_field="emb", embedder="none", dim=16)
-    return BuildConfig(**{**base, **overrides})
+    return BuildConfig().replace(**{**base, **overrides})
 
 
 def test_jsonl_vectors_of_the_declared_embedder_search_like_an_embedded_build(tmp_path, embedder):
@@ -119,7 +119,7 @@ def test_binary_int8_index_trains_on_the_precomputed_vectors(tmp_path):
     vectors = _unit(rng, 60, 32)
     corpus = _write_jsonl(tmp_path / "docs.jsonl", [{"text": f"item {i} " + SENTENCES[i % 8], "emb": v.tolist()}
                                                    for i, v in enumerate(vectors)])
-    config = _none_config(dim=32, shard_size=25, dense_index="binary-flat", rescore="int8")
+    config = _none_config(dim=32, shard_size=25, dense={"type": "binary-flat", "rescore": "int8"})
     report = build_datastore([corpus], tmp_path / "ds", config, progress=False)
     assert report.manifest.dense_index["type"] == "binary-flat"
     ds = Datastore.open(tmp_path / "ds")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.generate.base import Passage
+from rag.records import Passage
 from rag.reorder import Reorder, ends_first
 
 

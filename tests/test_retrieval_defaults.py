@@ -28,7 +28,7 @@ def test_default_tokenizer_stems_and_drops_stop_words():
     assert plain.tokenize(text) == ["the", "armies", "of", "the", "states", "were", "running", "to", "a", "connection"]
     assert (Bm25Params().idf, Bm25Params.rank_bm25().idf) == ("lucene", "rank-bm25")
     config = BuildConfig()
-    assert (config.bm25_tokenizer, config.bm25_stopwords, config.bm25_idf) == ("stemmed", "english", "lucene")
+    assert (config.bm25.tokenizer, config.bm25.stopwords, config.bm25.idf) == ("stemmed", "english", "lucene")
 
 
 def test_a_manifest_without_options_keeps_rank_bm25():
@@ -98,7 +98,7 @@ def test_retrieve_documents_ranks_a_datastores_documents(tmp_path):
     texts = {"navy": ["the navy sails", "navy ships and navy men"], "army": ["the army marches"],
              "farm": ["wheat and corn", "the navy buys corn"]}
     chunks = [Chunk(doc, 0, len(t), t, doc) for doc, parts in texts.items() for t in parts]
-    writer = DatastoreWriter(tmp_path / "ds", {}, {"name": "random"}, {"name": "given"}, Bm25Params())
+    writer = DatastoreWriter.create(tmp_path / "ds", {}, {"name": "random"}, {"name": "given"}, Bm25Params())
     writer.add_shard(chunks, np.eye(len(chunks), 8, dtype=np.float32), 0)
     writer.finish({}, 8)
     retriever = build_retriever(Datastore.open(tmp_path / "ds"), "bm25")

@@ -191,7 +191,7 @@ def test_a_writer_whose_lock_was_taken_over_stops_writing(tmp_path):
     texts = passages(count=10)
     chunks = [Chunk(f"d{i}", 0, len(t), t) for i, t in enumerate(texts)]
     lock = acquire(root, "index", create=True)
-    writer = DatastoreWriter(root, {"texts": 10}, {"name": "hash-vectors"}, CHUNKER, Bm25Params(), lock=lock)
+    writer = DatastoreWriter.create(root, {"texts": 10}, {"name": "hash-vectors"}, CHUNKER, Bm25Params(), lock=lock)
     writer.add_shard(chunks[:5], text_vectors(texts[:5]), 0)
     lock.release()  # as if the build's process had died
     with writer_lock(root, "index --overwrite"):

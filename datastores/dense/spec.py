@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from datastores.dense.families import DenseConfigError, Family, family
+from datastores.dense.families import DENSE_INDEX_TYPES, INDEX_ALIASES, DenseConfigError, Family, family
 from datastores.dense.layers import RESCORE_LAYERS, RESCORE_TYPES, Layer, MultiBitLayer
 from datastores.errors import DatastoreError
 from datastores.quantize import Int8Calibration
@@ -26,17 +26,29 @@ class DenseSpec:
     """How a datastore's dense layer is built and searched; ``type`` names an index family
     (``datastores.dense.families``), ``rescore`` a rescoring layer."""
 
-    type: str = "float-flat"
-    rescore: str = "auto"             # int8 | float16 | none; auto: the family's default
-    bits: int = 1
-    rescore_multiplier: int = 4
-    train_sample: int = 20_000
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 40
-    hnsw_ef_search: int = 64
-    ivf_nlist: int | None = None      # None: chosen from the training sample (families.auto_nlist)
-    ivf_nprobe: int = 16
-    ivf_pq_bits: int | None = None    # float-ivfpq code bits; None: 8, fewer for a sample under 256
+    # ``metadata``: the ``rag index`` option each field declares (ragcli.config_options): its help,
+    # choices and, where it is not the field's name, its flag
+    type: str = field(default="float-flat", metadata={
+        "flag": "dense-index", "choices": (*DENSE_INDEX_TYPES, *INDEX_ALIASES),
+        "help": f"Dense index: {', '.join(DENSE_INDEX_TYPES)} (float-flat: exact, the default)."})
+    rescore: str = field(default="auto", metadata={  # auto: the family's default
+        "choices": ("auto", *RESCORE_TYPES),
+        "help": "Rescoring layer of approximate/binary indexes (memory-mapped): int8 (default), float16, none."})
+    bits: int = field(default=1, metadata={
+        "help": "Bits per dimension of binary codes (>1: multi-bit residual codes)."})
+    rescore_multiplier: int = field(default=4, metadata={
+        "help": "Candidates per hit that approximate indexes return for rescoring (default 4)."})
+    train_sample: int = field(default=20_000, metadata={
+        "help": "Chunks sampled across the input for the int8 range / IVF."})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node (float-hnsw, binary-hnsw)."})
+    hnsw_ef_construction: int = field(default=40, metadata={"help": "HNSW build beam width."})
+    hnsw_ef_search: int = field(default=64, metadata={"help": "HNSW search beam width (default for searches)."})
+    ivf_nlist: int | None = field(default=None, metadata={  # None: chosen from the training sample
+        "help": "IVF lists (float-ivf, float-ivfpq, binary-ivf; default: about 4*sqrt(training sample), "
+                ">= 39 vectors per list)."})
+    ivf_nprobe: int = field(default=16, metadata={"help": "IVF lists probed per search."})
+    ivf_pq_bits: int | None = field(default=None, metadata={  # None: 8, fewer for a sample under 256
+        "help": "float-ivfpq bits per code (default: 8, fewer for a training sample under 256)."})
 
     def __post_init__(self) -> None:
         kind = family(self.type)

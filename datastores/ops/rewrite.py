@@ -154,9 +154,11 @@ def _writer(output: Path, base: Manifest, base_root: Path, params: dict[str, Any
     linked shards agree."""
     embedder = {k: v for k, v in base.embedder.items() if k != "dim"}
     bm25 = Bm25Params.from_manifest(base.bm25)
-    writer = DatastoreWriter(output, params, embedder, base.chunker, bm25,
-                             DenseSpec.coerce(base.dense_index or "float-flat"), mode=mode, lock=lock,
-                             resumable=False)
+    settings = (output, params, embedder, base.chunker, bm25, DenseSpec.coerce(base.dense_index or "float-flat"))
+    if mode == "overwrite":
+        writer = DatastoreWriter.overwrite(*settings, lock=lock)
+    else:
+        writer = DatastoreWriter.create(*settings, lock=lock, resumable=False)
     if writer.needs_dense_training():
         writer.reuse_dense_training(base.dense_index, base_root)
     return writer
@@ -212,7 +214,7 @@ def _write_shards(writer: DatastoreWriter, sources: Sequence[SourceShard], dim: 
         whole = source.keep is None or kept == source.info.rows
         if whole and packer.empty and (shard_size is None or kept == shard_size):
             index = len(writer.shards)
-            writer.append_shard(_link_shard(SourceShard(source.root, source.info, None, source.doc_prefix), writer,
+            writer.record_shard(_link_shard(SourceShard(source.root, source.info, None, source.doc_prefix), writer,
                                             index, packer.next_id))
             packer.next_id += kept
             doc_ids.update(source.doc_prefix + d for d in

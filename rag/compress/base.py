@@ -9,7 +9,7 @@ from typing import Any
 
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
 from rag.compress.budget import SPLITS, allocate_budget, truncate_to_tokens
-from rag.generate.base import Passage
+from rag.records import Passage
 from rag.stages import check_budget, count_tokens, with_text
 
 

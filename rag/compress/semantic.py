@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
+from indexers.embedding import caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import keep_best_words, word_spans
-from indexers.embedding import caching_embedder
 
 
 def leave_one_out(sentence: str, spans: list[tuple[int, int]]) -> list[str]:

@@ -12,11 +12,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
+from indexers.embedding import caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import SPLITS
-from rag.generate.base import Passage
-from indexers.embedding import caching_embedder
+from rag.records import Passage
 from rag.stages import with_text
 
 Span = tuple[int, int]

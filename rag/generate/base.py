@@ -1,4 +1,4 @@
-"""What every generator shares: passages, generations, prompts and citation parsing."""
+"""What every generator shares: generations, the generator protocol, prompts and citation parsing."""
 
 from __future__ import annotations
 
@@ -6,25 +6,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from rag.records import Passage
+
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given. "
     "Cite every claim with the number of the passage that supports it, in square brackets, "
     "like [1] or [2][3]. If the passages do not contain the answer, say that you do not know."
 )
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One piece of context as the generator sees it; ``number`` is its 1-based place in the prompt."""
-
-    number: int
-    text: str
-    chunk_id: int
-    doc_id: str
-    start: int
-    end: int
-    source: str = ""
-    score: float = 0.0
 
 
 @dataclass
@@ -85,29 +73,3 @@ def parse_citations(text: str, n_passages: int) -> list[int]:
                 if 1 <= number <= n_passages and number not in cited:
                     cited.append(number)
     return cited
-
-
-def load_generator(spec: str = "extractive", **options: Any) -> Generator:
-    """A generator from ``extractive`` (default), ``hf:PATH_OR_NAME`` or ``openai:MODEL``.
-
-    Options go to the generator's constructor (``allow_download``, ``device``, ``max_new_tokens`` for hf;
-    ``base_url``, ``api_key``, ``timeout``, ``max_retries``, ``temperature``, ``max_tokens`` for openai).
-    """
-    spec = (spec or "extractive").strip()
-    kind, _, target = spec.partition(":")
-    kind = kind.lower()
-    if kind == "extractive":
-        from rag.generate.extractive import ExtractiveGenerator
-
-        return ExtractiveGenerator(**options)
-    if kind in ("hf", "openai") and not target.strip():
-        raise ValueError(f"generator {spec!r} needs a model after '{kind}:'")
-    if kind == "hf":
-        from rag.generate.hf import HFGenerator
-
-        return HFGenerator(target.strip(), **options)
-    if kind == "openai":
-        from rag.generate.openai import OpenAIGenerator
-
-        return OpenAIGenerator(target.strip(), **options)
-    raise ValueError(f"unknown generator {spec!r}: use 'extractive', 'hf:PATH_OR_NAME' or 'openai:MODEL'")

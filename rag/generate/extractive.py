@@ -15,8 +15,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
-from rag.generate.base import Generation, Passage
 from indexers.embedding import caching_embedder
+from rag.generate.base import Generation
+from rag.records import Passage
 
 _TERM = re.compile(r"\w+")
 _STOPWORDS = frozenset("""a an and are as at be by did do does for from had has have how i in is it its

@@ -13,8 +13,9 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
-from rag.generate.base import Generation, Passage, build_messages, build_prompt, parse_citations
+from rag.generate.base import Generation, build_messages, build_prompt, parse_citations
 from rag.lm import LanguageModel, as_causal_lm
+from rag.records import Passage
 
 logger = logging.getLogger("terarag.generate")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from rag.generate.base import Generation, Passage, build_messages, parse_citations
+from rag.generate.base import Generation, build_messages, parse_citations
 from rag.generate.openai_client import ChatResult, OpenAIClient
+from rag.records import Passage
 
 
 class OpenAIGenerator:
