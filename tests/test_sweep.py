@@ -116,7 +116,7 @@ def test_each_index_is_embedded_once(first_run):
 def test_rerun_skips_every_row(first_run, config):
     out, result, counting = first_run
     calls, texts = counting.calls, counting.texts
-    again = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    again = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     assert again.rows_written == 0 and again.rows_skipped == ROWS and again.builds == 0
     assert again.builds_skipped == BUILDS
     assert (counting.calls, counting.texts) == (calls, texts)      # nothing chunked or embedded again
@@ -133,13 +133,13 @@ def test_interrupted_sweep_resumes(tmp_path, config, embedder, first_run):
         raise Stop
 
     with pytest.raises(Stop):
-        run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False, on_row=stop_after_first)
+        run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False, on_row=stop_after_first)
     store = ResultsStore(out / RESULTS_DB)
     try:
         assert [r["config_key"] for r in store.rows()] == seen
     finally:
         store.close()
-    resumed = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    resumed = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     assert resumed.rows_written == ROWS - 1 and resumed.rows_skipped == 1
     assert resumed.builds == BUILDS        # the first index still had unfinished rows
     assert len(resumed.rows) == ROWS
