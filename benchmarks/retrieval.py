@@ -78,10 +78,12 @@ from datastores import Datastore  # noqa: E402
 from evaluators.beir_from_spans import write_chroma_beir_sets  # noqa: E402
 from evaluators.datasets import load_beir, load_dataset  # noqa: E402
 from evaluators.fusion_tuning import ALL_ALPHAS, HYBRID_ALPHAS, cross_fit, fusion_grid, score_grid  # noqa: E402
-from evaluators.retrieval import document_ranking, mean_metrics, retrieval_metrics, write_beir_datastore  # noqa: E402
+from evaluators.retrieval import (beir_build_config, beir_input, document_ranking, mean_metrics,  # noqa: E402
+                                 retrieval_metrics)
+from indexers.build import build_datastore  # noqa: E402
 from indexers.chunkers import make_chunker  # noqa: E402
 from indexers.embedding import load_embedder  # noqa: E402
-from rag.retrieve import ChunkVectors, build_retriever, fuse, load_reranker  # noqa: E402
+from rag.retrieve import build_retriever, fuse, load_reranker  # noqa: E402
 
 CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
 OUT = REPO / "benchmarks" / "out"
@@ -101,13 +103,12 @@ class DenseRescore:
 
     def __init__(self, datastore: Datastore):
         self.datastore = datastore
-        self.vectors = ChunkVectors(datastore)
 
     def rerank_many(self, queries: list[str], candidates: list[list]) -> list[list]:
         q = np.asarray(self.datastore.query_encoder(queries), dtype=np.float32)
         out = []
         for qv, hits in zip(q, candidates):
-            scores = self.vectors.get([h.chunk_id for h in hits]) @ qv
+            scores = self.datastore.vectors([h.chunk_id for h in hits]) @ qv
             order = np.lexsort((np.arange(len(hits)), -scores))
             out.append([replace(hits[i], score=float(scores[i])) for i in order])
         return out
@@ -120,7 +121,7 @@ def open_index(pooled, root: Path, rebuild: bool) -> Datastore:
 
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
-        write_beir_datastore(root, pooled, make_chunker("recursive", 512, 0), embedder, progress=True)
+        build_datastore(beir_input(pooled), root, beir_build_config(embedder, shard_size=50_000), embedder=embedder)
         print(f"indexed {len(pooled.corpus)} chunks in {time.perf_counter() - started:.0f} s", flush=True)
     return Datastore.open(root, query_encoder=embedder.encode_queries)
 

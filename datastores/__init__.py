@@ -5,7 +5,8 @@ from datastores.datastore import Datastore
 from datastores.errors import DatastoreError, IncompleteBuildError
 from datastores.manifest import Manifest, read_manifest
 from datastores.records import Chunk, Document, Hit
+from datastores.retrieval import SearchOptions, SearchRequest, Searcher
 from datastores.writer import DatastoreWriter
 
 __all__ = ["Bm25Params", "Chunk", "Datastore", "DatastoreError", "DatastoreWriter", "Document", "Hit",
-           "IncompleteBuildError", "Manifest", "read_manifest"]
+           "IncompleteBuildError", "Manifest", "SearchOptions", "SearchRequest", "Searcher", "read_manifest"]

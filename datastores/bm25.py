@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.models import EmbedderError, locate_model
 from datastores.search import top_k_dense, top_k_rows
 
@@ -65,11 +65,11 @@ def _stemmer(language: str):
     try:
         import Stemmer
     except ImportError as exc:
-        raise ValueError("the stemmed BM25 tokenizer needs PyStemmer (pip install PyStemmer)") from exc
+        raise UserError("the stemmed BM25 tokenizer needs PyStemmer (pip install PyStemmer)") from exc
     try:
         return Stemmer.Stemmer(language)
     except KeyError:
-        raise ValueError(f"no Snowball stemmer for {language!r}; known: {', '.join(Stemmer.algorithms())}") from None
+        raise UserError(f"no Snowball stemmer for {language!r}; known: {', '.join(Stemmer.algorithms())}") from None
 
 
 def _hf_tokenizer(name: str):
@@ -82,14 +82,14 @@ def _hf_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot load the Hugging Face tokenizer {name!r} from local files: {exc}") from exc
+        raise UserError(f"cannot load the Hugging Face tokenizer {name!r} from local files: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=16)
 def make_tokenizer(tokenizer: str = "simple", stopwords: str = "none"):
     """``text -> list[str]`` for a tokenizer spec (see the module docstring), loaded once per spec."""
     if stopwords not in STOPWORDS:
-        raise ValueError(f"unknown BM25 stopwords {stopwords!r}; choose one of {', '.join(STOPWORDS)}")
+        raise UserError(f"unknown BM25 stopwords {stopwords!r}; choose one of {', '.join(STOPWORDS)}")
     stop = STOPWORDS[stopwords]
 
     def unstopped(tokens: list[str]) -> list[str]:
@@ -104,7 +104,7 @@ def make_tokenizer(tokenizer: str = "simple", stopwords: str = "none"):
     if kind == "hf" and arg:
         hf = _hf_tokenizer(arg)
         return lambda text: unstopped([t.lower() for t in hf.tokenize(text)])
-    raise ValueError(f"unknown BM25 tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+    raise UserError(f"unknown BM25 tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 #: What a manifest written before the options were recorded was built with (rank-bm25 parity).
@@ -128,9 +128,9 @@ class Bm25Params:
 
     def __post_init__(self) -> None:
         if self.idf not in IDF_VARIANTS:
-            raise ValueError(f"unknown BM25 idf {self.idf!r}; choose one of {', '.join(IDF_VARIANTS)}")
+            raise UserError(f"unknown BM25 idf {self.idf!r}; choose one of {', '.join(IDF_VARIANTS)}")
         if self.k1 < 0 or not 0.0 <= self.b <= 1.0:
-            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
+            raise UserError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
         make_tokenizer(self.tokenizer, self.stopwords)  # fails early on an unknown or unloadable tokenizer
 
     @classmethod

@@ -11,6 +11,7 @@ that commit deleted, and a search running during a commit sees the old state or 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 from collections import Counter
@@ -23,19 +24,20 @@ import numpy as np
 
 from datastores.bm25 import Bm25GlobalStats, Bm25Params, load_global_idf
 from datastores.chunks import chunk_statistics, read_chunk_rows
-from datastores.errors import DatastoreError
-from datastores.filters import combine_masks, shard_masks, where_chunk_ids
+from datastores.errors import DatastoreError, UserError
+from datastores.filters import combine_masks, where_chunk_ids
 from datastores.layout import DatastoreLayout
+from datastores.locate import locate_ids, masks_of_ids
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.records import Hit
+from datastores.retrieval import FIRST_STAGES, Searcher
 from datastores.search import ShardResult, check_queries, merge_top_k
 from datastores.shard import ShardFiles, ShardReader, check_sha256, check_shard_files
 from datastores.sql import open_sql
 
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 Stamp = tuple[int, int, int]
-SEARCH_MODES = ("dense", "bm25")
 WHERE_CACHE_SIZE = 8  # filters whose per-shard masks an open datastore keeps
 
 
@@ -141,7 +143,7 @@ class Snapshot:
         with self._lock:
             masks = self._where.pop(where, None)
             if masks is None:
-                masks = shard_masks(self.manifest.shards, where_chunk_ids(con, where))
+                masks = masks_of_ids(self.manifest.shards, where_chunk_ids(con, where))
             self._where[where] = masks  # most recent last
             while len(self._where) > WHERE_CACHE_SIZE:
                 self._where.pop(next(iter(self._where)))
@@ -154,20 +156,19 @@ def live_ids(shards: Sequence[ShardReader], chunk_ids: list[int]) -> list[int]:
     if not chunk_ids or all(s.tombstone is None for s in shards):
         return chunk_ids
     ids = np.asarray(chunk_ids, dtype=np.int64)
-    starts = np.array([s.info.chunk_id_start for s in shards], dtype=np.int64)
-    which = np.searchsorted(starts, ids, side="right") - 1
+    which, rows = locate_ids([s.info for s in shards], ids)
     keep = np.ones(len(ids), dtype=bool)
     for index, shard in enumerate(shards):
         mask = shard.live_mask()
-        rows = ids - shard.info.chunk_id_start
-        here = (which == index) & (rows < shard.info.rows)
+        here = which == index
         if mask is not None and here.any():
             keep[here] = mask[rows[here]]
     return ids[keep].tolist()
 
 
-class Datastore:
-    """Read access to a datastore directory.
+class Datastore(Searcher):
+    """Read access to a datastore directory, searched through ``datastores.retrieval.Searcher``
+    (``search``, ``search_many``, ``run``: dense, BM25 or hybrid, rerank, MMR, ``where``).
 
     Dense search needs a ``query_encoder`` (texts -> float32 [n, dim]); ``rag.Datastore`` supplies
     the embedder recorded in the manifest. ``search_vectors`` works without one.
@@ -264,17 +265,13 @@ class Datastore:
 
     # -- search -----------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5, mode: str = "dense", where: str | None = None) -> list[Hit]:
-        """Top-``k`` chunks for one query text, best first."""
-        return self.search_many([query], k=k, mode=mode, where=where)[0]
-
-    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense",
-                    where: str | None = None) -> list[list[Hit]]:
-        """Top-``k`` chunks for each query text; ``where`` is a SQL filter over chunk columns."""
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
+        """The exact top-``k`` chunks of one first stage (``dense`` or ``bm25``) for each query text;
+        ``where`` is a SQL filter over chunk columns. Ties by chunk id."""
+        if mode not in FIRST_STAGES:
+            raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(FIRST_STAGES)}")
         if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
+            raise UserError(f"k must be at least 1 (got {k})")
         check_queries(queries)
         snap = self.snapshot()
         masks = snap.row_masks(where)
@@ -284,6 +281,26 @@ class Datastore:
             raise DatastoreError("dense search needs a query encoder; open the datastore with rag.Datastore.open")
         vectors = np.asarray(self.query_encoder(list(queries)), dtype=np.float32)
         return self._search_vectors_masked(snap, vectors, k, masks)
+
+    def locate(self, chunk_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per global id, (index into ``shards``, row there) as int64 arrays; -1 for ids no shard holds."""
+        return locate_ids(self.manifest.shards, chunk_ids)
+
+    def vectors(self, chunk_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """float32 [len(chunk_ids), dim], in the order given: the stored float16 vectors, or the
+        dequantized int8 / multi-bit rescoring layer of a quantized index (memory-mapped, only the
+        rows asked for are read; ``datastores.dense.DenseShard.vectors``)."""
+        snap = self.snapshot()
+        shard, row = locate_ids(snap.manifest.shards, chunk_ids)
+        if (shard < 0).any():
+            missing = np.asarray(chunk_ids, dtype=np.int64).reshape(-1)[shard < 0]
+            raise UserError(f"chunk id(s) {', '.join(map(str, missing[:5].tolist()))} are not in {self.root}")
+        out = np.zeros((len(row), int(snap.manifest.embedder["dim"])), dtype=np.float32)
+        for index in np.unique(shard).tolist():
+            sel = np.flatnonzero(shard == index)
+            sel = sel[np.argsort(row[sel], kind="stable")]
+            out[sel] = snap.shards[index].dense_layer().vectors(row[sel])
+        return out
 
     def row_masks(self, where: str | None = None) -> list[np.ndarray | None]:
         """Per shard, the rows a search may return: live (not tombstoned) and matching ``where``.
@@ -305,7 +322,7 @@ class Datastore:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = int(snap.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
-            raise ValueError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
+            raise UserError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
         per_shard = [shard.search_dense(vectors, k, mask, self.rescore_multiplier)
                      for shard, mask in zip(snap.shards, masks)]
         merged = []
@@ -360,7 +377,7 @@ class Datastore:
                 reader = snap.shards[shard]
                 record = reader.rows().get(row)  # checked against the row's CRC32
                 hits.append(Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score,
-                                reader.info.name, record["text"], record["source"]))
+                                reader.info.name, record["text"], record["source"], _metadata(record)))
             out.append(hits)
         return out
 
@@ -388,3 +405,9 @@ class Datastore:
         snap = self.snapshot()
         deleted = deleted_chunk_ids(self.root, snap.manifest) if snap.manifest.tombstones else None
         return chunk_statistics([s.chunks_path for s in snap.shards], exclude_ids=deleted)
+
+
+def _metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a row-store record (stored as a JSON string; a dict in older records)."""
+    value = record.get("metadata") or {}
+    return json.loads(value) if isinstance(value, str) else dict(value)

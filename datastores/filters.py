@@ -1,14 +1,13 @@
-"""Row filters: a SQL WHERE expression over the chunk table, turned into per-shard row masks."""
+"""Row filters: a SQL WHERE expression over the chunk table, turned into chunk ids (per-shard row
+masks: ``datastores.locate.masks_of_ids``)."""
 
 from __future__ import annotations
 
 import json
-from typing import Sequence
 
 import duckdb
 import numpy as np
 
-from datastores.manifest import ShardInfo
 from datastores.sql import SqlError, check_read_only
 
 
@@ -40,17 +39,6 @@ def _check_is_filter(con: duckdb.DuckDBPyConnection, query: str, where: str) -> 
              and node.get("from_table", {}).get("table_name") == "chunks" and len(node.get("select_list", [])) == 1)
     if not plain:
         raise SqlError(f"{where!r} is not a filter expression over chunk columns")
-
-
-def shard_masks(shards: Sequence[ShardInfo], chunk_ids: np.ndarray) -> list[np.ndarray]:
-    """One boolean mask per shard, true at the rows whose global id is in ``chunk_ids``."""
-    masks = []
-    for info in shards:
-        mask = np.zeros(info.rows, dtype=bool)
-        rows = chunk_ids - info.chunk_id_start
-        mask[rows[(rows >= 0) & (rows < info.rows)]] = True
-        masks.append(mask)
-    return masks
 
 
 def combine_masks(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:

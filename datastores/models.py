@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from datastores.errors import UserError
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(UserError):
     """The embedding model cannot be found, loaded or trusted."""
 
 

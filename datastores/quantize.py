@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from datastores.errors import UserError
+
 
 def binary_codes(vectors: np.ndarray) -> np.ndarray:
     """``ubinary`` codes: one bit per dimension, set where the value is positive, packed [n, ceil(d/8)]."""
@@ -42,7 +44,7 @@ def multibit_encode(vectors: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
     Returns packed planes uint8 [n, bits, ceil(d/8)] and scales float16 [n, bits].
     """
     if bits < 1:
-        raise ValueError(f"bits must be at least 1 (got {bits})")
+        raise UserError(f"bits must be at least 1 (got {bits})")
     residual = np.array(vectors, dtype=np.float32, copy=True)
     planes, scales = [], []
     for _ in range(bits):
@@ -86,7 +88,7 @@ class Int8Calibration:
         """Ranges from the minimum and maximum of each dimension over ``sample`` [n, d]."""
         sample = np.asarray(sample, dtype=np.float32)
         if sample.ndim != 2 or len(sample) == 0:
-            raise ValueError("int8 calibration needs a non-empty [n, dim] sample")
+            raise UserError("int8 calibration needs a non-empty [n, dim] sample")
         return cls(sample.min(axis=0), sample.max(axis=0))
 
     @property

@@ -30,7 +30,7 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the chunk, its score and the shard it came from."""
+    """One search result: the chunk, its score, the shard it came from and the row's metadata."""
 
     chunk_id: int
     doc_id: str
@@ -40,6 +40,7 @@ class Hit:
     shard: str
     text: str
     source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,4 +52,5 @@ class Hit:
             "shard": self.shard,
             "text": self.text,
             "source": self.source,
+            "metadata": self.metadata,
         }

@@ -10,7 +10,7 @@ import numpy as np
 from datastores.errors import DatastoreError
 
 
-class EmptyQueryError(DatastoreError, ValueError):
+class EmptyQueryError(DatastoreError):
     """A query text is empty or only whitespace: there is nothing to search for."""
 
 

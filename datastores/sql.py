@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.layout import CHUNKS_FILE
 from datastores.manifest import Manifest
 
@@ -84,7 +84,7 @@ def parse_metadata_types(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, kind = str(item).rpartition(":")
         if not sep or not key or kind.strip().lower() not in METADATA_TYPES:
-            raise ValueError(f"metadata type {item!r} must be FIELD:TYPE with TYPE one of {', '.join(METADATA_TYPES)}")
+            raise UserError(f"metadata type {item!r} must be FIELD:TYPE with TYPE one of {', '.join(METADATA_TYPES)}")
         out[key.strip()] = METADATA_TYPES[kind.strip().lower()]
     return out
 

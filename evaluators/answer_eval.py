@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 from evaluators.answers import answer_in_context, exact_match, f1_score, strip_citations
 from evaluators.datasets import QAItem, QASet
@@ -279,18 +280,16 @@ def run_pipeline(name: str, pipe: Any, items: Sequence[QAItem], source: str, cac
 def index_documents(documents: dict[str, str], folder: Path, chunker: str = "recursive", chunk_size: int = 256,
                     overlap: int = 0, device: str = "auto", progress: bool = False) -> Any:
     """A datastore of the set's own documents (the default MiniLM embedder), opened for asking."""
-    from evaluators.datasets import BeirDataset
-    from evaluators.retrieval import write_beir_datastore
-    from indexers.chunkers import make_chunker
-    from indexers.embedding import load_embedder
-    from indexers.tokenizers import DEFAULT_TOKENIZER
+    from datastores.records import Document
+    from indexers.build import build_datastore
+    from indexers.build_input import BuildInput
+    from indexers.config import BuildConfig
     from rag.datastore import Datastore
 
-    corpus = {doc_id: {"title": "", "text": text} for doc_id, text in documents.items()}
-    embedder = load_embedder(device=device)
-    write_beir_datastore(folder, BeirDataset(corpus, {}, {}), make_chunker(chunker, chunk_size, overlap,
-                                                                           DEFAULT_TOKENIZER), embedder,
-                         progress=progress)
+    source = BuildInput(documents=[Document(doc_id, text, doc_id, {}) for doc_id, text in documents.items()],
+                        name="answer-evaluation")
+    build_datastore(source, folder, BuildConfig(chunker=chunker, chunk_size=chunk_size, overlap=overlap, device=device),
+                    progress=progress)
     return Datastore.open(folder, device=device)
 
 
@@ -331,9 +330,9 @@ def evaluate_answers(qa: QASet, pipelines: Sequence[NamedPipeline], datastore: A
     from tqdm.auto import tqdm
 
     if not pipelines:
-        raise ValueError("no pipeline to evaluate: give --config and/or pipeline flags")
+        raise UserError("no pipeline to evaluate: give --config and/or pipeline flags")
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
     runs = _runs(pipelines, qa, closed_book, oracle)
     store_key = getattr(getattr(datastore, "manifest", None), "content_checksum", None) or str(datastore)
     generators: dict[str, Any] = {}

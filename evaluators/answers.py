@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from datastores.errors import UserError
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
 
@@ -98,9 +100,9 @@ def answer_metrics(golds: Sequence[Sequence[str]], predictions: Sequence[str] | 
     """EM and F1 of ``predictions`` and/or the answer-in-context rate of retrieved ``contexts``
     (one list of texts per question), against each question's gold answers."""
     if predictions is not None and len(predictions) != len(golds):
-        raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
+        raise UserError(f"{len(predictions)} predictions for {len(golds)} questions")
     if contexts is not None and len(contexts) != len(golds):
-        raise ValueError(f"{len(contexts)} context lists for {len(golds)} questions")
+        raise UserError(f"{len(contexts)} context lists for {len(golds)} questions")
     em, f1, hit = [], [], []
     skipped = 0
     for i, answers in enumerate(golds):

@@ -3,11 +3,12 @@
 1. Every corpus of the dataset is chunked with ``indexers.chunkers.make_chunker``; chunk spans
    are exact (``corpus[start:end] == text``).
 2. The chunks of ALL corpora go into ONE datastore (``doc_id`` = corpus id), written by
-   ``datastores.DatastoreWriter`` with the given embedder's unit vectors, so chunks of other
-   corpora act as distractors.
+   ``indexers.build_datastore`` exactly as ``rag index`` writes them (the model's passage prefix,
+   the same embedding blocks, so the same vectors), so chunks of other corpora act as distractors.
 3. Each question is searched with ``datastores.Datastore.search_many``: ``dense`` = exact inner
-   product over unit vectors (cosine) in a FAISS flat index (engine ``faiss-flat-ip``), or
-   ``bm25`` (engine ``bm25``, exact scoring over all chunks).
+   product over unit vectors (cosine) in a FAISS flat index (engine ``faiss-flat-ip``), the
+   question encoded with the model's query prefix, or ``bm25`` (engine ``bm25``, exact scoring
+   over all chunks).
 4. The top-k of each question are scored by :mod:`evaluators.spans`.
 
 ``k`` is an int or ``"min"`` (per question, the number of chunks that contain reference
@@ -15,17 +16,18 @@ characters, capped at 20).
 
 :class:`ChunkIndex` does steps 1–2 once and then scores any number of (k, mode, unit) settings
 from one search per mode (sweeps use it); :func:`evaluate_chunking` is one index, one setting.
-The embedding chunkers (``cluster``, ``kamradt``) get the evaluation's embedder for their pieces.
+The embedding chunkers (``cluster``, ``kamradt``) get the evaluation's embedder (with its passage
+prefix, as in ``rag index``) for their pieces.
 
 Duplicate chunk texts. Some corpora repeat passages (Recursive 200/0 gives 768 finance chunks in
 325 groups of identical text). No retriever can tell identical texts apart, so which copy lands in
 the top-k is decided by floating-point noise (FAISS scores identical vectors differently by an ulp
 depending on their position), yet with exact spans only the copy at the reference offset earns
 credit: on the Chroma set this moves Recall by about one point between runs or engines. With
-``duplicate_ties="document-order"`` (default) identical texts are embedded once (bit-identical
-vectors) and, within each question's hit list, the copies retrieved of a text are reassigned to
-that text's chunks in document order (the first copy retrieved becomes the first occurrence, and
-so on; the number of copies and their ranks are kept). This matches the data set's convention that
+``duplicate_ties="document-order"`` (default), within each question's hit list, the copies
+retrieved of a text are reassigned to that text's chunks in document order (the first copy
+retrieved becomes the first occurrence, and so on; the number of copies and their ranks are
+kept). This matches the data set's convention that
 a stored reference offset is the first occurrence, and BM25's own tie-breaking (lower chunk id
 first). ``duplicate_ties="engine"`` keeps the engine's choice. The reference implementation
 goes further and maps every copy onto the first occurrence.
@@ -43,11 +45,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from datastores import Bm25Params, Datastore, DatastoreWriter
+from datastores import Datastore
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import MIN_K_CAP, UNITS, RetrievedSpan, SpanScorer, SpanScores, SpanSummary, summarize
+from indexers.build import build_datastore
+from indexers.build_input import BuildInput
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, make_chunker
+from indexers.config import BuildConfig
+from indexers.embedding import AUTO_PREFIX
 from indexers.tokenizers import DEFAULT_TOKENIZER
 
 logger = logging.getLogger("terarag.evaluators")
@@ -66,9 +73,9 @@ def parse_k(k: int | str) -> int | str:
         try:
             k = int(text)
         except ValueError:
-            raise ValueError(f"k must be a positive integer or 'min' (got {k!r})") from None
+            raise UserError(f"k must be a positive integer or 'min' (got {k!r})") from None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer or 'min' (got {k!r})")
+        raise UserError(f"k must be a positive integer or 'min' (got {k!r})")
     return k
 
 
@@ -114,7 +121,7 @@ class ChunkingEvaluation:
 
             pq.write_table(table, path)
         else:
-            raise ValueError(f"cannot write rows to {path}: use a .parquet, .csv or .jsonl file")
+            raise UserError(f"cannot write rows to {path}: use a .parquet, .csv or .jsonl file")
         return path
 
 
@@ -161,37 +168,26 @@ def in_document_order(chunk_ids: Sequence[int], group_of: Sequence[int],
     return out, changed
 
 
-def write_eval_datastore(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: Chunker,
-                         batch_size: int | None = None, timings: dict[str, float] | None = None) -> Datastore:
-    """One datastore of all chunks, embedded by ``embedder``; opened with it as the query encoder.
-
-    Each distinct text is embedded once, so identical chunks get bit-identical vectors. When
-    ``timings`` is given, ``embed`` and ``write`` seconds are added to it.
-    """
-    timings = timings if timings is not None else {}
-    started = time.perf_counter()
-    group_of, members = duplicate_groups(chunks)
-    texts = [chunks[m[0]].text for m in members]
-    unique = embedder.encode_passages(texts, batch_size)
-    vectors = np.ascontiguousarray(np.asarray(unique, dtype=np.float32)[np.asarray(group_of, dtype=np.int64)])
-    timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
-    started = time.perf_counter()
-    spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
-    writer = DatastoreWriter.create(root, {"purpose": "chunking-evaluation"}, spec, chunker.spec, Bm25Params())
-    writer.add_shard(list(chunks), vectors, 0)
-    writer.finish({"documents": len({c.doc_id for c in chunks})}, int(vectors.shape[1]))
-    datastore = Datastore.open(root, query_encoder=embedder.encode_queries)
-    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
-    return datastore
+def _index_chunks(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: Chunker,
+                  batch_size: int | None, timings: dict[str, float]) -> Datastore:
+    """One datastore of ``chunks`` built by ``build_datastore`` with the prefixed ``embedder``;
+    opened with its query encoder. Adds ``embed`` and ``write`` seconds to ``timings``."""
+    config = BuildConfig(embedder=embedder.name, batch_size=batch_size, query_prefix=embedder.query_prefix,
+                         passage_prefix=embedder.passage_prefix)
+    report = build_datastore(BuildInput(chunks=chunks, chunker=chunker, name="chunking-evaluation"), root, config,
+                             embedder=embedder, progress=False)
+    for name in ("embed", "write"):
+        timings[name] = timings.get(name, 0.0) + report.timings[name]
+    return Datastore.open(root, query_encoder=embedder.encode_queries)
 
 
 def _check_options(mode: str | None = None, unit: str | None = None, duplicate_ties: str | None = None) -> None:
     if mode is not None and mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise UserError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if unit is not None and unit not in UNITS:
-        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+        raise UserError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if duplicate_ties is not None and duplicate_ties not in DUPLICATE_TIES:
-        raise ValueError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
+        raise UserError(f"unknown duplicate_ties {duplicate_ties!r}; choose one of {', '.join(DUPLICATE_TIES)}")
 
 
 class ChunkIndex:
@@ -199,20 +195,23 @@ class ChunkIndex:
     then searched and scored for any number of (k, mode, unit) settings.
 
     ``timings`` holds ``chunk``, ``embed`` and ``write`` seconds (for embedding chunkers,
-    ``chunk`` includes embedding their pieces); :meth:`search` adds ``search_<mode>``.
+    ``chunk`` includes embedding their pieces); :meth:`search` adds ``search_<mode>``. Chunks
+    are embedded with the model's passage prefix and questions with its query prefix (``"auto"``:
+    the model's saved prompts, else its family's; see ``indexers.embedding``), as ``rag index`` and ``rag search`` do.
     Use as a context manager, or call :meth:`close`, to remove a temporary datastore.
     """
 
     def __init__(self, dataset: EvalDataset, chunker: Chunker, embedder: Any, *,
-                 workdir: str | Path | None = None, batch_size: int | None = None):
+                 workdir: str | Path | None = None, batch_size: int | None = None,
+                 query_prefix: str = AUTO_PREFIX, passage_prefix: str = AUTO_PREFIX):
         self.dataset = dataset
         self.chunker = chunker
-        self.embedder = embedder
+        self.embedder = embedder.with_prefixes(query_prefix, passage_prefix)
         self.timings: dict[str, float] = {}
         started = time.perf_counter()
         self.chunks = chunk_corpora(dataset.corpora, chunker)
         if not self.chunks:
-            raise ValueError("the chunker produced no chunks")
+            raise UserError("the chunker produced no chunks")
         self.timings["chunk"] = time.perf_counter() - started
         self.chunks_by_corpus = {cid: [(c.start, c.end) for c in self.chunks if c.doc_id == cid]
                                  for cid in dataset.corpora}
@@ -225,7 +224,7 @@ class ChunkIndex:
             root = Path(workdir)
         logger.info("embedding %d chunks of %d corpora", len(self.chunks), len(dataset.corpora))
         try:
-            self.datastore = write_eval_datastore(root, self.chunks, embedder, chunker, batch_size, self.timings)
+            self.datastore = _index_chunks(root, self.chunks, self.embedder, chunker, batch_size, self.timings)
         except BaseException:
             self.close()
             raise
@@ -340,7 +339,9 @@ class ChunkIndex:
             "unit_tokenizer": scorer.tokenizer_name,
             "mode": mode,
             "engine": ENGINES[mode],
-            "embedder": getattr(self.embedder, "name", type(self.embedder).__name__),
+            "embedder": self.embedder.name,
+            "query_prefix": self.embedder.query_prefix,
+            "passage_prefix": self.embedder.passage_prefix,
             "chunks": len(chunks),
             "chunks_per_corpus": {cid: len(spans) for cid, spans in self.chunks_by_corpus.items()},
             "duplicate_chunks": sum(len(m) for m in self.members if len(m) > 1),
@@ -355,14 +356,16 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
                       mode: str = "dense", embedder: Any = None, *, tokenizer: str = DEFAULT_TOKENIZER,
                       unit_tokenizer: str | None = None, corpora: Sequence[str] | None = None,
                       workdir: str | Path | None = None, device: str = "auto",
-                      batch_size: int | None = None, duplicate_ties: str = "document-order") -> ChunkingEvaluation:
+                      batch_size: int | None = None, duplicate_ties: str = "document-order",
+                      query_prefix: str = AUTO_PREFIX, passage_prefix: str = AUTO_PREFIX) -> ChunkingEvaluation:
     """Evaluate a chunker on a Chroma-format dataset; see the module docstring for the protocol.
 
     ``chunker`` is a name for ``make_chunker`` (sizes in tokens of ``tokenizer``) or a chunker
     instance (then ``chunk_size``/``overlap`` are ignored). ``embedder`` defaults to
     all-MiniLM-L6-v2; it embeds the chunks in both modes (the datastore always holds vectors),
     the questions in dense mode, and the pieces of the embedding chunkers (``cluster``,
-    ``kamradt``). ``unit_tokenizer`` names the tokenizer of the token unit (default:
+    ``kamradt``), with the model's passage prefix for passages and its query prefix for questions
+    (``query_prefix`` / ``passage_prefix``; ``"auto"``: the family's). ``unit_tokenizer`` names the tokenizer of the token unit (default:
     ``tokenizer``). ``corpora`` restricts the dataset. The datastore is written under ``workdir``
     (which must not hold one already) or a temporary folder that is removed after. To score many
     k, modes or units over one index, use :class:`ChunkIndex`.
@@ -376,15 +379,17 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
         from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
+    embedder = embedder.with_prefixes(query_prefix, passage_prefix)
     started = time.perf_counter()
     if isinstance(chunker, str):
         chunker = make_chunker(chunker, chunk_size, overlap, tokenizer,
                                embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
     setup = time.perf_counter() - started
-    with ChunkIndex(dataset, chunker, embedder, workdir=workdir, batch_size=batch_size) as index:
+    with ChunkIndex(dataset, chunker, embedder, workdir=workdir, batch_size=batch_size, query_prefix=query_prefix,
+                    passage_prefix=passage_prefix) as index:
         index.timings["chunk"] += setup
         return index.evaluate(k, mode, unit, unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
 
 
 __all__ = ["DUPLICATE_TIES", "ENGINES", "MODES", "ChunkIndex", "ChunkingEvaluation", "chunk_corpora",
-           "duplicate_groups", "evaluate_chunking", "in_document_order", "parse_k", "write_eval_datastore"]
+           "duplicate_groups", "evaluate_chunking", "in_document_order", "parse_k"]

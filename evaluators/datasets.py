@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from datastores.errors import UserError
+
 QUESTIONS_FILE = "questions_df.csv"
 CORPORA_DIR = "corpora"
 REQUIRED_COLUMNS = ("question", "references", "corpus_id")
@@ -67,7 +69,7 @@ class EvalDataset:
         wanted = list(dict.fromkeys(corpus_ids))
         unknown = [c for c in wanted if c not in self.corpora]
         if unknown:
-            raise ValueError(f"unknown corpus id(s) {', '.join(unknown)}; the dataset has {', '.join(self.corpus_ids)}")
+            raise UserError(f"unknown corpus id(s) {', '.join(unknown)}; the dataset has {', '.join(self.corpus_ids)}")
         keep = set(wanted)
         return EvalDataset([q for q in self.questions if q.corpus_id in keep],
                            {c: t for c, t in self.corpora.items() if c in keep}, self.path,
@@ -79,7 +81,7 @@ def read_text_exact(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc})") from exc
+        raise UserError(f"{path} is not UTF-8 text ({exc})") from exc
 
 
 def load_corpora(folder: str | Path) -> dict[str, str]:
@@ -92,10 +94,10 @@ def load_corpora(folder: str | Path) -> dict[str, str]:
         if not path.is_file() or path.name.startswith("."):
             continue
         if path.stem in corpora:
-            raise ValueError(f"two corpora in {folder} have the id {path.stem!r}")
+            raise UserError(f"two corpora in {folder} have the id {path.stem!r}")
         corpora[path.stem] = read_text_exact(path)
     if not corpora:
-        raise ValueError(f"{folder} holds no corpus files")
+        raise UserError(f"{folder} holds no corpus files")
     return corpora
 
 
@@ -154,7 +156,7 @@ def load_dataset(path: str | Path, corpora: Iterable[str] | None = None, strict:
         wanted = list(dict.fromkeys(corpora))
         unknown = [c for c in wanted if c not in texts]
         if unknown:
-            raise ValueError(f"unknown corpus id(s) {', '.join(unknown)}; {root / CORPORA_DIR} has "
+            raise UserError(f"unknown corpus id(s) {', '.join(unknown)}; {root / CORPORA_DIR} has "
                              f"{', '.join(sorted(texts))}")
         texts = {c: texts[c] for c in sorted(wanted)}
 
@@ -165,7 +167,7 @@ def load_dataset(path: str | Path, corpora: Iterable[str] | None = None, strict:
         reader = csv.DictReader(handle)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{questions_path} lacks column(s) {', '.join(missing)}")
+            raise UserError(f"{questions_path} lacks column(s) {', '.join(missing)}")
         for index, row in enumerate(reader):
             corpus_id = (row.get("corpus_id") or "").strip()
             if wanted is not None and corpus_id not in texts:
@@ -186,10 +188,10 @@ def load_dataset(path: str | Path, corpora: Iterable[str] | None = None, strict:
     if bad and strict:
         shown = "\n  ".join(str(b) for b in bad[:20])
         more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise ValueError(f"{questions_path}: {len(bad)} bad row(s) (rows counted from 0 after the header): "
+        raise UserError(f"{questions_path}: {len(bad)} bad row(s) (rows counted from 0 after the header): "
                          f"{', '.join(str(b.index) for b in bad)}\n  {shown}{more}")
     if not questions:
-        raise ValueError(f"{questions_path} has no usable questions"
+        raise UserError(f"{questions_path} has no usable questions"
                          + (f" for corpora {', '.join(wanted)}" if wanted else ""))
     return EvalDataset(questions, texts, root, bad)
 
@@ -246,7 +248,7 @@ def _read_jsonl_records(path: Path, required: Sequence[str]) -> list[dict]:
                 continue
             records.append(record)
     if problems:
-        raise ValueError(f"{path}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
+        raise UserError(f"{path}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
                          + (" …" if len(problems) > 10 else ""))
     return records
 
@@ -267,14 +269,14 @@ def load_beir(path: str | Path, split: str | None = None) -> BeirDataset:
     if split is None:
         split = "test" if "test" in available or len(available) != 1 else available[0]
     if split not in available:
-        raise ValueError(f"{qrels_dir} has no {split}.tsv; it has {', '.join(available)}")
+        raise UserError(f"{qrels_dir} has no {split}.tsv; it has {', '.join(available)}")
     corpus: dict[str, dict[str, str]] = {}
     for record in _read_jsonl_records(root / "corpus.jsonl", ("_id", "text")):
         doc_id = str(record["_id"])
         if doc_id in corpus:
-            raise ValueError(f"{root / 'corpus.jsonl'}: document id {doc_id!r} occurs twice")
+            raise UserError(f"{root / 'corpus.jsonl'}: document id {doc_id!r} occurs twice")
         if not isinstance(record["text"], str):
-            raise ValueError(f"{root / 'corpus.jsonl'}: document {doc_id!r} has a non-string text")
+            raise UserError(f"{root / 'corpus.jsonl'}: document {doc_id!r} has a non-string text")
         corpus[doc_id] = {"title": str(record.get("title") or ""), "text": record["text"]}
     queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl_records(root / "queries.jsonl", ("_id", "text"))}
     qrels: dict[str, dict[str, int]] = {}
@@ -303,10 +305,10 @@ def load_beir(path: str | Path, split: str | None = None) -> BeirDataset:
                 continue
             qrels.setdefault(qid, {})[did] = value
     if problems:
-        raise ValueError(f"{qrels_dir / (split + '.tsv')}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
+        raise UserError(f"{qrels_dir / (split + '.tsv')}: {len(problems)} bad line(s): " + "; ".join(problems[:10])
                          + (" …" if len(problems) > 10 else ""))
     if not qrels:
-        raise ValueError(f"{qrels_dir / (split + '.tsv')} has no judgements")
+        raise UserError(f"{qrels_dir / (split + '.tsv')} has no judgements")
     return BeirDataset(corpus, queries, qrels, root, split)
 
 
@@ -346,7 +348,7 @@ def load_corpus_texts(path: str | Path) -> dict[str, str]:
     for record in _read_jsonl_records(path, ("text",)):
         doc_id = record.get("_id", record.get("id"))
         if doc_id is None:
-            raise ValueError(f"{path}: a record has neither _id nor id")
+            raise UserError(f"{path}: a record has neither _id nor id")
         texts[str(doc_id)] = record["text"]
     return texts
 
@@ -426,7 +428,7 @@ def load_questions_jsonl(path: str | Path, corpus: Mapping[str, str] | None = No
                                           str(record.get("id", index)), index))
     if bad and strict:
         shown = "\n  ".join(str(b) for b in bad[:20])
-        raise ValueError(f"{path}: {len(bad)} bad line(s) (counted from 0): {', '.join(str(b.index) for b in bad)}"
+        raise UserError(f"{path}: {len(bad)} bad line(s) (counted from 0): {', '.join(str(b.index) for b in bad)}"
                          f"\n  {shown}")
     return questions, bad
 
@@ -449,7 +451,7 @@ def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, stri
         if len(docs) != 1:
             reason = "no references" if not docs else f"references in {len(docs)} documents"
             if strict:
-                raise ValueError(f"{questions_path}: question {q.index} has {reason}; the span metrics need "
+                raise UserError(f"{questions_path}: question {q.index} has {reason}; the span metrics need "
                                  "all references of a question in one document")
             bad.append(BadRow(q.index, reason))
             continue
@@ -457,7 +459,7 @@ def jsonl_eval_dataset(questions_path: str | Path, corpus_path: str | Path, stri
         out.append(Question(q.text, doc_id, tuple((r.start, r.end) for r in q.references), q.index,
                             tuple(corpus[doc_id][r.start:r.end] for r in q.references)))
     if not out:
-        raise ValueError(f"{questions_path} has no usable questions")
+        raise UserError(f"{questions_path} has no usable questions")
     # Every document is kept: the chunks of the others act as distractors.
     return EvalDataset(out, dict(corpus), Path(questions_path), bad)
 
@@ -474,7 +476,7 @@ def load_squad_retrieval(path: str | Path, answerable_only: bool = True) -> Beir
     try:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))["data"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a SQuAD JSON file ({exc})") from exc
+        raise UserError(f"{path} is not a SQuAD JSON file ({exc})") from exc
     corpus: dict[str, dict[str, str]] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
@@ -489,7 +491,7 @@ def load_squad_retrieval(path: str | Path, answerable_only: bool = True) -> Beir
                 queries[str(qa["id"])] = qa["question"]
                 qrels[str(qa["id"])] = {doc_id: 1}
     if not qrels:
-        raise ValueError(f"{path} holds no {'answerable ' if answerable_only else ''}questions")
+        raise UserError(f"{path} holds no {'answerable ' if answerable_only else ''}questions")
     return BeirDataset(corpus, queries, qrels, path, "squad")
 
 
@@ -523,7 +525,7 @@ class QASet:
         if limit is None or limit >= len(self.items):
             return self
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+            raise UserError(f"limit must be at least 1, got {limit}")
         if seed is None:
             return QASet(self.items[:limit], self.documents, self.path, self.skipped)
         import numpy as np
@@ -540,7 +542,7 @@ def load_squad_qa(path: str | Path) -> QASet:
     try:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))["data"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a SQuAD JSON file ({exc})") from exc
+        raise UserError(f"{path} is not a SQuAD JSON file ({exc})") from exc
     items, documents, skipped = [], {}, 0
     for article in data:
         for n, paragraph in enumerate(article.get("paragraphs", [])):
@@ -553,7 +555,7 @@ def load_squad_qa(path: str | Path) -> QASet:
                     continue
                 items.append(QAItem(str(qa["id"]), qa["question"], answers, (paragraph["context"],), (doc_id,)))
     if not items:
-        raise ValueError(f"{path} holds no answerable questions")
+        raise UserError(f"{path} holds no answerable questions")
     return QASet(items, documents, path, skipped)
 
 
@@ -579,7 +581,7 @@ def load_jsonl_qa(path: str | Path, documents: str | Path | None = None) -> QASe
         passages = tuple(corpus[r.doc_id][r.start:r.end] for r in q.references) if corpus else ()
         items.append(QAItem(q.id, q.text, q.answers, passages, tuple(dict.fromkeys(r.doc_id for r in q.references))))
     if not items:
-        raise ValueError(f"{path} has no questions with answers")
+        raise UserError(f"{path} has no questions with answers")
     return QASet(items, dict(corpus or {}), Path(path), skipped)
 
 

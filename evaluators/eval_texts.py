@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from datastores.errors import UserError
 from datastores.ops.decontaminate import FIELDS, EvalText, read_qa_jsonl
 from evaluators.datasets import load_corpus_texts, load_dataset, load_questions_jsonl
 
@@ -20,7 +21,7 @@ def load_eval_texts(path: str | Path, fields: Sequence[str] = ("question", "answ
     of its own."""
     unknown = [f for f in fields if f not in FIELDS]
     if unknown or not fields:
-        raise ValueError(f"unknown field(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FIELDS)}")
+        raise UserError(f"unknown field(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FIELDS)}")
     path = Path(path)
     out: list[EvalText] = []
     if path.is_dir() or path.suffix == ".csv":
@@ -45,7 +46,7 @@ def load_eval_texts(path: str | Path, fields: Sequence[str] = ("question", "answ
             out.append(EvalText(label, "\n".join(parts)))
         if "references" in fields:
             if texts is None:
-                raise ValueError("references of a JSONL question set need --corpus to resolve their spans")
+                raise UserError("references of a JSONL question set need --corpus to resolve their spans")
             out.extend(EvalText(f"{label}.ref{j}", texts[r.doc_id][r.start:r.end])
                        for j, r in enumerate(q.references))
     return out

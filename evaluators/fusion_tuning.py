@@ -2,7 +2,7 @@
 
 Given, per query, the dense and the BM25 hit lists (what ``rag.retrieve.Retriever`` fuses in
 ``hybrid`` mode) and the qrels, every setting of a small grid (convex ``alpha`` x normalisation,
-RRF ``k``) is applied with ``rag.retrieve.fusion.fuse`` and scored per query with
+RRF ``k``) is applied with ``datastores.fusion.fuse`` and scored per query with
 ``evaluators.retrieval.retrieval_metrics``, once. Tuning picks the setting with the best mean of
 one metric (nDCG@k by default) over the dev queries; ties go to the earlier setting of the grid.
 
@@ -26,10 +26,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from evaluators.datasets import judged_queries
 from evaluators.retrieval import (RetrievalEvaluation, document_ranking, mean_metrics, metric_names,
                                   retrieval_metrics)
-from rag.retrieve.fusion import NORMALIZATIONS, fuse
+from datastores.fusion import NORMALIZATIONS, fuse
 from rag.retrieve.retriever import RetrieverConfig
 
 #: Convex weights of a real hybrid (0 and 1 would be BM25 or dense alone).
@@ -87,7 +88,7 @@ def fusion_grid(alphas: Iterable[float] = HYBRID_ALPHAS, normalizations: Iterabl
     grid = [FusionSetting("convex", float(a), n) for a in alphas for n in normalizations]
     grid += [FusionSetting("rrf", float(a), rrf_k=int(k)) for k in rrf_ks for a in rrf_alphas]
     if not grid:
-        raise ValueError("the fusion grid is empty")
+        raise UserError("the fusion grid is empty")
     return grid
 
 
@@ -128,10 +129,10 @@ class GridScores:
     def best(self, metric: str, queries: Sequence[int] | np.ndarray | None = None) -> FusionTuning:
         """The setting with the highest mean ``metric`` over the query rows ``queries`` (default: all)."""
         if metric not in self.metrics:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(self.metrics)}")
+            raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(self.metrics)}")
         rows = np.arange(len(self.query_ids)) if queries is None else np.asarray(queries, dtype=np.int64)
         if len(rows) == 0:
-            raise ValueError("no dev queries to tune the fusion on")
+            raise UserError("no dev queries to tune the fusion on")
         means = 100.0 * self.values[:, rows, self.metrics.index(metric)].mean(axis=1)
         best = int(np.argmax(np.round(means, 10)))  # first of equal means: grid order breaks ties
         s = self.grid[best]
@@ -174,7 +175,7 @@ def score_grid(dense: Mapping[str, Sequence[Any]], sparse: Mapping[str, Sequence
     grid = list(grid) if grid is not None else fusion_grid()
     query_ids = evaluated_query_ids(qrels)
     if not query_ids:
-        raise ValueError("no query has a relevant judgement (grade > 0): nothing to tune on")
+        raise UserError("no query has a relevant judgement (grade > 0): nothing to tune on")
     depth = max(k, recall_k)
     lists = []
     for q in query_ids:
@@ -207,9 +208,9 @@ def assign_folds(query_ids: Iterable[str], folds: int) -> dict[str, int]:
     disjoint, sizes differ by at most one)."""
     ids = sorted(dict.fromkeys(query_ids), key=_natural_key)
     if folds < 2:
-        raise ValueError(f"cross-fitting needs at least 2 folds (got {folds})")
+        raise UserError(f"cross-fitting needs at least 2 folds (got {folds})")
     if folds > len(ids):
-        raise ValueError(f"{folds} folds for {len(ids)} judged queries: use at most {len(ids)} folds")
+        raise UserError(f"{folds} folds for {len(ids)} judged queries: use at most {len(ids)} folds")
     return {q: i % folds for i, q in enumerate(ids)}
 
 
@@ -248,7 +249,7 @@ def cross_fit(scores: GridScores, folds: int = 2, metric: str | None = None,
     metric = metric or scores.metrics[0]
     fold_of = assign_folds(scores.query_ids, folds) if fold_of is None else fold_of
     if sorted(set(fold_of[q] for q in scores.query_ids)) != list(range(folds)):
-        raise ValueError(f"fold_of must put the judged queries into folds 0 .. {folds - 1}, each non-empty")
+        raise UserError(f"fold_of must put the judged queries into folds 0 .. {folds - 1}, each non-empty")
     assignment = np.array([fold_of[q] for q in scores.query_ids])
     per_query: dict[str, dict[str, float]] = {}
     choices = []
@@ -287,7 +288,7 @@ def tuned_fusion_evaluation(evaluations: Sequence[Any], qrels: Mapping[str, Mapp
     by_mode = {e.settings["mode"]: e for e in evaluations}
     missing = [m for m in ("dense", "bm25") if m not in by_mode or by_mode[m].hits is None]
     if missing:
-        raise ValueError(f"fusion tuning needs the {' and '.join(missing)} evaluation(s) run with keep_hits=True")
+        raise UserError(f"fusion tuning needs the {' and '.join(missing)} evaluation(s) run with keep_hits=True")
     dense, sparse = by_mode["dense"], by_mode["bm25"]
     k, recall_k = dense.settings["k"], dense.settings["recall_k"]
     started = time.perf_counter()

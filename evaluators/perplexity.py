@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 
 ORDERS = ("best-last", "best-first")
@@ -51,14 +52,14 @@ class PerplexitySettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.query_tokens < self.window:
-            raise ValueError(f"query tokens must be in (0, window) (got {self.query_tokens}, window {self.window})")
+            raise UserError(f"query tokens must be in (0, window) (got {self.query_tokens}, window {self.window})")
         if self.k < 1 or self.top_k < self.k or self.budget < 1:
-            raise ValueError(f"need 1 <= k <= top_k and budget >= 1 (got k={self.k}, top_k={self.top_k}, "
+            raise UserError(f"need 1 <= k <= top_k and budget >= 1 (got k={self.k}, top_k={self.top_k}, "
                              f"budget={self.budget})")
         if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)} (got {self.order!r})")
+            raise UserError(f"order must be one of {', '.join(ORDERS)} (got {self.order!r})")
         if any(not 0.0 < p <= 1.0 for p in self.fractions):
-            raise ValueError(f"fractions must be in (0, 1] (got {self.fractions})")
+            raise UserError(f"fractions must be in (0, 1] (got {self.fractions})")
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class PerplexityResult:
         import matplotlib.pyplot as plt
 
         if not self.fractions:
-            raise ValueError("a plot needs --fractions")
+            raise UserError("a plot needs --fractions")
         xs = sorted(self.fractions)
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(xs, [self.fractions[p] for p in xs], marker="o", label=f"retrieval, k={self.settings.k}")
@@ -135,12 +136,12 @@ def read_texts(paths: Sequence[str | Path]) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {number} is not valid JSON ({exc})") from None
+                raise UserError(f"{path} line {number} is not valid JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path} line {number} has no string field 'text'")
+                raise UserError(f"{path} line {number} has no string field 'text'")
             texts.append(record["text"])
     if not any(t.strip() for t in texts):
-        raise ValueError("the held-out texts are empty")
+        raise UserError("the held-out texts are empty")
     return texts
 
 
@@ -156,7 +157,7 @@ def make_windows(texts: Sequence[str], tokenizer: Any, settings: PerplexitySetti
             if settings.max_windows is not None and len(windows) >= settings.max_windows:
                 return windows
     if not windows:
-        raise ValueError(f"no text is {settings.window} LM tokens long: lower --window")
+        raise UserError(f"no text is {settings.window} LM tokens long: lower --window")
     return windows
 
 

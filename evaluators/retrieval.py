@@ -8,8 +8,8 @@ Queries are those with at least one relevant judgement (grade > 0); a query with
 document scores 0. Means are reported ×100 in the summaries, as fractions per query.
 
 BEIR evaluation (:func:`evaluate_beir`, :func:`evaluate_beir_modes`): every corpus document (title
-and text) is chunked and embedded and written with ``datastores.DatastoreWriter`` into one
-datastore (``doc_id`` = BEIR corpus id), each query is searched with a ``rag.retrieve`` retriever
+and text) is chunked, embedded and written by ``indexers.build_datastore`` into one datastore
+(``doc_id`` = BEIR corpus id), exactly as ``rag index`` builds one, each query is searched with a ``rag.retrieve`` retriever
 per mode (``dense``: exact cosine, FAISS flat inner product; ``bm25``; ``hybrid``: both fused;
 optionally reranked), and the chunk hits are turned into a document ranking by
 ``rag.retrieve.rank_documents`` (``max`` by default: each document at its best chunk, i.e. its
@@ -24,10 +24,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from evaluators.datasets import BeirDataset, load_beir
 
 logger = logging.getLogger("terarag.evaluators")
@@ -56,7 +57,7 @@ def retrieval_metrics(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapp
     import pytrec_eval
 
     if k < 1 or recall_k < 1:
-        raise ValueError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
+        raise UserError(f"cut-offs must be at least 1 (got k={k}, recall_k={recall_k})")
     evaluated = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()
                  if any(g > 0 for g in docs.values())}
     names = metric_names(k, recall_k)
@@ -112,63 +113,28 @@ class RetrievalEvaluation:
         return out
 
 
-def _documents(dataset: BeirDataset) -> Iterator[Any]:
+def beir_input(dataset: BeirDataset) -> Any:
+    """The corpus of ``dataset`` as a build input: one document per corpus id (title and text)."""
     from datastores.records import Document
+    from indexers.build_input import BuildInput
 
-    for doc_id in dataset.corpus:
-        yield Document(doc_id, dataset.document_text(doc_id), doc_id, {})
+    documents = [Document(doc_id, dataset.document_text(doc_id), doc_id, {}) for doc_id in dataset.corpus]
+    return BuildInput(documents=documents, name=f"beir:{dataset.path}" if dataset.path else "beir")
 
 
-def write_beir_datastore(root: Path, dataset: BeirDataset, chunker: Any, embedder: Any, shard_size: int = 50_000,
-                         batch_size: int | None = None, progress: bool = False,
-                         timings: dict[str, float] | None = None, bm25: Any = None) -> Any:
-    """Chunk, embed and write every BEIR document, one shard of ``shard_size`` chunks at a time
-    (BM25 options ``bm25``, a ``Bm25Params``; the default ones when None)."""
-    from tqdm.auto import tqdm
+def beir_build_config(embedder: Any, chunker: str = "recursive", chunk_size: int = 512, overlap: int = 0,
+                      tokenizer: str | None = None, bm25: Any = None, **settings: Any) -> Any:
+    """The ``BuildConfig`` of a BEIR datastore: the chunker settings, ``embedder``'s model name
+    and prefixes (an ``Embedder``), the BM25 options of ``bm25`` (a ``Bm25Params``; the
+    default ones when None) and any other build ``settings``."""
+    from indexers.config import BuildConfig
+    from indexers.tokenizers import DEFAULT_TOKENIZER
 
-    from datastores import Bm25Params, Datastore, DatastoreWriter
-
-    timings = timings if timings is not None else {}
-    spec = getattr(embedder, "spec", {"name": getattr(embedder, "name", type(embedder).__name__)})
-    writer = DatastoreWriter.create(root, {"purpose": "retrieval-evaluation", "dataset": str(dataset.path)}, spec,
-                                    chunker.spec, bm25 if bm25 is not None else Bm25Params())
-    buffer: list[Any] = []
-    next_id = 0
-    dim = None
-    bar = tqdm(total=len(dataset.corpus), desc="indexing", unit="doc", disable=not progress or None)
-
-    def flush() -> None:
-        nonlocal next_id, dim, buffer
-        started = time.perf_counter()
-        texts = [c.text for c in buffer]
-        vectors = embedder.encode_passages(texts, batch_size)
-        vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
-        dim = int(vectors.shape[1])
-        timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - started
-        started = time.perf_counter()
-        writer.add_shard(buffer, vectors, next_id)
-        timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
-        next_id += len(buffer)
-        buffer = []
-
-    started = time.perf_counter()
-    for document in _documents(dataset):
-        buffer.extend(chunker.chunk(document))
-        bar.update(1)
-        if len(buffer) >= shard_size:
-            timings["chunk"] = timings.get("chunk", 0.0) + time.perf_counter() - started
-            flush()
-            started = time.perf_counter()
-    timings["chunk"] = timings.get("chunk", 0.0) + time.perf_counter() - started
-    if buffer:
-        flush()
-    bar.close()
-    if dim is None:
-        raise ValueError("the corpus produced no chunks")
-    started = time.perf_counter()
-    writer.finish({"documents": len(dataset.corpus)}, dim)
-    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - started
-    return Datastore.open(root, query_encoder=embedder.encode_queries)
+    if bm25 is not None:
+        settings["bm25"] = bm25
+    return BuildConfig(chunker=chunker, chunk_size=chunk_size, overlap=overlap,
+                       tokenizer=tokenizer or DEFAULT_TOKENIZER, embedder=embedder.name,
+                       query_prefix=embedder.query_prefix, passage_prefix=embedder.passage_prefix, **settings)
 
 
 def document_ranking(hits: Iterable[Any], depth: int, aggregation: str = "max") -> list[str]:
@@ -185,7 +151,7 @@ def parse_modes(modes: str | Sequence[str]) -> list[str]:
     names = [m for m in names if m]
     unknown = [m for m in names if m not in MODE_SETTINGS]
     if unknown or not names:
-        raise ValueError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
+        raise UserError(f"unknown retrieval mode(s) {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(MODE_SETTINGS)}")
     return list(dict.fromkeys(names))
 
@@ -223,33 +189,35 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     ``keep_hits`` each evaluation keeps its chunk hits per query (``hits``), e.g. for
     ``evaluators.fusion_tuning``.
     """
-    from indexers.chunkers import EMBEDDING_CHUNKERS, make_chunker
-    from indexers.tokenizers import DEFAULT_TOKENIZER
+    from datastores import Datastore
+    from indexers.build import build_datastore
     from rag.retrieve import build_retriever, load_reranker
 
     names = parse_modes(modes)
     if k < 1 or recall_k < 1:
-        raise ValueError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
+        raise UserError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     if embedder is None:
         from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
     prefixed = embedder.with_prefixes(query_prefix, passage_prefix)
-    chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer or DEFAULT_TOKENIZER,
-                               embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
+    model_name = prefixed.name
+    config = beir_build_config(prefixed, chunker, chunk_size, overlap, tokenizer, bm25, batch_size=batch_size,
+                               shard_size=shard_size)
     if rerank is not None and reranker is None:
         reranker = load_reranker(rerank, device=device)
     options = dict(retriever_options or {})
-    timings: dict[str, float] = {}
     depth = max(k, recall_k)
     query_ids = data.evaluated_queries
     texts = [data.queries[q] for q in query_ids]
     runs = []
     with tempfile.TemporaryDirectory(prefix="terarag-beir-") as tmp:
         root = Path(index_dir) if index_dir is not None else Path(tmp) / "datastore"
-        datastore = write_beir_datastore(root, data, chunker_obj, prefixed, shard_size, batch_size, progress, timings,
-                                         bm25)
+        report = build_datastore(beir_input(data), root, config, embedder=prefixed, progress=progress)
+        timings = {"chunk": report.timings["read_chunk"], "embed": report.timings["embed"],
+                   "write": report.timings["write"]}
+        datastore = Datastore.open(root, query_encoder=prefixed.encode_queries)
         chunk_k = min(len(datastore), depth * max(1, chunk_factor))
         chunks = len(datastore)
         variants = [(name, None) for name in names]
@@ -277,7 +245,7 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
         settings = {"dataset": str(data.path) if data.path else None, "split": data.split, "mode": label,
                     "engine": _engine(c), "k": k, "recall_k": recall_k, "depth": depth,
                     "queries": len(per_query), "documents": len(data.corpus), "chunks": chunks,
-                    "chunker": chunker_obj.name, "chunk_size": chunker_obj.chunk_size, "overlap": chunker_obj.overlap,
+                    "chunker": config.chunker, "chunk_size": config.chunk_size, "overlap": config.overlap,
                     "embedder": model_name, "query_prefix": prefixed.query_prefix,
                     "passage_prefix": prefixed.passage_prefix,
                     "queries_per_s": len(texts) / seconds if seconds > 0 else float("inf"),
@@ -311,4 +279,4 @@ def _engine(config: Any) -> str:
 
 
 __all__ = ["MODE_SETTINGS", "RetrievalEvaluation", "document_ranking", "evaluate_beir", "evaluate_beir_modes",
-           "mean_metrics", "metric_names", "parse_modes", "retrieval_metrics", "write_beir_datastore"]
+           "beir_build_config", "beir_input", "mean_metrics", "metric_names", "parse_modes", "retrieval_metrics"]

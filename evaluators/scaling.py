@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 from datastores.records import Hit
 
@@ -47,9 +48,9 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     try:
         values = sorted({float(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise ValueError(f"--fractions must be comma-separated numbers (got {text!r})") from None
+        raise UserError(f"--fractions must be comma-separated numbers (got {text!r})") from None
     if not values or any(not 0.0 < v <= 1.0 for v in values):
-        raise ValueError(f"every fraction must be in (0, 1] (got {text!r})")
+        raise UserError(f"every fraction must be in (0, 1] (got {text!r})")
     return tuple(values)
 
 
@@ -71,7 +72,7 @@ def keep_draws(chunk_ids: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
 def subsample_mask(chunk_ids: Sequence[int] | np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Which chunks a ``fraction`` subsample keeps (nested in ``fraction``, same for every query)."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1] (got {fraction})")
+        raise UserError(f"fraction must be in (0, 1] (got {fraction})")
     if fraction == 1.0:
         return np.ones(len(chunk_ids), dtype=bool)
     return keep_draws(chunk_ids, seed) < fraction
@@ -115,7 +116,7 @@ class SpanJudge:
         for hit in hits:
             cid = self.resolve(hit.doc_id)
             if cid is not None and self.corpora[cid][hit.start:hit.end] != hit.text:
-                raise ValueError(f"chunk {hit.chunk_id} of {hit.doc_id} is not {cid}[{hit.start}:{hit.end}] of the "
+                raise UserError(f"chunk {hit.chunk_id} of {hit.doc_id} is not {cid}[{hit.start}:{hit.end}] of the "
                                  "dataset; build the datastore from the dataset's own corpora files")
 
     def score(self, ranked: list[list[Hit]], k: int) -> dict[str, float]:
@@ -211,7 +212,7 @@ def load_judge(dataset: str | Path, datastore: Any) -> Judge:
         for q in questions:
             docs = {r.doc_id for r in q.references}
             if len(docs) != 1:
-                raise ValueError(f"question {q.id or q.index} has references in {len(docs)} documents; the span "
+                raise UserError(f"question {q.id or q.index} has references in {len(docs)} documents; the span "
                                  "metrics need one document per question")
             refs.append((docs.pop(), tuple((r.start, r.end) for r in q.references)))
         return SpanJudge([q.text for q in questions], refs, SpanScorer(_datastore_spans(datastore, resolve)), resolve)
@@ -242,11 +243,11 @@ class ScalingSettings:
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.k < 1:
-            raise ValueError(f"top_k and k must be at least 1 (got {self.top_k}, {self.k})")
+            raise UserError(f"top_k and k must be at least 1 (got {self.top_k}, {self.k})")
         if self.k > self.top_k:
-            raise ValueError(f"k ({self.k}) cannot exceed top_k ({self.top_k})")
+            raise UserError(f"k ({self.k}) cannot exceed top_k ({self.top_k})")
         if not self.fractions or any(not 0.0 < p <= 1.0 for p in self.fractions):
-            raise ValueError(f"fractions must be in (0, 1] (got {self.fractions})")
+            raise UserError(f"fractions must be in (0, 1] (got {self.fractions})")
 
 
 @dataclass
@@ -355,7 +356,7 @@ class ScalingStudy:
 
 
 def _rerank(reranker: Any, questions: Sequence[str], ranked: list[list[Hit]], depth: int) -> list[list[Hit]]:
-    from rag.retrieve.rerank import rerank_order
+    from datastores.retrieval import rerank_order
 
     out = []
     for question, hits in zip(questions, ranked):

@@ -41,6 +41,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
+
 UNITS = ("char", "token")
 METRICS = ("recall", "precision", "precision_omega", "iou")
 MIN_K_CAP = 20
@@ -60,7 +62,7 @@ def as_spans(spans: Iterable[SpanLike] | np.ndarray) -> np.ndarray:
     bad = np.flatnonzero(array[:, 0] > array[:, 1])
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"span {i} has start > end: [{array[i, 0]}, {array[i, 1]})")
+        raise UserError(f"span {i} has start > end: [{array[i, 0]}, {array[i, 1]})")
     return array
 
 
@@ -246,7 +248,7 @@ class SpanScorer:
     def __init__(self, chunks_by_corpus: Mapping[str, Iterable[SpanLike] | np.ndarray], unit: str = "char",
                  corpora: Mapping[str, str] | None = None, tokenizer: Any = None, engine: str = ""):
         if unit not in UNITS:
-            raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
+            raise UserError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
         self.unit = unit
         self.engine = engine
         self.chunks = {cid: as_spans(spans) for cid, spans in chunks_by_corpus.items()}
@@ -254,7 +256,7 @@ class SpanScorer:
         self.tokenizer_name = None
         if unit == "token":
             if corpora is None:
-                raise ValueError("the token unit needs the corpus texts")
+                raise UserError("the token unit needs the corpus texts")
             if tokenizer is None or isinstance(tokenizer, str):
                 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
 
@@ -267,7 +269,7 @@ class SpanScorer:
         if self.unit == "char":
             return as_spans(spans)
         if corpus_id not in self.token_maps:
-            raise ValueError(f"no text for corpus {corpus_id!r}; the token unit needs it")
+            raise UserError(f"no text for corpus {corpus_id!r}; the token unit needs it")
         return self.token_maps[corpus_id].to_tokens(spans)
 
     def highlighted_chunks(self, corpus_id: str, references: Sequence[SpanLike]) -> int:

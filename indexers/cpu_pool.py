@@ -24,6 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, make_chunker
 from indexers.vectors import VectorSpec, attach_vectors
@@ -35,7 +36,7 @@ TASK_CHARACTERS = 1 << 20
 _WORKER: dict[str, Any] = {}
 
 
-class CpuPoolError(ValueError):
+class CpuPoolError(UserError):
     """Bad worker settings."""
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 
 from datastores import DatastoreWriter
+from datastores.errors import UserError
 from datastores.records import Chunk
 from indexers.cpu_pool import CpuPool
 from indexers.embed_pool import BlockEmbedder
@@ -48,11 +49,11 @@ PREFETCH_BLOCKS = 2
 T = TypeVar("T")
 
 
-class EngineError(ValueError):
+class EngineError(UserError):
     """Bad engine settings (unknown engine, Ray missing, bad worker count)."""
 
 
-class ShardBuildError(RuntimeError):
+class ShardBuildError(UserError):
     """A shard kept failing on the build engine; the build stopped and nothing was committed."""
 
 

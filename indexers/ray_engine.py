@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import RayError
 
 from datastores import DatastoreWriter
+from datastores.errors import UserError
 from datastores.manifest import ShardInfo
 from indexers.embedding import EncodeStats
 from indexers.engines import BuildProgress, EngineError, EngineOptions, ShardBuildError, ShardJob, embed_in_blocks
@@ -32,7 +33,7 @@ def _worker_embedder(factory: Callable[[], Any]) -> Any:
     return factory()
 
 
-class EmbedderMismatchError(RuntimeError):
+class EmbedderMismatchError(UserError):
     """A worker loaded an embedder other than the one the build records."""
 
 

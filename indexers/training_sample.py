@@ -11,15 +11,11 @@ the whole input when the input is large.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
 from datastores.records import Chunk
-from indexers.chunkers import Chunker
-from indexers.config import BuildConfig
-from indexers.readers import ReadReport, iter_documents
 from indexers.vectors import VectorSpec
 
 
@@ -37,19 +33,18 @@ def reservoir_sample(items: Iterable[Any], size: int, seed: int = 0) -> list[Any
     return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
 
 
-def embed_training_sample(inputs: Sequence[str | Path], config: BuildConfig, chunker: Chunker,
-                          embedder: Any, progress: bool = False) -> np.ndarray:
-    """Embeddings [n ≤ config.dense.train_sample, dim] of chunks sampled evenly (uniformly) across ``inputs``."""
-    documents = iter_documents(inputs, config.reader_options, ReadReport())
-    texts = reservoir_sample((c.text for d in documents for c in chunker.chunk(d)), config.dense.train_sample)
-    if not texts:
+def embed_training_sample(texts: Iterable[str], size: int, embedder: Any, batch_size: int | None = None,
+                          progress: bool = False) -> np.ndarray:
+    """Embeddings [n <= size, dim] of chunk texts sampled evenly (uniformly) from the stream ``texts``."""
+    sample = reservoir_sample(texts, size)
+    if not sample:
         return np.zeros((0, embedder.dim), dtype=np.float32)
     if progress:
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(texts), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
-            return embedder.encode_passages(texts, config.batch_size, progress=bar.update)
-    return embedder.encode_passages(texts, config.batch_size)
+        with tqdm(total=len(sample), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
+            return embedder.encode_passages(sample, batch_size, progress=bar.update)
+    return embedder.encode_passages(sample, batch_size)
 
 
 def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 
 VECTORS_PER = ("document", "chunk")
@@ -25,7 +26,7 @@ NORM_TOLERANCE = 1e-3
 NO_EMBEDDER = "none"
 
 
-class VectorError(ValueError):
+class VectorError(UserError):
     """A precomputed vector is missing or unusable; the message names the record."""
 
 

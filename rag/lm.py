@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datastores.errors import UserError
+
 logger = logging.getLogger("terarag.lm")
 
 
-class LMError(ValueError):
+class LMError(UserError):
     """A language model spec that cannot be resolved or loaded; the message names the problem."""
 
 
@@ -133,7 +135,6 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
 
     from datastores.layout import atomic_directory
 
-    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -182,7 +183,6 @@ def load_language_model(spec: str, auto_class: Any = None, device: str = "auto",
     from indexers.embedding import pick_device
 
     target = resolve_spec(spec)
-    _quiet_transformers()
     try:
         if auto_class is None:
             config = AutoConfig.from_pretrained(target, local_files_only=not allow_download)
@@ -221,13 +221,6 @@ def is_causal_lm_config(config: Any) -> bool:
         return True
     return not architectures and not getattr(config, "is_encoder_decoder", False) \
         and bool(getattr(config, "is_decoder", False))
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from datastores.errors import UserError
 from datastores.records import Hit
 from indexers.embedding import CachingEmbedder, Embedder, caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
@@ -26,7 +27,7 @@ from rag.records import Passage
 from rag.stages import ContextStage, StageReport, check_budget, count_tokens, run_stage
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(UserError):
     """A pipeline config that cannot be used; the message names the problem."""
 
 
@@ -225,7 +226,7 @@ class Pipeline:
                  budget: int | None = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
                  embedder: Any = None, device: str = "auto"):
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise UserError(f"k must be at least 1, got {k}")
         self.datastore = datastore
         self.k = k
         self.budget = check_budget(budget)
@@ -282,7 +283,7 @@ class Pipeline:
     def retrieve(self, question: str, where: str | None = None) -> list[Passage]:
         """The top-k passages for ``question`` from the retriever."""
         if self.retriever is None:
-            raise ValueError("this pipeline has no datastore or retriever: pass passages to ask()")
+            raise UserError("this pipeline has no datastore or retriever: pass passages to ask()")
         return passages_from_hits(self.retriever.retrieve(question, self.k, where=where))
 
     def stages(self) -> list[ContextStage]:
@@ -309,7 +310,7 @@ class Pipeline:
             on_token: Callable[[str], None] | None = None) -> Answer:
         """Answer ``question`` from retrieved passages (or the ``passages`` given)."""
         if not question or not question.strip():
-            raise ValueError("the question is empty")
+            raise UserError("the question is empty")
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if passages is None:

@@ -1,20 +1,22 @@
 """Serving a datastore: one query engine for every front end, over local or Ray-held shards.
 
 ``QueryEngine`` is the one search entry of ``rag serve`` (HTTP, ``rag.service``) and of its
-``--stdin`` JSON-lines mode: each request builds a ``rag.retrieve.Retriever`` (dense, BM25 or
-hybrid, rerank with the server's loaded reranker, MMR) over a *searcher* and, for ``/ask``, runs
-the server's ``rag.Pipeline`` on the hits. The searcher is a local ``rag.Datastore`` or a
-``RayShardSearcher``; both offer ``query_encoder``, ``search_vectors``, ``search_many``, ``shards``
-and ``manifest``, so nothing above them knows which engine answers.
+``--stdin`` JSON-lines mode: each request is a ``rag.retrieve.RetrieverConfig`` (dense, BM25 or
+hybrid, rerank with the server's loaded reranker, MMR) run by a *searcher* and, for ``/ask``, the
+server's ``rag.Pipeline`` on the hits. The searcher is a local ``rag.Datastore`` or a
+``RayShardSearcher``; both are ``datastores.retrieval.Searcher``s (the same ``search``,
+``search_many`` and ``run``, composed once over their ``top_k`` and ``vectors``), so nothing above
+them knows which engine answers.
 
 ``RayShardSearcher``: each ``ShardGroup`` actor opens the datastore restricted to its shards (the
 same files, memory-mapped row stores, the global BM25 statistics) and loads their indexes once.
 Queries are encoded on the driver exactly as ``rag.Datastore`` encodes them (its query prefix),
 vectors (dense) or texts (BM25) go to every group, and the groups' top-k merge with
-``datastores.search.merge_top_k``, ties by (shard, row), so the hits equal a local search's. Before
-each search the driver compares the manifest's stamp (inode, mtime, size of manifest.json) and,
-after a commit, reopens the datastore and re-creates the actors; between commits driver and actors
-stay on one manifest, so shard names and row ranges always agree.
+``datastores.search.merge_top_k``, ties by (shard, row), so the hits equal a local search's; MMR
+reads stored vectors through the driver's ``rag.Datastore``. Before each search the driver compares
+the manifest's stamp (inode, mtime, size of manifest.json) and, after a commit, reopens the
+datastore and re-creates the actors; between commits driver and actors stay on one manifest, so
+shard names and row ranges always agree.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ import numpy as np
 
 from datastores import Datastore as StoredDatastore
 from datastores.datastore import manifest_stamp
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest
+from datastores.locate import locate_ids
 from datastores.records import Hit
+from datastores.retrieval import FIRST_STAGES, Reranker, Searcher
 from datastores.search import ShardResult, merge_top_k
 from rag.datastore import Datastore
 from rag.pipeline import Answer, Pipeline, PipelineConfig, passages_from_hits
-from rag.retrieve import Retriever, RetrieverConfig
-from rag.retrieve.rerank import Reranker
+from rag.retrieve import RetrieverConfig
 
 ENGINES = ("local", "ray")
 
@@ -44,7 +48,7 @@ ENGINES = ("local", "ray")
 def shard_groups(num_shards: int, groups: int) -> list[list[int]]:
     """Split shard numbers 0..num_shards-1 into ``groups`` contiguous groups of near-equal size."""
     if groups < 1:
-        raise ValueError(f"groups must be at least 1 (got {groups})")
+        raise UserError(f"groups must be at least 1 (got {groups})")
     groups = max(1, min(groups, num_shards))
     return [part.tolist() for part in np.array_split(np.arange(num_shards), groups)]
 
@@ -65,25 +69,23 @@ class ShardGroup:
     def search_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[list[Hit]]:
         return self.store.search_vectors(vectors, k, where)
 
-    def search_texts(self, queries: Sequence[str], k: int, mode: str, where: str | None) -> list[list[Hit]]:
-        return self.store.search_many(queries, k, mode, where)
+    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None) -> list[list[Hit]]:
+        return self.store.top_k(queries, k, mode, where)
 
 
 def merge_group_hits(manifest: Manifest, per_group: Sequence[list[Hit]], k: int) -> list[Hit]:
     """The exact global top-``k`` of the groups' hit lists (ties by shard, then row)."""
-    index_of = {s.name: i for i, s in enumerate(manifest.shards)}
     hits = [h for group in per_group for h in group]
     if not hits:
         return []
-    shard = np.array([index_of[h.shard] for h in hits], dtype=np.int64)
-    row = np.array([h.chunk_id - manifest.shards[s].chunk_id_start for h, s in zip(hits, shard)], dtype=np.int64)
+    shard, row = locate_ids(manifest.shards, [h.chunk_id for h in hits])
     score = np.array([h.score for h in hits], dtype=np.float64)
     by_key = {(int(s), int(r)): h for h, s, r in zip(hits, shard, row)}
     results = [ShardResult(int(s), score[shard == s], row[shard == s]) for s in np.unique(shard)]
     return [by_key[(s, r)] for s, r, _ in merge_top_k(results, k)]
 
 
-class RayShardSearcher:
+class RayShardSearcher(Searcher):
     """Searches a datastore through Ray actors that each hold one of ``groups`` groups of its shards.
 
     A local ``rag.Datastore`` on the same folder encodes queries (with the manifest's query prefix)
@@ -159,26 +161,27 @@ class RayShardSearcher:
         vectors = ray.put(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
         return self._merged(ray.get([a.search_vectors.remote(vectors, k, where) for a in self.actors]), k)
 
-    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "dense",
-                    where: str | None = None) -> list[list[Hit]]:
-        """Top-``k`` hits per query, equal to ``rag.Datastore.search_many`` on the same datastore."""
+    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
+        """The exact top-``k`` of ``dense`` or ``bm25`` per query from every group, merged: equal to
+        ``rag.Datastore.top_k`` on the same datastore."""
         import ray
 
-        if mode not in ("dense", "bm25"):
-            raise ValueError(f"unknown search mode {mode!r}; choose dense or bm25")
+        if mode not in FIRST_STAGES:
+            raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(FIRST_STAGES)}")
         if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
+            raise UserError(f"k must be at least 1 (got {k})")
         self.sync()
         if mode == "dense":
             return self.search_vectors(self.query_encoder(list(queries)), k, where)
-        return self._merged(ray.get([a.search_texts.remote(list(queries), k, mode, where) for a in self.actors]), k)
+        return self._merged(ray.get([a.top_k.remote(list(queries), k, mode, where) for a in self.actors]), k)
+
+    def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        """Stored vectors by chunk id, read by the driver's datastore (the same files the actors hold)."""
+        return self.local.vectors(chunk_ids)
 
     def _merged(self, per_group: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
         queries = len(per_group[0]) if per_group else 0
         return [merge_group_hits(self.manifest, [g[q] for g in per_group], k) for q in range(queries)]
-
-    def search(self, query: str, k: int = 5, mode: str = "dense", where: str | None = None) -> list[Hit]:
-        return self.search_many([query], k, mode, where)[0]
 
     def close(self) -> None:
         """Stop the actors (and the Ray cluster if this searcher started it)."""
@@ -193,11 +196,11 @@ def open_searcher(path: str | Path, engine: str = "local", *, groups: int = 2, a
                   device: str = "auto") -> Any:
     """A local ``rag.Datastore`` or a ``RayShardSearcher`` over the datastore at ``path``."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "ray":
         return RayShardSearcher(path, groups, address, device)
     if address is not None:
-        raise ValueError("--address needs --engine ray")
+        raise UserError("--address needs --engine ray")
     return Datastore.open(path, device=device)
 
 
@@ -243,16 +246,17 @@ class QueryEngine:
                config: RetrieverConfig = RetrieverConfig()) -> SearchResult:
         """The top ``k`` hits for ``query`` through a retriever with ``config``."""
         if config.rerank is not None and config.rerank != self.rerank_spec:
-            raise ValueError("this server has no reranker loaded; start it with --rerank KIND:MODEL")
-        retriever = Retriever(self.searcher, config, self.reranker if config.rerank else None)
+            raise UserError("this server has no reranker loaded; start it with --rerank KIND:MODEL")
+        timings: dict[str, float] = {}
         with self.lock:
-            hits = retriever.retrieve(query, k, where=where)
-        return SearchResult(hits, dict(retriever.timings))
+            hits = self.searcher.run([query], config.request(k, where), self.reranker if config.rerank else None,
+                                     timings)[0]
+        return SearchResult(hits, timings)
 
     def answer(self, question: str, hits: Sequence[Hit], on_token: Callable[[str], None] | None = None) -> Answer:
         """The server pipeline's answer from ``hits`` (context stages, then the generator)."""
         if self.pipeline is None:
-            raise ValueError("this server has no answer pipeline")
+            raise UserError("this server has no answer pipeline")
         with self.lock:
             return self.pipeline.ask(question, passages=passages_from_hits(hits), on_token=on_token)
 

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.records import Hit
 from datastores.sql import SqlError
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig
@@ -49,11 +49,11 @@ OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "
 ENDPOINTS = "/search, /ask, /info, /health, /docs"
 
 
-class ServiceError(ValueError):
+class ServiceError(UserError):
     """The service cannot start as asked (bad setting, port taken, missing key variable)."""
 
 
-class LimitError(ValueError):
+class LimitError(UserError):
     """A request parameter is beyond the server's limits (answered with 422)."""
 
 
@@ -131,7 +131,7 @@ def checked_k(params: SearchRequest, settings: ServiceSettings, default_k: int) 
 def retriever_config(params: SearchRequest, settings: ServiceSettings, engine: QueryEngine) -> RetrieverConfig:
     """The retrieval pipeline a request asks for."""
     if params.rerank and engine.rerank_spec is None:
-        raise ValueError("this server has no reranker; start it with --rerank KIND:MODEL")
+        raise UserError("this server has no reranker; start it with --rerank KIND:MODEL")
     return RetrieverConfig(mode=params.mode or settings.default_mode, fusion=params.fusion, alpha=params.alpha,
                            rrf_k=params.rrf_k, depth=params.depth,
                            rerank=engine.rerank_spec if params.rerank else None,
@@ -289,7 +289,7 @@ def create_app(engine: QueryEngine, settings: ServiceSettings = ServiceSettings(
 
     async def retrieve(params: AskRequest) -> Retrieved:
         if engine.pipeline is None:
-            raise ValueError("this server has no answer pipeline")
+            raise UserError("this server has no answer pipeline")
         k = checked_k(params, settings, engine.pipeline.k)
         result = await run_in_threadpool(engine.search, params.q, k, params.where,
                                          retriever_config(params, settings, engine))

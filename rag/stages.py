@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from datastores.errors import UserError
 from indexers.tokenizers import Tokenizer
 from rag.records import Passage
 
@@ -63,7 +64,7 @@ def with_text(passage: Passage, text: str) -> Passage:
 def check_budget(budget: int | None) -> int | None:
     """``budget`` unchanged, or a ValueError when it is not a positive whole number."""
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
-        raise ValueError(f"budget must be a positive number of tokens, got {budget!r}")
+        raise UserError(f"budget must be a positive number of tokens, got {budget!r}")
     return budget
 
 

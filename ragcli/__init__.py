@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from ragcli.ask import ask_command
-from ragcli.common import console_handler
 from ragcli.compress import compress_command
 from ragcli.datastore import datastore_group
 from ragcli.embed_bench import embed_bench_command
+from ragcli.errors import ReportingGroup
 from ragcli.eval import eval_group
 from ragcli.index import index_command
 from ragcli.info import info_command
 from ragcli.prune import prune_command
+from ragcli.runtime import configure_runtime
 from ragcli.search import search_command
 from ragcli.serve import serve_command
 from ragcli.sweep import sweep_command
 from ragcli.synth import synth_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="terarag")
 def main() -> None:
     """terarag: index corpora into sharded datastores, search them, and answer from them."""
-    root = logging.getLogger("terarag")
-    if not root.handlers:
-        root.addHandler(console_handler())
-        root.setLevel(logging.INFO)
-        root.propagate = False
+    configure_runtime()
 
 
 main.add_command(index_command)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ragcli.common import snippet, stdout, user_errors
+from ragcli.common import snippet, stdout
 from rag.compress import METHODS
 from rag.datastore import Datastore
 from rag.pipeline import Answer, Pipeline, PipelineConfig
@@ -115,7 +115,6 @@ def print_answer(answer: Answer, streamed: bool, show_context: bool, verbose: bo
 @click.option("--verbose", "-v", is_flag=True, help="Print tokens and seconds per stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer, citations, context and stages as JSON.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
-@user_errors
 def ask_command(datastore: str, question: str, config: str | None, where: str | None, show_context: bool,
                 verbose: bool, as_json: bool, **flags: Any) -> None:
     """Answer QUESTION from DATASTORE with cited passages (offline by default: extractive answer)."""

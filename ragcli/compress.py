@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
+from datastores.errors import UserError
 from datastores.layout import atomic_write_bytes
 
-from ragcli.common import key_value_table, stderr, user_errors
+from ragcli.common import key_value_table, stderr
 from rag.compress import METHODS, load_compressor
 
 
@@ -26,7 +27,6 @@ from rag.compress import METHODS, load_compressor
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the compressed text here.")
 @click.option("--json", "as_json", is_flag=True, help="Print text and token counts as JSON.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-@user_errors
 def compress_command(path: str, query: str, method: str, rate: float | None, budget: int | None,
                      output: str | None, as_json: bool, **options: Any) -> None:
     """Compress the text in PATH ('-' for stdin) with METHOD to --rate or --budget tokens."""
@@ -35,7 +35,7 @@ def compress_command(path: str, query: str, method: str, rate: float | None, bud
     with click.open_file(path, encoding="utf-8", errors="strict") as handle:
         text = handle.read()
     if not text.strip():
-        raise ValueError(f"{path} holds no text")
+        raise UserError(f"{path} holds no text")
     if method in ("sentence", "semantic") and not query.strip():
         raise click.UsageError(f"--method {method} ranks text against a --query; give one")
     options = {k: v for k, v in options.items() if v is not None and v is not False}

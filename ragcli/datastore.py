@@ -21,11 +21,12 @@ from datastores.manifest import read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.sql import run_sql
 from datastores.verify import verify_datastore
-from ragcli.common import snippet, stdout, user_errors
+from ragcli.common import snippet, stdout
+from ragcli.errors import ReportingGroup
 from ragcli.info import info_command
 
 
-@click.group("datastore")
+@click.group("datastore", cls=ReportingGroup)
 def datastore_group() -> None:
     """Inspect, audit and reshape datastores without re-embedding them."""
 
@@ -35,7 +36,6 @@ datastore_group.add_command(info_command, "info")
 
 @datastore_group.command("verify")
 @click.argument("datastore", type=click.Path())
-@user_errors
 def verify_command(datastore: str) -> None:
     """Re-hash every file of DATASTORE and check row counts; exit 1 on any problem."""
     report = verify_datastore(datastore)
@@ -55,7 +55,6 @@ def verify_command(datastore: str) -> None:
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as a JSON list of objects.")
 @click.option("--max-width", default=80, show_default=True, help="Truncate cells to this many characters.")
-@user_errors
 def sql_command(datastore: str, query: str, as_json: bool, max_width: int) -> None:
     """Run a read-only SQL QUERY over the views chunks, docs and shards of DATASTORE."""
     ds = Datastore.open(datastore)
@@ -76,7 +75,6 @@ def sql_command(datastore: str, query: str, as_json: bool, max_width: int) -> No
 @click.argument("datastore", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
-@user_errors
 def export_command(datastore: str, output: str, fmt: str) -> None:
     """Write the live chunk rows of DATASTORE, in chunk-id order, to OUTPUT/chunks.parquet or .jsonl."""
     import duckdb
@@ -145,7 +143,7 @@ def lock_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _writes(operation: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Run the command holding DATASTORE's writer lock for its whole run (passed as ``lock``;
-    None for --dry-run, which writes nothing). Put it below ``user_errors``."""
+    None for --dry-run, which writes nothing)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -194,7 +192,6 @@ _overwrite = click.option("--overwrite", is_flag=True,
 @_dry_run
 @_compact
 @_as_json
-@user_errors
 @_writes("dedup")
 def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shingle: int, num_perm: int,
                   recall: float, examples: int, dry_run: bool, compact_after: bool, as_json: bool,
@@ -247,7 +244,6 @@ def dedup_command(datastore: str, exact: bool, near: bool, threshold: float, shi
 @_dry_run
 @_compact
 @_as_json
-@user_errors
 @_writes("decontaminate")
 def decontaminate_command(datastore: str, against: str, method: str, n: int, threshold: float, min_words: int,
                           fields: str, corpus: str | None, examples: int, dry_run: bool, compact_after: bool,
@@ -292,7 +288,6 @@ def decontaminate_command(datastore: str, against: str, method: str, n: int, thr
 @_dry_run
 @_compact
 @_as_json
-@user_errors
 @_writes("filter")
 def filter_command(datastore: str, min_words: int | None, max_words: int | None, max_symbol_ratio: float | None,
                    max_repetition: float | None, max_non_alpha: float | None, where: str | None, samples: int,
@@ -341,7 +336,6 @@ def filter_command(datastore: str, min_words: int | None, max_words: int | None,
 @_dry_run
 @_compact
 @_as_json
-@user_errors
 @_writes("prune-importance")
 def prune_importance_command(datastore: str, dataset: str, heldout: str | None, heldout_fraction: float, force: bool,
                              drop_below: float, k: int, candidates: int, mode: str, method: str, samples: int,
@@ -424,7 +418,6 @@ def _written(manifest, output: str, as_json: bool) -> None:
 @_overwrite
 @lock_options
 @_as_json
-@user_errors
 def compact_command(datastore: str, output: str | None, overwrite: bool, wait: bool, wait_timeout: float | None,
                     as_json: bool) -> None:
     """Rewrite DATASTORE without its tombstoned chunks (chunk ids are renumbered)."""
@@ -447,7 +440,6 @@ def compact_command(datastore: str, output: str | None, overwrite: bool, wait: b
 @_overwrite
 @lock_options
 @_as_json
-@user_errors
 def subsample_command(datastore: str, fraction: float, seed: int, output: str, overwrite: bool, wait: bool,
                       wait_timeout: float | None, as_json: bool) -> None:
     """Write a seeded random FRACTION of DATASTORE's chunks to a new datastore OUTPUT."""
@@ -469,7 +461,6 @@ def subsample_command(datastore: str, fraction: float, seed: int, output: str, o
 @_overwrite
 @lock_options
 @_as_json
-@user_errors
 def merge_command(datastores: tuple[str, ...], output: str, prefix: bool, overwrite: bool, wait: bool,
                   wait_timeout: float | None, as_json: bool) -> None:
     """Merge DATASTORES (same embedder and chunker) into OUTPUT, recomputing BM25 statistics."""

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import click
 import numpy as np
 
-from ragcli.common import stdout, user_errors
+from ragcli.common import stdout
 
 #: The names ``--backends`` accepts: the embedder backends, and ``st`` for plain
 #: ``SentenceTransformer.encode`` (the baseline: default arguments, normalized output).
@@ -49,12 +49,7 @@ class PlainSentenceTransformer:
 
     def __init__(self, model: str, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
         from indexers.embedding import locate_model
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
 
         location = locate_model(model)
         self.name = location.name
@@ -208,7 +203,6 @@ def results_table(title: str, rows: list[dict[str, Any]], baseline: str | None, 
 @click.option("--queries", "n_queries", default=20, show_default=True, help="Single-query encodes to time.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@user_errors
 def embed_bench_command(model, paths, backends, limit, chunk_size, batch_size, repeats, block, n_queries, device,
                         as_json) -> None:
     """Embedding throughput of each backend on chunks of TEXTS: docs/s, tokens/s, query latency."""

@@ -13,9 +13,10 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from evaluators.spans import METRICS, UNITS
-from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS
+from indexers.chunkers import CHUNKER_NAMES
 from indexers.tokenizers import DEFAULT_TOKENIZER
-from ragcli.common import stdout, user_errors
+from ragcli.common import stdout
+from ragcli.errors import ReportingGroup
 
 METRIC_LABELS = {"recall": "Recall", "precision": "Precision", "precision_omega": "Precision-Ω", "iou": "IoU"}
 
@@ -43,7 +44,7 @@ def _print_wide(table: Table) -> None:
     console.print(table)
 
 
-@click.group("eval")
+@click.group("eval", cls=ReportingGroup)
 def eval_group() -> None:
     """Evaluate chunking and retrieval against labelled data."""
 
@@ -68,6 +69,10 @@ def eval_group() -> None:
               help="Tokenizer that measures chunk sizes.")
 @click.option("--unit-tokenizer", default=None, help="Tokenizer of the token unit (default: --tokenizer).")
 @click.option("--embedder", "embedder_name", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--query-prefix", default="auto", show_default=True,
+              help="Text put before each question ('auto': the model family's, as rag index records it).")
+@click.option("--passage-prefix", default="auto", show_default=True,
+              help="Text put before each chunk when embedding it ('auto': the model family's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--duplicate-ties", type=click.Choice(["document-order", "engine"]), default="document-order",
               show_default=True, help="Which copy of an identical chunk text counts as retrieved.")
@@ -75,15 +80,13 @@ def eval_group() -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Write per-question rows (.parquet, .csv or .jsonl).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@user_errors
 def chunking_command(dataset: str | None, questions: str | None, documents: str | None, chunker: str, chunk_size: int, overlap: int, k: str, unit: str, mode: str,
-                     tokenizer: str, unit_tokenizer: str | None, embedder_name: str, device: str,
-                     duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                     tokenizer: str, unit_tokenizer: str | None, embedder_name: str, query_prefix: str,
+                     passage_prefix: str, device: str, duplicate_ties: str, corpora: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Chunk every corpus, index all chunks in one datastore, retrieve top-k per question and
     report Recall, Precision, Precision-Ω and IoU (mean ± std, ×100), pooled and per corpus."""
     from evaluators.chunking import evaluate_chunking
     from evaluators.datasets import load_dataset
-    from indexers.chunkers import make_chunker
     from indexers.embedding import load_embedder
 
     k_value = _k_value(k)
@@ -105,10 +108,9 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
     else:
         data = load_dataset(dataset, corpora or None)
     embedder = load_embedder(embedder_name, device=device)
-    chunker_obj = make_chunker(chunker, chunk_size, overlap, tokenizer,
-                               embedder=embedder if chunker in EMBEDDING_CHUNKERS else None)
-    result = evaluate_chunking(data, chunker_obj, k=k_value, unit=unit, mode=mode, embedder=embedder,
-                               unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties)
+    result = evaluate_chunking(data, chunker, chunk_size, overlap, k=k_value, unit=unit, mode=mode, embedder=embedder,
+                               tokenizer=tokenizer, unit_tokenizer=unit_tokenizer, duplicate_ties=duplicate_ties,
+                               query_prefix=query_prefix, passage_prefix=passage_prefix)
     if out:
         result.write_rows(out)
     if as_json:
@@ -176,7 +178,6 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write per-query metrics (JSON).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON: one object for one mode, a list of objects for several.")
-@user_errors
 def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recall_k: int, fusion: str, alpha: float,
                       rrf_k: int, normalization: str, depth: int, rerank: str | None, rerank_depth: int,
                       mmr: float | None, query_prefix: str, passage_prefix: str, chunker: str, chunk_size: int,
@@ -276,7 +277,6 @@ def _print_fusion_tuning(settings: dict) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@user_errors
 def scaling_command(datastore: str, dataset: str, top_k: int, k: int, fractions: str, seed: int, mode: str,
                     dedup: bool, decontaminate: bool, rerank: str | None, rerank_depth: int, plot: str | None,
                     out: str | None, device: str, as_json: bool) -> None:
@@ -416,7 +416,6 @@ def _answer_table(result) -> Table:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write per-question records (JSONL).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of a table.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
-@user_errors
 def answers_command(dataset: str, documents: str | None, datastore: str | None, configs: tuple[str, ...],
                     limit: int | None, seed: int | None, closed_book: bool, oracle: bool, batch_size: int,
                     chunker: str, chunk_size: int, index_dir: str | None, cache_dir: str | None, no_cache: bool,
@@ -482,7 +481,6 @@ def answers_command(dataset: str, documents: str | None, datastore: str | None, 
 @click.option("--allow-download", is_flag=True, help="Let --lm download from the Hugging Face Hub.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@user_errors
 def perplexity_command(datastore: str, texts: tuple[str, ...], lm: str, window: int, query_tokens: int, k: int,
                        order: str, budget: int, top_k: int, mode: str, fractions: str | None, seed: int,
                        max_windows: int, keep_overlaps: bool, batch_size: int, plot: str | None, out: str | None, allow_download: bool,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from indexers.build import StrictModeError, build_datastore
+from indexers.build import build_datastore
 from indexers.config import BuildConfig, load_config
-from indexers.engines import ENGINES, EngineOptions, ShardBuildError
+from indexers.engines import ENGINES, EngineOptions
 from indexers.vectors import NO_EMBEDDER
-from ragcli.common import key_value_table, stderr, stdout, user_errors
+from ragcli.common import key_value_table, stderr, stdout
 from ragcli.config_options import build_config_options, config_overrides
 from ragcli.datastore import lock_options
 
@@ -40,7 +40,6 @@ from ragcli.datastore import lock_options
 @click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
               help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
                    "while embedding.")
-@user_errors
 def index_command(inputs, output, config_file, resume, overwrite, wait, wait_timeout, quiet,
                   engine, address, num_workers, max_retries, workers, cpu_workers, overlap_io, **settings) -> None:
     """Index INPUTS (files or folders of .txt .md .jsonl .parquet .html) into a datastore."""
@@ -52,11 +51,8 @@ def index_command(inputs, output, config_file, resume, overwrite, wait, wait_tim
     if {"vectors_field", "dim"} <= given and "embedder" not in given and config_file is None:
         overrides["embedder"] = NO_EMBEDDER  # --dim without --embedder: no query embedder
     config = (load_config(config_file) if config_file else BuildConfig()).replace(**overrides)
-    try:
-        report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
-                                 engine=engine_options, wait=wait, wait_timeout=wait_timeout)
-    except (StrictModeError, ShardBuildError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = build_datastore(inputs, output, config, resume=resume, overwrite=overwrite, progress=not quiet,
+                             engine=engine_options, wait=wait, wait_timeout=wait_timeout)
     manifest = report.manifest
     stats, t = manifest.stats, report.timings
     stdout.print(key_value_table(f"datastore {output}", [

@@ -8,13 +8,12 @@ import click
 from rich.table import Table
 
 from datastores import Datastore
-from ragcli.common import key_value_table, stdout, user_errors
+from ragcli.common import key_value_table, stdout
 
 
 @click.command("info")
 @click.argument("datastore", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and statistics as JSON.")
-@user_errors
 def info_command(datastore: str, as_json: bool) -> None:
     """Summarise DATASTORE: embedder, chunker, shards and statistics (computed with DuckDB)."""
     ds = Datastore.open(datastore)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from datastores.layout import atomic_write_bytes
-from ragcli.common import key_value_table, stderr, user_errors
+from ragcli.common import key_value_table, stderr
 
 
 @click.command("prune")
@@ -31,7 +31,6 @@ from ragcli.common import key_value_table, stderr, user_errors
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the pruned HTML here (default: standard output).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (with the HTML unless -o is given).")
-@user_errors
 def prune_command(page: str, query: str, budget: int, tokenizer: str, max_words: int, lm: str | None,
                   fine_max_words: int, embedder: str | None, allow_download: bool, device: str,
                   output: str | None, as_json: bool) -> None:

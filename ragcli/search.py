@@ -8,7 +8,7 @@ import time
 import click
 from rich.table import Table
 
-from ragcli.common import key_value_table, snippet, stderr, stdout, user_errors
+from ragcli.common import key_value_table, snippet, stderr, stdout
 from rag.datastore import Datastore
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_retriever
 
@@ -40,7 +40,6 @@ from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--rescore-multiplier", type=click.IntRange(min=1), default=None,
               help="Binary/approximate indexes: candidates per hit to rescore (default: the datastore's, 4).")
-@user_errors
 def search_command(datastore: str, query: str, k: int, mode: str, fusion: str, alpha: float, rrf_k: int,
                    normalization: str, depth: int, rerank: str | None, rerank_depth: int, mmr: float | None,
                    where: str | None, as_json: bool, verbose: bool, device: str,
@@ -52,7 +51,7 @@ def search_command(datastore: str, query: str, k: int, mode: str, fusion: str, a
     retriever = build_retriever(ds, mode, fusion=fusion, alpha=alpha, rrf_k=rrf_k, depth=depth, rerank=rerank,
                                 rerank_depth=rerank_depth, mmr=mmr, normalization=normalization, device=device)
     if verbose and mode != "bm25":
-        ds.embedder.load()  # load the query model here, so that "encode" below times encoding alone
+        ds.embedder.load()  # load the query model here, so that "dense" below times encoding and search alone
     loaded = time.perf_counter()
     hits = retriever.retrieve(query, k, where=where)
     done = time.perf_counter()

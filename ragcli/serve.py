@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ragcli.common import stderr, user_errors
+from ragcli.common import stderr
 from rag.retrieve import MODES
 
 
@@ -48,7 +48,6 @@ from rag.retrieve import MODES
 @click.option("--stdin", "from_stdin", is_flag=True, help="Answer queries from stdin (one per line) as JSON lines.")
 @click.option("--where", default=None, help="--stdin: SQL filter applied to every query.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-@user_errors
 def serve_command(datastore: str, host: str, port: int, engine: str, address: str | None, groups: int, k: int,
                   mode: str, rerank: str | None, config: str | None, generator: str | None, from_stdin: bool,
                   where: str | None, device: str, **limits: int | bool | str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ragcli.common import stdout, user_errors
+from ragcli.common import stdout
 
 
 @click.command("sweep")
@@ -17,7 +17,6 @@ from ragcli.common import stdout, user_errors
 @click.option("--dry-run", is_flag=True, help="List the configurations and which are finished; run nothing.")
 @click.option("--report-only", is_flag=True, help="Rewrite results.csv, report.md and plots from finished rows.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@user_errors
 def sweep_command(config: str, output: str | None, device: str | None, dry_run: bool, report_only: bool,
                   no_progress: bool) -> None:
     """Chunk, embed and index each (chunker, size, overlap, embedder) of the CONFIG grid once,
@@ -26,13 +25,13 @@ def sweep_command(config: str, output: str | None, device: str | None, dry_run: 
     results.csv, report.md and PNG plots next to it."""
     from pathlib import Path
 
-    from evaluators.sweep import (RESULTS_DB, ResultsStore, config_key, dataset_fingerprint, load_sweep_config,
-                                  row_identity, run_sweep, write_reports_for)
+    from evaluators.sweep import dataset_fingerprint, load_sweep_config, row_identity, run_sweep, write_reports_for
+    from evaluators.sweep_results import RESULTS_DB, ResultsStore, config_key
     from evaluators.datasets import load_dataset
 
     cfg = load_sweep_config(config)
     if not hasattr(cfg, "configurations"):  # kind: answers
-        from evaluators.sweep import run_answer_sweep
+        from evaluators.answer_sweep import run_answer_sweep
 
         if device:
             import dataclasses

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ragcli.common import key_value_table, stderr, stdout, user_errors
+from ragcli.common import key_value_table, stderr, stdout
 
 
 @click.command("synth")
@@ -43,7 +43,6 @@ from ragcli.common import key_value_table, stderr, stdout, user_errors
 @click.option("--json-mode/--no-json-mode", default=True, show_default=True,
               help='Send response_format {"type": "json_object"} (turn off for servers that reject it).')
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@user_errors
 def synth_command(corpus: tuple[str, ...], generator_spec: str, base_url: str | None, api_key_env: str, n: int,
                   output: str, documents_out: str | None, no_documents: bool, seed: int, passage_chars: int,
                   max_passages: int | None, json_retries: int, dedup_threshold: float, max_excerpts: int,

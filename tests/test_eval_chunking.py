@@ -220,6 +220,7 @@ class BagOfLettersEmbedder:
 
     name = "bag-of-letters"
     spec = {"name": "bag-of-letters", "normalized": True}
+    dim = 26
 
     def encode(self, texts, batch_size=None, progress=None):
         import numpy as np

@@ -232,3 +232,66 @@ def test_rag_prune_of_the_issue_fragment_keeps_its_text():
     html = result.output.split("\n")[0]
     assert "treaty of Ghent 1814" in html and "<body></body>" not in html and is_valid(html)
     assert load_tokenizer("cl100k_base").count(html) <= 30
+
+
+# --- ranking: identifiers, code names and definitions (issue 16, 31 of 32 at 512 tokens) -----------
+
+def test_identifier_terms_are_split_and_stemmed():
+    from rag.html.lexical import code_names, defined_name, word_terms
+
+    assert {"json", "decod", "error", "jsondecodeerror"} <= word_terms("json.JSONDecodeError")
+    assert "decod" in word_terms("Which exception does JSON decoding raise?")
+    assert {"pars", "constant"} <= word_terms("parse_constant") or {"parse", "constant"} <= word_terms("parse_constant")
+    assert code_names("What is the default width used by textwrap.wrap?") == ["textwrap.wrap"]
+    assert code_names("a JSONDecodeError or max_lines") == ["JSONDecodeError", "max_lines"]
+    assert defined_name("exception json.JSONDecodeError(msg, doc, pos)¶") == "json.JSONDecodeError"
+    assert defined_name("--no-ensure-ascii¶") is None
+
+
+def api_page(repeats: int = 1) -> bytes:
+    """An API page: the answer lives only in a signature (``<dt>``), which reads nothing like the
+    question; the attribute list of a class answers the same question in other words."""
+    options = "".join(f"<dl><dt>{name}</dt><dd><p>(default: {value}) {text}</p></dd></dl>" for name, value, text in [
+        ("width", 70, "The maximum length of wrapped lines, the default width of every wrapped line of text."),
+        ("tabsize", 8, "Tab characters in the text are expanded to this many spaces before wrapping."),
+        ("max_lines", None, "The output holds at most this many lines; the rest of the text is dropped."),
+    ])
+    wrap = ("<dl><dt>wrapper.wrap(<em>text</em>, <em>width=70</em>, <em>tabsize=8</em>, <em>max_lines=None</em>, "
+            "<em>placeholder=' [...]'</em>, <em>drop_whitespace=True</em>)</dt><dd><p>Wraps the single paragraph "
+            "so every line is at most width characters long and returns a list of lines.</p></dd></dl>")
+    errors = ("<h2>Errors</h2><dl><dt>exception wrapper.WrapperDecodeError(msg, pos)</dt><dd><p>Subclass of "
+              "ValueError with the attributes msg and pos.</p></dd></dl>")
+    shared = "<p>If the text cannot be read as lines of words, a WrapperDecodeError will be raised.</p>" * repeats
+    return (f"<html><body><h1>wrapper: line wrapping</h1><p>The wrapper module wraps and fills text.</p>{wrap}"
+            f"<h2>Wrapper objects</h2><dl><dt>class wrapper.Wrapper(**kwargs)</dt><dd>{options}{shared}</dd></dl>"
+            f"<h2>Reading</h2><p>Lines of text are read one by one and decoded.</p>{shared}{errors}"
+            "</body></html>").encode()
+
+
+def test_the_definition_of_a_code_name_the_question_names_is_kept(embedder):
+    pruner = HtmlPruner(embedder=embedder, max_words=30)
+    for budget in (100, 120, 140):
+        result = pruner.prune(api_page(), "What is the default width used by wrapper.wrap?", budget)
+        assert "width=70" in read_html_page(result.html)[1]  # the signature, not only "width (default: 70)"
+        assert result.tokens_after <= budget
+
+
+def test_a_kept_mention_of_a_code_name_brings_its_definition(embedder):
+    pruner = HtmlPruner(embedder=embedder, max_words=30)
+    result = pruner.prune(api_page(repeats=1), "Which exception does reading invalid text raise?", 120)
+    text = read_html_page(result.html)[1]
+    assert "WrapperDecodeError will be raised" in text
+    assert "wrapper.WrapperDecodeError(msg, pos)" in text  # the definition the kept sentence mentions
+
+
+def test_a_repeated_text_is_kept_once(embedder):
+    pruner = HtmlPruner(embedder=embedder, max_words=30)
+    result = pruner.prune(api_page(repeats=1), "Which exception is raised when text cannot be read as lines?", 200)
+    text = read_html_page(result.html)[1]
+    assert text.count("a WrapperDecodeError will be raised") == 1
+
+
+def test_the_model_embeds_the_first_words_of_a_block(embedder):
+    scorer = EmbeddingScorer(embedder, embed_words=3)
+    assert scorer.model_texts(["one two  three four five", "six"]) == ["one two three", "six"]
+    assert EmbeddingScorer(embedder, embed_words=None).model_texts(["a  b"]) == ["a  b"]

@@ -24,7 +24,7 @@ from indexers.build import build_datastore
 from indexers.engines import EngineOptions
 from rag import Datastore, Pipeline
 from ragcli import main
-from rag.retrieve import ChunkVectors, build_retriever
+from rag.retrieve import build_retriever
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "What did the president say about public credit and the debt?"
@@ -155,7 +155,7 @@ def test_mmr_reads_the_int8_layer_of_a_binary_datastore(quantized, embedder):
     ds = Datastore.open(quantized, device="cpu")
     manifest = ds.manifest
     ids = [0, manifest.num_chunks - 1, 5, 17, 5]
-    vectors = ChunkVectors(ds).get(ids)
+    vectors = ds.vectors(ids)
     texts = ds.get_chunks(ids)
     exact = embedder.encode_passages([texts[i]["text"] for i in ids])
     step = float(np.max(np.asarray(manifest.dense_index["int8"]["high"]) - manifest.dense_index["int8"]["low"]))

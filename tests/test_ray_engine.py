@@ -167,6 +167,43 @@ def test_ray_search_returns_the_same_hits_as_local_search(local_ds, ray_cluster,
         searcher.close()
 
 
+def test_every_search_mode_gives_the_same_hits_locally_and_over_ray(local_ds, ray_cluster,
+                                                                    cross_encoder_dir):  # noqa: F811
+    """One interface, one composition: a rag.Datastore and a Ray searcher (2 shard groups) return
+    identical hits, scores and metadata for dense, BM25 and hybrid, with MMR, rerank and where."""
+    from datastores.retrieval import SearchRequest
+    from rag import Datastore
+    from rag.retrieve import load_reranker
+    from rag.serve import RayShardSearcher
+
+    local = Datastore.open(local_ds, device="cpu")
+    reranker = load_reranker(f"cross-encoder:{cross_encoder_dir}", device="cpu")
+    where = "doc_id LIKE '%1795%'"
+    variants = [({}, None), ({"mmr": 0.5}, None), ({"where": where}, None), ({}, reranker),
+                ({"mmr": 0.3, "where": where}, reranker)]
+    searcher = RayShardSearcher(local_ds, groups=2, device="cpu")
+    try:
+        assert len(searcher.groups) == 2
+        for mode in ("dense", "bm25", "hybrid"):
+            plain = None
+            for extra, rerank in variants:
+                request = SearchRequest(mode=mode, k=8, depth=20, rerank_depth=10, **extra)
+                expected = local.run(QUERIES, request, rerank)
+                got = searcher.run(QUERIES, request, rerank)
+                key = [[(h.chunk_id, h.shard, round(h.score, 5), h.metadata) for h in hits] for hits in got]
+                assert key == [[(h.chunk_id, h.shard, round(h.score, 5), h.metadata) for h in hits]
+                               for hits in expected], (mode, extra, rerank)
+                if "where" in extra:   # BM25 finds fewer rows with a query term inside the filter
+                    assert all(hits for hits in got) and all("1795" in h.doc_id for hits in got for h in hits)
+                else:
+                    assert all(len(hits) == 8 for hits in got), (mode, extra)
+                plain = key if plain is None else plain
+                if extra or rerank:
+                    assert key != plain, (mode, extra, rerank)     # each option changed the lists
+    finally:
+        searcher.close()
+
+
 def test_serve_stdin_mode_with_the_ray_engine(local_ds, ray_cluster):
     from click.testing import CliRunner
 

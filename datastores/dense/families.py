@@ -17,14 +17,14 @@ from typing import Any, Callable, ClassVar, Iterator
 import faiss
 import numpy as np
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.quantize import binary_codes, hamming_to_score
 
 MIN_POINTS_PER_CENTROID = 39  # FAISS's k-means wants at least this many training points per centroid
 PQ_BITS = 8                   # bits per IVF-PQ sub-quantizer code whenever the sample allows 256 centroids
 
 
-class DenseConfigError(ValueError):
+class DenseConfigError(UserError):
     """A dense index setting is invalid; the message names it."""
 
 
@@ -64,7 +64,10 @@ def flat_vectors(index: faiss.IndexFlat) -> np.ndarray:
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """HNSW insertion is parallel and then order-dependent; one thread keeps shard files reproducible."""
+    """HNSW insertion is parallel and then order-dependent; one thread keeps shard files reproducible.
+
+    OpenMP's thread count is a per-thread setting: this changes only the calling thread's parallel
+    regions (a writer thread's, say) and restores it on exit; other threads' searches are unaffected."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:

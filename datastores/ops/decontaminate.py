@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
 from datastores.ops.minhash import normalise_words, shingles_of_words, word_shingles
@@ -89,20 +90,20 @@ def read_qa_jsonl(path: str | Path) -> list[QARecord]:
         except (ValueError, TypeError) as exc:
             bad.append(f"line {i + 1}: {exc}")
     if bad:
-        raise ValueError(f"{path}: {len(bad)} bad line(s): {'; '.join(bad[:3])}")
+        raise UserError(f"{path}: {len(bad)} bad line(s): {'; '.join(bad[:3])}")
     return records
 
 
 def _qa_record(record: Any, index: int) -> QARecord:
     if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
+        raise UserError("not a JSON object")
     question, answers = record.get("question"), record.get("answers", [])
     if not isinstance(question, str) or not question.strip():
-        raise ValueError("question is missing or empty")
+        raise UserError("question is missing or empty")
     if isinstance(answers, str):
         answers = [answers]
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-        raise ValueError("answers must be a list of strings")
+        raise UserError("answers must be a list of strings")
     label = record.get("id")
     return QARecord(str(label) if label is not None else f"q{index}", question, tuple(answers))
 
@@ -137,13 +138,13 @@ def longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
 
 def _check_settings(method: str, n: int, threshold: float, min_words: int, texts: Sequence[EvalText]) -> None:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method != "longest" and (n < 1 or not 0.0 < threshold <= 1.0):
-        raise ValueError(f"--n must be >= 1 and --threshold in (0, 1] (got {n}, {threshold})")
+        raise UserError(f"--n must be >= 1 and --threshold in (0, 1] (got {n}, {threshold})")
     if method != "ngram" and min_words < 1:
-        raise ValueError(f"--min-words must be >= 1 (got {min_words})")
+        raise UserError(f"--min-words must be >= 1 (got {min_words})")
     if not texts:
-        raise ValueError("the evaluation set has no texts to compare against")
+        raise UserError("the evaluation set has no texts to compare against")
 
 
 def _jaccard_match(index: _NgramIndex, words: list[str], texts: Sequence[EvalText],

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
 from datastores.ops.minhash import DEFAULT_RECALL, NearDuplicateIndex, exact_key
@@ -53,7 +54,7 @@ def find_duplicates(root: str | Path, exact: bool = True, near: bool = True, thr
     """Scan the live chunks of the datastore at ``root`` for duplicates of earlier chunks; near
     pairs are reported with their exact shingle Jaccard."""
     if not (exact or near):
-        raise ValueError("choose --exact, --near or both")
+        raise UserError("choose --exact, --near or both")
     manifest = read_manifest(DatastoreLayout(Path(root)))
     seen: dict[bytes, int] = {}
     index = NearDuplicateIndex(threshold, shingle, num_perm, seed, recall) if near else None

@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
+
 METHODS = ("exact", "sampled")
 
 
@@ -36,9 +38,9 @@ def multilinear_gradient(utilities: np.ndarray, weights: np.ndarray, k: int) -> 
     u = np.atleast_2d(np.asarray(utilities, dtype=np.float64))
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64), u.shape)
     if k < 1:
-        raise ValueError(f"k must be at least 1 (got {k})")
+        raise UserError(f"k must be at least 1 (got {k})")
     if np.any((w < 0) | (w > 1)):
-        raise ValueError("weights must lie in [0, 1]")
+        raise UserError("weights must lie in [0, 1]")
     q, m = u.shape
     before = np.zeros((q, m, k))          # before[:, i, a] = P(A_i = a), a < k
     dist = np.zeros((q, k))
@@ -68,7 +70,7 @@ def sampled_gradient(utilities: np.ndarray, weights: np.ndarray, k: int, samples
     u = np.atleast_2d(np.asarray(utilities, dtype=np.float64))
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64), u.shape)
     if samples < 1:
-        raise ValueError(f"samples must be at least 1 (got {samples})")
+        raise UserError(f"samples must be at least 1 (got {samples})")
     rng = np.random.default_rng(seed)
     q, m = u.shape
     rows = np.arange(q)
@@ -113,11 +115,11 @@ def chunk_importance(candidate_ids: Sequence[Sequence[int]], utilities: Sequence
     ascent on the mean ``Ũ`` from ``weight``, ``w ← clip(w + learning_rate · ∇, 0, 1)``, and the
     importance of a chunk is its learned weight (0 = prune, 1 = keep)."""
     if method not in METHODS:
-        raise ValueError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown importance method {method!r}; choose one of {', '.join(METHODS)}")
     if not candidate_ids:
-        raise ValueError("no validation questions")
+        raise UserError("no validation questions")
     if learn_steps < 0:
-        raise ValueError(f"learn_steps must be >= 0 (got {learn_steps})")
+        raise UserError(f"learn_steps must be >= 0 (got {learn_steps})")
     m = max(len(c) for c in candidate_ids)
     ids = np.full((len(candidate_ids), m), -1, dtype=np.int64)
     u = np.zeros((len(candidate_ids), m))
@@ -160,7 +162,7 @@ def load_validation(path) -> tuple[list[str], list[list[str]]]:
     records = read_qa_jsonl(path)
     missing = [i for i, r in enumerate(records) if not r.answers]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} question(s) have no answers (first: line {missing[0] + 1}); "
+        raise UserError(f"{path}: {len(missing)} question(s) have no answers (first: line {missing[0] + 1}); "
                          "data importance needs gold answers")
     return [r.question for r in records], [list(r.answers) for r in records]
 
@@ -176,9 +178,9 @@ def datastore_importance(ds, questions: Sequence[str], answers: Sequence[Sequenc
     Chunks ranked below ``candidates`` are treated as never retrieved, which drops only terms whose
     probability of reaching the top-K decays like a binomial tail."""
     if candidates < k:
-        raise ValueError(f"--candidates ({candidates}) must be at least k ({k})")
+        raise UserError(f"--candidates ({candidates}) must be at least k ({k})")
     if not 0.0 < weight <= 1.0:
-        raise ValueError(f"weight must be in (0, 1] (got {weight})")
+        raise UserError(f"weight must be in (0, 1] (got {weight})")
     hits = ds.search_many(list(questions), k=candidates, mode=mode)
     ids = [[h.chunk_id for h in found] for found in hits]
     utilities = answer_utilities([[h.text for h in found] for found in hits], answers, metric)
@@ -192,9 +194,9 @@ HELDOUT_FRACTION = 0.3
 def split_questions(count: int, fraction: float = HELDOUT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of ``count`` question positions into (scoring, held out); both non-empty."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the held-out fraction must be in (0, 1) (got {fraction})")
+        raise UserError(f"the held-out fraction must be in (0, 1) (got {fraction})")
     if count < 2:
-        raise ValueError(f"{count} question(s) cannot be split to hold some out; give --heldout FILE")
+        raise UserError(f"{count} question(s) cannot be split to hold some out; give --heldout FILE")
     order = np.random.default_rng(seed).permutation(count)
     held = min(count - 1, max(1, round(fraction * count)))
     return np.sort(order[held:]), np.sort(order[:held])

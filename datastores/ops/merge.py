@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from datastores.bm25 import Bm25Params
 from datastores.dense import DenseSpec
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.layout import CHUNKS_FILE, DatastoreLayout
 from datastores.lock import DatastoreLock
 from datastores.manifest import Manifest, read_manifest
@@ -83,7 +83,7 @@ def merge(roots: Sequence[str | Path], output: str | Path, progress: Callable[[i
     output there."""
     paths = [Path(r) for r in roots]
     if len(paths) < 2:
-        raise ValueError("merge needs at least two datastores")
+        raise UserError("merge needs at least two datastores")
     manifests = [read_manifest(DatastoreLayout(p)) for p in paths]
     check_mergeable(paths, manifests, prefix)
     prefixes = doc_prefixes(paths) if prefix else [""] * len(paths)

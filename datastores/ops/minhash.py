@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from datastores.errors import UserError
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -70,7 +72,7 @@ def lsh_params(threshold: float, num_perm: int, recall: float = DEFAULT_RECALL) 
     bands = np.clip(np.nan_to_num(needed, nan=num_perm + 1.0), 1, num_perm + 1).astype(np.int64)
     feasible = bands * rows <= num_perm
     if not feasible.any():
-        raise ValueError(f"{num_perm} permutations cannot reach recall {recall} at Jaccard {threshold}; "
+        raise UserError(f"{num_perm} permutations cannot reach recall {recall} at Jaccard {threshold}; "
                          f"use more permutations")
     grid = np.linspace(0.0, threshold, 201)
     cost = [np.trapezoid(candidate_probability(grid, b, r), grid) if ok else np.inf
@@ -93,11 +95,11 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float = 0.8, shingle: int = 13, num_perm: int = 128, seed: int = 1,
                  recall: float = DEFAULT_RECALL):
         if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1] (got {threshold})")
+            raise UserError(f"threshold must be in (0, 1] (got {threshold})")
         if shingle < 1:
-            raise ValueError(f"shingle must be at least 1 (got {shingle})")
+            raise UserError(f"shingle must be at least 1 (got {shingle})")
         if not 0.0 < recall < 1.0:
-            raise ValueError(f"recall must be in (0, 1) (got {recall})")
+            raise UserError(f"recall must be in (0, 1) (got {recall})")
         self.threshold = threshold
         self.shingle = shingle
         self.num_perm = num_perm

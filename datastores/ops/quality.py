@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.filters import where_chunk_ids
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest
@@ -93,7 +94,7 @@ def find_low_quality(root: str | Path, rules: QualityRules, max_samples: int = 5
                      progress: Callable[[int], Any] | None = None) -> FilterResult:
     """Live chunks that fail at least one rule, with counts per rule and a few samples."""
     if not rules.active():
-        raise ValueError("no filter given: set at least one rule or --where")
+        raise UserError("no filter given: set at least one rule or --where")
     manifest = read_manifest(DatastoreLayout(Path(root)))
     passing = None
     if rules.where is not None:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from datastores.bm25 import Bm25Params
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.layout import (
     CHUNKS_FILE,
     DENSE_INDEX_FILE,
@@ -180,7 +180,7 @@ class _Packer:
 
     def add(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
         if self.shard_size < 1:
-            raise ValueError(f"shard size must be at least 1 (got {self.shard_size})")
+            raise UserError(f"shard size must be at least 1 (got {self.shard_size})")
         self.chunks.extend(chunks)
         self.vectors.append(vectors)
         if len(self.chunks) >= self.shard_size:

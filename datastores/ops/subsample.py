@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
+from datastores.locate import masks_of_ids
 from datastores.lock import DatastoreLock
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.rewrite import SourceShard, write_selection
@@ -18,16 +20,10 @@ def subsample_masks(manifest: Manifest, deleted: list[np.ndarray], fraction: flo
     """Per shard, the rows chosen: ``round(fraction × live)`` live rows drawn without replacement
     by ``numpy.random.default_rng(seed)`` (the same seed always picks the same rows)."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"the fraction -p must be in (0, 1] (got {fraction})")
+        raise UserError(f"the fraction -p must be in (0, 1] (got {fraction})")
     live = np.concatenate([np.flatnonzero(~d) + s.chunk_id_start for s, d in zip(manifest.shards, deleted)])
     chosen = np.sort(np.random.default_rng(seed).choice(live, round(fraction * len(live)), replace=False))
-    masks = []
-    for shard in manifest.shards:
-        mask = np.zeros(shard.rows, bool)
-        lo, hi = np.searchsorted(chosen, [shard.chunk_id_start, shard.chunk_id_start + shard.rows])
-        mask[chosen[lo:hi] - shard.chunk_id_start] = True
-        masks.append(mask)
-    return masks
+    return masks_of_ids(manifest.shards, chosen)
 
 
 def subsample(root: str | Path, output: str | Path, fraction: float, seed: int = 0,

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from datastores.errors import DatastoreError
+from datastores.errors import DatastoreError, UserError
 from datastores.layout import TOMBSTONES_DIR, DatastoreLayout, atomic_write_bytes, sha256_file
+from datastores.locate import rows_by_shard
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.manifest import Manifest, TombstoneInfo, read_manifest, write_manifest
 
@@ -92,9 +93,8 @@ def remove_unreferenced_bitmaps(root: str | Path, manifest: Manifest) -> None:
 def _new_masks(root: Path, manifest: Manifest, chunk_ids: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
     """Per shard that gains deletions, its new deleted mask; and how many rows are newly deleted."""
     changed, removed = {}, 0
-    for shard, mask in zip(manifest.shards, deleted_masks(root, manifest)):
-        lo, hi = np.searchsorted(chunk_ids, [shard.chunk_id_start, shard.chunk_id_start + shard.rows])
-        rows = chunk_ids[lo:hi] - shard.chunk_id_start
+    per_shard = rows_by_shard(manifest.shards, chunk_ids)
+    for shard, mask, rows in zip(manifest.shards, deleted_masks(root, manifest), per_shard):
         new = rows[~mask[rows]]
         if len(new):
             removed += len(new)
@@ -115,7 +115,7 @@ def commit_tombstones(root: str | Path, before: Manifest, chunk_ids: np.ndarray,
     layout = DatastoreLayout(Path(root))
     chunk_ids = np.unique(np.asarray(chunk_ids, dtype=np.int64))
     if len(chunk_ids) and (chunk_ids[0] < 0 or chunk_ids[-1] >= before.num_chunks):
-        raise ValueError(f"chunk ids must lie in [0, {before.num_chunks}) (got {chunk_ids[0]}..{chunk_ids[-1]})")
+        raise UserError(f"chunk ids must lie in [0, {before.num_chunks}) (got {chunk_ids[0]}..{chunk_ids[-1]})")
     with writer_lock(layout.root, operation.operation, held=lock):
         current = read_manifest(layout)
         if current.content_checksum != before.content_checksum or len(current.lineage) != len(before.lineage):

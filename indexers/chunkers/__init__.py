@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from datastores.errors import UserError
 from indexers.chunkers.base import Chunker, strip_span
 from indexers.chunkers.cluster import ClusterSemanticChunker
 from indexers.chunkers.kamradt import KamradtModifiedChunker
@@ -41,9 +42,9 @@ def make_chunker(name: str, chunk_size: int, overlap: int = 0,
     embedding-based chunkers (``cluster``, ``kamradt``) and ignored by the others.
     """
     if name not in CHUNKERS and name not in EMBEDDING_CHUNKERS:
-        raise ValueError(f"unknown chunker {name!r}; choose one of {', '.join(CHUNKER_NAMES)}")
+        raise UserError(f"unknown chunker {name!r}; choose one of {', '.join(CHUNKER_NAMES)}")
     if name in EMBEDDING_CHUNKERS and embedder is None:
-        raise ValueError(f"the {name} chunker embeds the text to find its cuts and needs an embedder: "
+        raise UserError(f"the {name} chunker embeds the text to find its cuts and needs an embedder: "
                          f"make_chunker({name!r}, ..., embedder=load_embedder(...))")
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 import re
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from datastores.errors import UserError
 from datastores.records import Chunk, Document
 from indexers.html.document import chunk_metadata
 from indexers.tokenizers import Tokenizer
@@ -68,11 +69,11 @@ class Chunker(ABC):
 
     def __init__(self, tokenizer: Tokenizer, chunk_size: int, overlap: int = 0):
         if chunk_size < 1:
-            raise ValueError(f"chunk size must be at least 1 token (got {chunk_size})")
+            raise UserError(f"chunk size must be at least 1 token (got {chunk_size})")
         if overlap < 0:
-            raise ValueError(f"overlap cannot be negative (got {overlap})")
+            raise UserError(f"overlap cannot be negative (got {overlap})")
         if overlap >= chunk_size:
-            raise ValueError(f"overlap ({overlap}) must be smaller than the chunk size ({chunk_size})")
+            raise UserError(f"overlap ({overlap}) must be smaller than the chunk size ({chunk_size})")
         self.tokenizer = tokenizer
         self.chunk_size = chunk_size
         self.overlap = overlap

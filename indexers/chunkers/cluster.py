@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.chunkers.base import Chunker, join_piece_runs
 from indexers.chunkers.recursive import DEFAULT_SEPARATORS, RecursiveChunker
 from indexers.tokenizers import Tokenizer
@@ -83,7 +84,7 @@ def optimal_segmentation(similarity: np.ndarray | None, max_size: int, *, vector
     ``max_size`` pieces.
     """
     if max_size < 1:
-        raise ValueError(f"a segment must be allowed at least one piece (got {max_size})")
+        raise UserError(f"a segment must be allowed at least one piece (got {max_size})")
     if vectors is not None:
         v = np.asarray(vectors, dtype=np.float64)
         n = len(v)
@@ -128,11 +129,11 @@ class ClusterSemanticChunker(Chunker):
                  piece_size: int = PIECE_SIZE, separators: Sequence[str] = DEFAULT_SEPARATORS):
         super().__init__(tokenizer, chunk_size, overlap)
         if overlap:
-            raise ValueError(f"the {self.name} chunker has no overlap (got {overlap}); use overlap 0")
+            raise UserError(f"the {self.name} chunker has no overlap (got {overlap}); use overlap 0")
         if embedder is None:
-            raise ValueError(f"the {self.name} chunker needs an embedder (make_chunker(..., embedder=...))")
+            raise UserError(f"the {self.name} chunker needs an embedder (make_chunker(..., embedder=...))")
         if chunk_size < piece_size:
-            raise ValueError(f"the {self.name} chunker needs a chunk size of at least {piece_size} tokens "
+            raise UserError(f"the {self.name} chunker needs a chunk size of at least {piece_size} tokens "
                              f"(its piece size; got {chunk_size})")
         self.embedder = embedder
         self.piece_size = piece_size

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.chunkers.base import Chunker, join_piece_runs
 from indexers.chunkers.cluster import PIECE_SIZE
 from indexers.chunkers.recursive import DEFAULT_SEPARATORS, RecursiveChunker
@@ -72,9 +73,9 @@ class KamradtModifiedChunker(Chunker):
                  separators: Sequence[str] = DEFAULT_SEPARATORS):
         super().__init__(tokenizer, chunk_size, overlap)
         if overlap:
-            raise ValueError(f"the {self.name} chunker has no overlap (got {overlap}); use overlap 0")
+            raise UserError(f"the {self.name} chunker has no overlap (got {overlap}); use overlap 0")
         if embedder is None:
-            raise ValueError(f"the {self.name} chunker needs an embedder (make_chunker(..., embedder=...))")
+            raise UserError(f"the {self.name} chunker needs an embedder (make_chunker(..., embedder=...))")
         self.embedder = embedder
         self.piece_size = piece_size
         self.window = window

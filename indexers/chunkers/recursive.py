@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from datastores.errors import UserError
 from indexers.chunkers.base import Chunker, strip_span
 from indexers.tokenizers import Tokenizer
 
@@ -51,7 +52,7 @@ class RecursiveChunker(Chunker):
         self.separators = tuple(separators)
         if keep_separator is not None:
             if keep_separator not in KEEP_SEPARATOR:
-                raise ValueError(f"keep_separator must be one of {', '.join(KEEP_SEPARATOR)} (got {keep_separator!r})")
+                raise UserError(f"keep_separator must be one of {', '.join(KEEP_SEPARATOR)} (got {keep_separator!r})")
             self.keep_separator = keep_separator
 
     def spans(self, text: str) -> list[Span]:

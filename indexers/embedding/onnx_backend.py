@@ -298,12 +298,8 @@ def _versions() -> dict[str, str]:
 
 def _load_for_export(path: str) -> Any:
     """The sentence-transformers model with eager attention (it traces into fusable patterns)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
         model = SentenceTransformer(path, device="cpu", local_files_only=True,
                                     model_kwargs={"attn_implementation": "eager"})
@@ -489,7 +485,6 @@ class OnnxBackend(Backend):
 
     def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int | None = None,
                  quantized: bool = False, threads: int | None = None, retry_failed: bool = True):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.location = locate_model(model)
         folder = self.location.local_folder
         self.weights_sha256 = verify_weights(self.location)

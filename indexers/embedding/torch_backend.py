@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -30,17 +29,8 @@ class TorchBackend(Backend):
     def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int | None = None,
                  allow_download: bool = False):
         self.device = pick_device(device)
-        if not self.device.startswith("cuda"):
-            # CPU: the model's threads own the cores and tokenizing is 1-2% of the time. On a GPU,
-            # tokenizing is the bottleneck: the Rust tokenizer keeps its default (all cores) unless
-            # TOKENIZERS_PARALLELISM is set (4x the docs/s on an H100, docs/benchmarks.md).
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from safetensors import SafetensorError
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         self.location = locate_model(model)
         self.weights_sha256 = verify_weights(self.location)
         self.batch_size = batch_size or default_batch_size(self.device)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.html.clean import BLOCK_TAGS, CELL_TAGS, VOID_TAGS, CleanPage, Element, _is_block
 
 DEFAULT_MAX_WORDS = 256
@@ -59,7 +60,7 @@ def word_counts(root: Element) -> dict[Element, int]:
 def build_blocks(page: CleanPage, max_words: int = DEFAULT_MAX_WORDS) -> list[Block]:
     """The blocks of ``page`` (see the module docstring), in document order."""
     if max_words < 1:
-        raise ValueError(f"max words per block must be at least 1 (got {max_words})")
+        raise UserError(f"max words per block must be at least 1 (got {max_words})")
     counts = word_counts(page.root)
     pending = [page.body]
     leaves: list[Element] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from datastores.errors import UserError
 from rag.compress.base import CompressionResult, Compressor, TruncateCompressor
 from rag.compress.budget import SPLITS, allocate_budget, keep_best_words, truncate_to_tokens
 
@@ -47,16 +48,16 @@ def load_compressor(method: str, **options: Any) -> Compressor:
     only to the methods that use them.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown compression method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown compression method {method!r}; choose one of {', '.join(METHODS)}")
     if method in ("token", "summary") and not options.get("model"):
         kind = "causal LM" if method == "token" else "seq2seq model"
-        raise ValueError(f"compression method {method!r} needs a {kind}: give model=NAME_OR_PATH "
+        raise UserError(f"compression method {method!r} needs a {kind}: give model=NAME_OR_PATH "
                          "(rag compress --model, rag ask --compress-model)")
     kept = {k: v for k, v in options.items() if k not in _CONTEXT or k in _USES[method]}
     try:
         return _factory(method)(**kept)
     except TypeError as exc:
-        raise ValueError(f"bad options for compression method {method!r}: {exc}") from exc
+        raise UserError(f"bad options for compression method {method!r}: {exc}") from exc
 
 
 __all__ = ["METHODS", "SPLITS", "CompressionResult", "Compressor", "TruncateCompressor", "allocate_budget",

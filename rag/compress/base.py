@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from datastores.errors import UserError
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
 from rag.compress.budget import SPLITS, allocate_budget, truncate_to_tokens
 from rag.records import Passage
@@ -28,7 +29,7 @@ class CompressionResult:
 
 def check_rate(rate: float | None) -> float | None:
     if rate is not None and not 0.0 < rate <= 1.0:
-        raise ValueError(f"rate must be in (0, 1] (the fraction of tokens to keep), got {rate!r}")
+        raise UserError(f"rate must be in (0, 1] (the fraction of tokens to keep), got {rate!r}")
     return rate
 
 
@@ -49,7 +50,7 @@ class Compressor(ABC):
         self.rate = check_rate(rate)
         self.split, self.decay, self.min_tokens = split, decay, min_tokens
         if split not in self.splits:
-            raise ValueError(f"unknown budget split {split!r} for {self.name}; choose one of {', '.join(self.splits)}")
+            raise UserError(f"unknown budget split {split!r} for {self.name}; choose one of {', '.join(self.splits)}")
 
     def target(self, total: int, budget: int | None) -> int | None:
         """The token target for ``total`` tokens: the budget, ``rate`` of the total, or the smaller."""

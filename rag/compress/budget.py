@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.tokenizers import Tokenizer
 
 SPLITS = ("greedy", "rank", "equal")
@@ -23,7 +24,7 @@ def allocate_budget(lengths: Sequence[int], budget: int, split: str = "rank", de
     the whole passage.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown budget split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise UserError(f"unknown budget split {split!r}; choose one of {', '.join(SPLITS)}")
     lengths = np.asarray(lengths, dtype=np.int64)
     shares = np.zeros(len(lengths), dtype=np.int64)
     if budget <= 0 or len(lengths) == 0:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import keep_best_words, word_spans
@@ -35,7 +36,7 @@ class TokenCompressor(Compressor):
         self.model_name = loaded.name
         self.lm, self.lm_tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         if not getattr(self.lm_tokenizer, "is_fast", False):
-            raise ValueError(f"the tokenizer of {loaded.name!r} has no fast version; word offsets need one")
+            raise UserError(f"the tokenizer of {loaded.name!r} has no fast version; word offsets need one")
         self.window = min(window, loaded.max_positions)
         self.condition_on_query = condition_on_query
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.chunkers.sentence import sentence_spans
 from indexers.embedding import caching_embedder
 from rag.generate.base import Generation
@@ -48,7 +49,7 @@ class ExtractiveGenerator:
     def __init__(self, embedder: Any = None, max_sentences: int = 3, lexical_weight: float = 0.3,
                  min_similarity: float = 0.1, device: str = "auto"):
         if max_sentences < 1:
-            raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
+            raise UserError(f"max_sentences must be at least 1, got {max_sentences}")
         self.embedder = caching_embedder(embedder, device)
         self.max_sentences = max_sentences
         self.lexical_weight = lexical_weight

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from datastores.errors import UserError
 from rag.generate.base import Generator
 from rag.generate.extractive import ExtractiveGenerator
 from rag.generate.hf import HFGenerator
@@ -22,9 +23,9 @@ def load_generator(spec: str = "extractive", **options: Any) -> Generator:
     if kind == "extractive":
         return ExtractiveGenerator(**options)
     if kind in ("hf", "openai") and not target.strip():
-        raise ValueError(f"generator {spec!r} needs a model after '{kind}:'")
+        raise UserError(f"generator {spec!r} needs a model after '{kind}:'")
     if kind == "hf":
         return HFGenerator(target.strip(), **options)
     if kind == "openai":
         return OpenAIGenerator(target.strip(), **options)
-    raise ValueError(f"unknown generator {spec!r}: use 'extractive', 'hf:PATH_OR_NAME' or 'openai:MODEL'")
+    raise UserError(f"unknown generator {spec!r}: use 'extractive', 'hf:PATH_OR_NAME' or 'openai:MODEL'")

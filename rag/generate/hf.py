@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
+from datastores.errors import UserError
 from rag.generate.base import Generation, build_messages, build_prompt, parse_citations
 from rag.lm import LanguageModel, as_causal_lm
 from rag.records import Passage
@@ -38,7 +39,7 @@ class HFGenerator:
     def __init__(self, model: str | LanguageModel, allow_download: bool = False, device: str = "auto",
                  max_new_tokens: int = 256, temperature: float = 0.0, system: str | None = None):
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+            raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.lm = as_causal_lm(model, device, allow_download)
         self.name = f"hf:{self.lm.name}"
         self.model_name = self.lm.name

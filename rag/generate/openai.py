@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from datastores.errors import UserError
 from rag.generate.base import Generation, build_messages, parse_citations
 from rag.generate.openai_client import ChatResult, OpenAIClient
 from rag.records import Passage
@@ -22,9 +23,9 @@ class OpenAIGenerator:
                  timeout: float = 60.0, max_retries: int = 3, temperature: float = 0.0, max_tokens: int = 512,
                  system: str | None = None, client: OpenAIClient | None = None):
         if not model or not model.strip():
-            raise ValueError("the openai generator needs a model name (openai:MODEL)")
+            raise UserError("the openai generator needs a model name (openai:MODEL)")
         if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+            raise UserError(f"max_tokens must be positive, got {max_tokens}")
         self.model = model.strip()
         self.name = f"openai:{self.model}"
         self.temperature = temperature

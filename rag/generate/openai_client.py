@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Sequence
 
+from datastores.errors import TeraragError, UserError
+
 logger = logging.getLogger("terarag.openai")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -38,7 +40,7 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped
 
 
-class OpenAIError(RuntimeError):
+class OpenAIError(UserError):
     """A request to an OpenAI-compatible server failed (after any retries).
 
     ``status`` is the HTTP status (``None`` for connection errors and timeouts), ``message`` the
@@ -66,7 +68,7 @@ class ChatResult:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-class _Retryable(Exception):
+class _Retryable(TeraragError):
     """Internal: one attempt failed in a way that may pass; carries the wait the server asked for."""
 
     def __init__(self, description: str, status: int | None = None, server_message: str = "",
@@ -145,11 +147,11 @@ class OpenAIClient:
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip().rstrip("/")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"base URL {_redact_url(url)!r} is not an http(s) URL (e.g. http://localhost:8000/v1)")
+            raise UserError(f"base URL {_redact_url(url)!r} is not an http(s) URL (e.g. http://localhost:8000/v1)")
         if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+            raise UserError(f"timeout must be positive, got {timeout}")
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+            raise UserError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = url
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)

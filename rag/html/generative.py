@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.html import Block, CleanPage
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class PathScorer:
         longest = max(len(p) for p in paths)
         prompt = self._prompt(query, page.html, self.max_length - longest)
         if not prompt:
-            raise ValueError(f"block paths of {longest} tokens do not fit the model's {self.max_length} positions")
+            raise UserError(f"block paths of {longest} tokens do not fit the model's {self.max_length} positions")
         children: dict[tuple[int, ...], set[int]] = {}
         for path in paths:
             for t in range(len(path)):

@@ -6,7 +6,10 @@ piece that does not fit is split into its children, down to sentences
 (``indexers.html.split_block``), and each child is ranked by a mix of its own similarity and its
 parent's (``parent_weight``), as HtmlRAG prunes its tree level by level. So a block larger than
 the whole budget gives up its best sentences instead of being removed, and the budget is filled
-with the best text. A page with text never comes back empty: when not even the best sentence
+with the best text. API pages put names in definition terms (``<dt>`` signatures): the piece
+holding the definition of a code name the question mentions (``textwrap.wrap``) goes first, and a
+kept piece that mentions a name the page defines (``a JSONDecodeError will be raised``) lifts that
+definition to its own rank; a text kept once is not kept again (Sphinx repeats parameter texts). A page with text never comes back empty: when not even the best sentence
 fits, its beginning is kept, cut to the budget.
 Step 2 (``rag.html.generative.PathScorer``, optional, needs a causal LM) re-blocks what step 1
 kept at a finer grain and ranks the blocks by the probability the model gives to their paths.
@@ -32,17 +35,19 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
+from datastores.errors import UserError
 from indexers.html import (DEFAULT_MAX_WORDS, SENTENCE, Block, CleanPage, block_text, build_blocks, clean_html, split_block,
                            visible_text, word_counts)
 from indexers.tokenizers import Tokenizer, load_tokenizer
 from rag.compress.budget import allocate_budget, truncate_to_tokens
-from rag.generate.extractive import terms
+from rag.html.lexical import PageTerms, code_names, definitions
 from rag.stages import check_budget, with_text
 
 DEFAULT_FINE_MAX_WORDS = 32
 DEFAULT_PARENT_WEIGHT = 0.5
 DEFAULT_MAX_SPLITS = 12
 LEXICAL_WEIGHT = 0.3
+EMBED_WORDS = 96  # a block's first words are embedded (~128 MiniLM tokens, half its window)
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 _LOOKS_LIKE_HTML = re.compile(r"<\s*(html|body|head|div|p|table|tr|td|ul|ol|li|section|article|main|span|a|h[1-6]|"
                               r"pre|dl|dt|dd|br|blockquote|header|footer|nav)\b[^>]*>", re.I)
@@ -50,6 +55,7 @@ _NO_HEAD = re.compile(r"<head>.*?</head>", re.S)
 _MIN_ROOM = 4  # tokens: below this, nothing more is tried
 _MIN_SPLIT_ROOM = 16  # tokens: below this, no piece is split (a sentence would rarely fit)
 _LABEL_WORDS = 80  # a label longer than this is not lifted with the text it introduces
+_REPEAT_WORDS = 5  # a piece of at least this many words is not kept twice (Sphinx repeats parameter texts)
 
 
 class BlockScorer(Protocol):
@@ -59,17 +65,20 @@ class BlockScorer(Protocol):
 
 
 class EmbeddingScorer:
-    """Cosine similarity between the query and each block's visible text (step 1), plus
-    ``lexical_weight`` × the share of the query's rare words the block holds (word rarity counted
-    over the lines of the page), which keeps exact names such as ``glob.escape`` in view."""
+    """Cosine similarity between the query and the first ``embed_words`` words of each block's
+    visible text (step 1), plus ``lexical_weight`` × the share of the query's rare terms and code
+    names the block holds (``rag.html.lexical.PageTerms``), which keeps exact names such as
+    ``glob.escape`` in view."""
 
-    def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT):
+    def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT,
+                 embed_words: int | None = EMBED_WORDS):
         from indexers.embedding import caching_embedder
 
         self.embedder = caching_embedder(embedder, device)
         self._query: tuple[str, np.ndarray] | None = None
-        self._idf: tuple[int, dict[str, float]] | None = None
+        self._page_terms: tuple[CleanPage, PageTerms] | None = None
         self.lexical_weight = lexical_weight
+        self.embed_words = embed_words
 
     def query_vector(self, query: str) -> np.ndarray:
         """The query's vector (the embedder's query encoding), remembered for the last query."""
@@ -78,35 +87,26 @@ class EmbeddingScorer:
             self._query = (query, np.asarray(vector, dtype=np.float32)[0])
         return self._query[1]
 
-    def idf(self, page: CleanPage) -> dict[str, float]:
-        """Inverse document frequency of each word over the lines of ``page`` (the last page's, remembered)."""
-        if self._idf is None or self._idf[0] != id(page):
-            lines = [terms(line) for line in visible_text(page)[0].split("\n")]
-            counts: dict[str, int] = {}
-            for line in lines:
-                for term in line:
-                    counts[term] = counts.get(term, 0) + 1
-            self._idf = (id(page), {t: math.log1p(len(lines) / (1 + n)) for t, n in counts.items()})
-        return self._idf[1]
+    def model_texts(self, texts: Sequence[str]) -> list[str]:
+        """What the model embeds of each text: its first ``embed_words`` words (all when ``None``)."""
+        if self.embed_words is None:
+            return list(texts)
+        return [" ".join(t.split()[:self.embed_words]) for t in texts]
 
-    def lexical(self, query: str, page: CleanPage, texts: Sequence[str]) -> np.ndarray:
-        """Share of the query words' idf mass that each text holds."""
-        idf = self.idf(page)
-        weights = {t: idf.get(t, math.log1p(len(idf) + 1)) for t in terms(query)}
-        total = sum(weights.values())
-        if not total:
-            return np.zeros(len(texts), dtype=np.float32)
-        return np.asarray([sum(w for t, w in weights.items() if t in terms(text)) / total for text in texts],
-                          dtype=np.float32)
+    def page_terms(self, page: CleanPage) -> PageTerms:
+        """The lexical statistics of ``page`` (the last page's, remembered)."""
+        if self._page_terms is None or self._page_terms[0] is not page:
+            self._page_terms = (page, PageTerms.of(visible_text(page)[0]))
+        return self._page_terms[1]
 
     def score(self, query: str, page: CleanPage, blocks: Sequence[Block]) -> np.ndarray:
         if not blocks:
             return np.zeros(0, dtype=np.float32)
         texts = [block_text(b) for b in blocks]
-        vectors = np.asarray(self.embedder.encode_passages(texts), dtype=np.float32)
+        vectors = np.asarray(self.embedder.encode_passages(self.model_texts(texts)), dtype=np.float32)
         scores = vectors @ self.query_vector(query)
         if self.lexical_weight:
-            scores = scores + self.lexical_weight * self.lexical(query, page, texts)
+            scores = scores + self.lexical_weight * self.page_terms(page).shares(query, texts)
         return scores.astype(np.float32)
 
 
@@ -242,6 +242,7 @@ class _Queue:
         self.decided: set[Block] = set()
         self.pieces: dict[tuple[int, Any], Block] = {}  # (page, element) -> its element piece
         self.order = itertools.count()  # ties go to the piece pushed first
+        self.wanted: list[tuple[float, int, Any, int | None]] = []  # definitions lifted: score, page, <dt>, cap
 
     def push(self, score: float, page: int, block: Block) -> None:
         heapq.heappush(self.heap, (-score, next(self.order), page, block))
@@ -255,6 +256,36 @@ class _Queue:
             if piece is not None and piece is not block and piece not in self.decided and piece.words <= _LABEL_WORDS:
                 self.push(score, page, piece)
 
+    def holder(self, page: int, element: Any) -> Block | None:
+        """The finest piece holding ``element``, when it is still to be decided."""
+        node = element
+        while node is not None:
+            piece = self.pieces.get((page, node))
+            if piece is not None:
+                return None if piece in self.decided else piece
+            node = node.getparent()
+        return None
+
+    def lift_definitions(self, score: float, page: int, names: Sequence[str], defined: dict[str, list[Any]],
+                         max_words: int | None = None) -> None:
+        """Push the pieces holding the definitions (``<dt>``) of ``names`` again, at ``score``; when
+        such a piece is split, its part holding the definition is pushed at ``score`` too."""
+        for name in names:
+            for term in defined.get(name, ()):
+                self.wanted.append((score, page, term, max_words))
+                self._push_holder(score, page, term, max_words)
+
+    def lift_wanted(self, page: int) -> None:
+        """Push again the pieces of ``page`` that now hold a lifted definition (after a split)."""
+        for score, wanted_page, term, max_words in self.wanted:
+            if wanted_page == page:
+                self._push_holder(score, page, term, max_words)
+
+    def _push_holder(self, score: float, page: int, term: Any, max_words: int | None) -> None:
+        piece = self.holder(page, term)
+        if piece is not None and (max_words is None or piece.words <= max_words):
+            self.push(score, page, piece)
+
     def pop(self) -> tuple[float, int, Block] | None:
         while self.heap:
             negative, _, page, block = heapq.heappop(self.heap)
@@ -264,37 +295,62 @@ class _Queue:
         return None
 
 
+def _seed(queue: _Queue, states: list[_Page], query: str, how: _Selection) -> list[dict[str, list[Any]]]:
+    """Queue the first blocks of every page by score; the pieces holding the definitions of code
+    names the question mentions go first. Returns each page's definitions by name."""
+    defined = [definitions(state.page.root) for state in states]
+    for i, state in enumerate(states):
+        blocks = build_blocks(state.page, how.max_words)
+        scores = how.scorer.score(query, state.page, blocks)
+        for block, score in zip(blocks, scores):
+            queue.push(float(score), i, block)
+        if len(scores):
+            queue.lift_definitions(float(np.max(scores)) + 1.0, i, code_names(query), defined[i])
+    return defined
+
+
 def _choose(states: list[_Page], query: str, budget: int, tokenizer: Tokenizer, fixed: int,
             how: _Selection) -> None:
     """Take pieces best first while their estimated cost fits; split those that do not. A kept
-    piece lifts its labels (definition term, section heading) to its own rank."""
+    piece lifts its labels (definition term, section heading) and the definitions of the code
+    names it mentions to its own rank; a text already kept is not kept twice."""
     queue = _Queue()
-    for i, state in enumerate(states):
-        blocks = build_blocks(state.page, how.max_words)
-        for block, score in zip(blocks, how.scorer.score(query, state.page, blocks)):
-            queue.push(float(score), i, block)
-    used, opened, splits = fixed, set(), 0
+    defined = _seed(queue, states, query, how)
+    used, opened, splits, seen = fixed, set(), 0, set()
     while (item := queue.pop()) is not None:
         score, i, block = item
-        state = states[i]
+        state, text = states[i], block_text(block)
         cost = state.cost(block, tokenizer) + (0 if i in opened else tokenizer.count(state.frame()))
-        if budget - used >= _MIN_ROOM and used + cost <= budget:
+        if block.words >= _REPEAT_WORDS and (i, text) in seen:
+            state.dropped[block] = score
+        elif budget - used >= _MIN_ROOM and used + cost <= budget:
             state.kept[block] = score
             used += cost
             opened.add(i)
+            seen.add((i, text))
             queue.lift_labels(score, i, block)
-            continue
-        refine = how.refine and splits < how.max_splits and budget - used >= _MIN_SPLIT_ROOM
-        children = split_block(state.page, block, state.counts) if refine else []
-        if not children:
+            queue.lift_definitions(score, i, code_names(text), defined[i], _LABEL_WORDS)
+        elif not _refine(queue, state, i, query, score, block, how, splits < how.max_splits
+                         and budget - used >= _MIN_SPLIT_ROOM):
             state.dropped[block] = score
-            continue
-        splits += 1
-        mixed = [how.parent_weight * score + (1 - how.parent_weight) * float(own)
-                 for own in how.scorer.score(query, state.page, children)]
-        for child, rank in zip(children, mixed):
-            queue.push(rank, i, child)
-        queue.lift_labels(max(mixed), i, children[int(np.argmax(mixed))])
+        else:
+            splits += 1
+
+
+def _refine(queue: _Queue, state: _Page, i: int, query: str, score: float, block: Block, how: _Selection,
+            allowed: bool) -> bool:
+    """Queue the children of ``block`` ranked by their own score mixed with the parent's; False
+    when it cannot (or may not) be split."""
+    children = split_block(state.page, block, state.counts) if how.refine and allowed else []
+    if not children:
+        return False
+    mixed = [how.parent_weight * score + (1 - how.parent_weight) * float(own)
+             for own in how.scorer.score(query, state.page, children)]
+    for child, rank in zip(children, mixed):
+        queue.push(rank, i, child)
+    queue.lift_labels(max(mixed), i, children[int(np.argmax(mixed))])
+    queue.lift_wanted(i)
+    return True
 
 
 def _fit(states: list[_Page], budget: int, tokenizer: Tokenizer, fixed: int, max_restore: int) -> int:
@@ -396,11 +452,11 @@ class HtmlPruner:
                  coarse_factor: float = 2.0, device: str = "auto", allow_download: bool = False,
                  parent_weight: float = DEFAULT_PARENT_WEIGHT, max_splits: int = DEFAULT_MAX_SPLITS):
         if max_words < 1 or fine_max_words < 1:
-            raise ValueError("max words per block must be at least 1")
+            raise UserError("max words per block must be at least 1")
         if coarse_factor < 1:
-            raise ValueError(f"coarse_factor must be at least 1 (got {coarse_factor})")
+            raise UserError(f"coarse_factor must be at least 1 (got {coarse_factor})")
         if not 0.0 <= parent_weight <= 1.0:
-            raise ValueError(f"parent_weight must be in [0, 1] (got {parent_weight})")
+            raise UserError(f"parent_weight must be in [0, 1] (got {parent_weight})")
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         self.scorer: BlockScorer = EmbeddingScorer(embedder, device)
         self.max_words = max_words
@@ -461,7 +517,7 @@ class HtmlPruner:
         page = clean_html(html)  # no piece kept: a page without text comes back as it is, if it fits
         empty = self.tokenizer.count(page.html)
         if page.body.xpath("string()").strip() or empty > budget:
-            raise ValueError(f"budget {budget} is smaller than an empty page ({empty} tokens)")
+            raise UserError(f"budget {budget} is smaller than an empty page ({empty} tokens)")
         return PruneResult(page.html, result.tokens_before, empty, 0, seconds=result.seconds)
 
     # -- pipeline stage ------------------------------------------------------------------------

@@ -1,11 +1,16 @@
-"""Retrieval pipelines over a datastore: hybrid fusion, reranking, MMR (``build_retriever``)."""
+"""Retrieval over a datastore: a ``RetrieverConfig`` (search options + reranker) and ``build_retriever``.
 
-from rag.retrieve.fusion import FUSIONS, NORMALIZATIONS, convex, fuse, normalize, rrf
-from rag.retrieve.mmr import ChunkVectors, mmr
+The search itself is ``datastores.retrieval.Searcher`` (fusion: ``datastores.fusion``, MMR:
+``datastores.mmr``), shared by the local datastore and the Ray searcher; rerankers load here.
+"""
+
+from datastores.fusion import FUSIONS, NORMALIZATIONS, convex, fuse, normalize, rrf
+from datastores.mmr import mmr
+from datastores.retrieval import MODES, SearchOptions, SearchRequest
 from rag.retrieve.rerank import RERANK_KINDS, CrossEncoderReranker, RerankerError, load_reranker
-from rag.retrieve.retriever import (AGGREGATIONS, MODES, DocumentHit, Retriever, RetrieverConfig, build_retriever,
+from rag.retrieve.retriever import (AGGREGATIONS, DocumentHit, Retriever, RetrieverConfig, build_retriever,
                                     rank_documents)
 
-__all__ = ["AGGREGATIONS", "FUSIONS", "MODES", "NORMALIZATIONS", "RERANK_KINDS", "ChunkVectors", "CrossEncoderReranker",
-           "DocumentHit", "Retriever", "RetrieverConfig", "RerankerError", "build_retriever", "convex", "fuse",
-           "load_reranker", "mmr", "normalize", "rank_documents", "rrf"]
+__all__ = ["AGGREGATIONS", "FUSIONS", "MODES", "NORMALIZATIONS", "RERANK_KINDS", "CrossEncoderReranker", "DocumentHit",
+           "Retriever", "RetrieverConfig", "RerankerError", "SearchOptions", "SearchRequest", "build_retriever",
+           "convex", "fuse", "load_reranker", "mmr", "normalize", "rank_documents", "rrf"]

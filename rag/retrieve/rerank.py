@@ -9,12 +9,13 @@ the Hugging Face cache) unless ``allow_download`` is set.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
+from datastores.retrieval import Reranker
 from indexers.embedding import AUTO_PREFIX, load_embedder, pick_device
 
 RERANK_KINDS = ("cross-encoder", "bi-encoder")
@@ -22,14 +23,8 @@ RERANK_KINDS = ("cross-encoder", "bi-encoder")
 logger = logging.getLogger("terarag.rerank")
 
 
-class RerankerError(ValueError):
+class RerankerError(UserError):
     """The rerank spec is malformed or its model cannot be loaded."""
-
-
-class Reranker(Protocol):
-    spec: str
-
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -65,12 +60,8 @@ class CrossEncoderReranker:
     model: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import CrossEncoder
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         try:
             self.model = CrossEncoder(self.model_name, device=pick_device(self.device),
                                       local_files_only=not self.allow_download)
@@ -126,7 +117,3 @@ def load_reranker(spec: str, device: str = "auto", batch_size: int = 32, allow_d
         return CrossEncoderReranker(model, device, batch_size, allow_download)
     return BiEncoderReranker(model, device, batch_size, AUTO_PREFIX, AUTO_PREFIX)  # the model's prompts
 
-
-def rerank_order(scores: np.ndarray) -> np.ndarray:
-    """Indices by descending score, ties to the earlier (upstream better ranked) candidate."""
-    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))

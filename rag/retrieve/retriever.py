@@ -1,21 +1,10 @@
-"""``Retriever``: dense, BM25 or hybrid first stage, then optional reranking and MMR diversification.
+"""``Retriever``: a ``datastores.retrieval.SearchRequest`` with a loaded reranker, over any searcher.
 
-Pipeline for each query:
-
-1. first stage: ``dense`` or ``bm25`` search of the datastore, or ``hybrid``: both asked for
-   ``depth`` hits and fused (``rrf`` or ``convex``, see ``rag.retrieve.fusion``);
-2. ``rerank``: the top ``rerank_depth`` candidates rescored by a cross-encoder (or bi-encoder)
-   and reordered; candidates below ``rerank_depth`` follow in first-stage order with their
-   first-stage scores;
-3. ``mmr``: the final ``k`` picked from the candidates by maximal marginal relevance over the
-   stored chunk embeddings (``lambda`` = ``mmr``); hits keep the score of the previous step.
-
-A ``where`` filter (SQL over chunk columns and metadata) applies to every first-stage search.
-
-Defaults (``RetrieverConfig``; chosen by best worst case over nine collections, docs/benchmarks.md,
-"Retrieval defaults"): hybrid fusion is ``convex`` with ``alpha = 0.4`` on ``calibrated`` scores
-(0.4 * (1 + cosine) / 2 + 0.6 * logistic(z-score of BM25)), each retriever asked for ``depth = 100``
-hits. ``fusion="rrf", alpha=0.5, rrf_k=60`` is the default before issue 18 (plain RRF).
+The search itself (dense, BM25 or hybrid first stage, rerank, MMR, ``where``) is
+``datastores.retrieval.Searcher.run``, the one implementation the local datastore and the Ray
+searcher share; ``RetrieverConfig`` adds the reranker to load (``rerank``: a spec, see
+``rag.retrieve.rerank``) to the ``SearchOptions``, and is what a pipeline config's ``retriever:``
+mapping and ``build_retriever``'s keywords state.
 
 Documents longer than a chunk: ``rank_documents`` / ``Retriever.retrieve_documents`` rank the
 documents of a hit list by ``max`` (a document is as good as its best-ranked chunk; the default,
@@ -25,20 +14,17 @@ s1 + 0.1 s2 + 0.01 s3 ...); ``rag eval retrieval`` scores documents the same way
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
 from datastores.records import Hit
-from datastores.search import check_queries
-from rag.retrieve.fusion import FUSIONS, NORMALIZATIONS, fuse
-from rag.retrieve.mmr import ChunkVectors, mmr
-from rag.retrieve.rerank import Reranker, load_reranker, parse_spec, rerank_order
+from datastores.retrieval import Reranker, SearchOptions, SearchRequest
+from rag.retrieve.rerank import load_reranker, parse_spec
 
-MODES = ("dense", "bm25", "hybrid")
 AGGREGATIONS = ("max", "decay")
 DECAY = 0.1  # weight of a document's second chunk under ``decay`` (third: DECAY**2, ...)
 CHUNKS_PER_DOCUMENT = 3  # chunks asked for per document wanted by ``retrieve_documents``
@@ -58,7 +44,7 @@ def rank_documents(hits: Sequence[Hit], aggregation: str = "max") -> list[Docume
     document's first hit and its score; ``decay`` scores s1 + DECAY s2 + DECAY² s3 ... over the
     document's chunk scores in descending order (scores >= 0 assumed), ties by first hit."""
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown document aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+        raise UserError(f"unknown document aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
     groups: dict[str, list[Hit]] = {}
     for hit in hits:
         groups.setdefault(hit.doc_id, []).append(hit)
@@ -72,39 +58,23 @@ def rank_documents(hits: Sequence[Hit], aggregation: str = "max") -> list[Docume
 
 
 @dataclass(frozen=True)
-class RetrieverConfig:
-    """Settings of a retrieval pipeline (the keyword arguments of ``build_retriever``)."""
+class RetrieverConfig(SearchOptions):
+    """Search options plus the reranker to load (the keyword arguments of ``build_retriever``)."""
 
-    mode: str = "dense"
-    fusion: str = "convex"
-    alpha: float = 0.4
-    rrf_k: int = 60
-    depth: int = 100
     rerank: str | None = None
-    rerank_depth: int = 100
-    mmr: float | None = None
-    normalization: str = "calibrated"
     device: str = "auto"
     rerank_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (got {self.alpha})")
-        if self.rrf_k < 0:
-            raise ValueError(f"rrf_k must be >= 0 (got {self.rrf_k})")
-        for name in ("depth", "rerank_depth", "rerank_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
-            raise ValueError(f"the MMR lambda must be in [0, 1] (got {self.mmr})")
+        super().__post_init__()
+        if self.rerank_batch_size < 1:
+            raise UserError(f"rerank_batch_size must be at least 1 (got {self.rerank_batch_size})")
         if self.rerank is not None:
             parse_spec(self.rerank)
+
+    def request(self, k: int, where: str | None = None) -> SearchRequest:
+        """The ``SearchRequest`` for ``k`` hits under ``where`` with these options."""
+        return SearchRequest(k=k, where=where, **self.options())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,24 +85,23 @@ class RetrieverConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
-            raise ValueError(f"unknown retriever setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown retriever setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
 @dataclass
 class Retriever:
-    """A retrieval pipeline over one datastore (see the module docstring)."""
+    """Searches ``datastore`` (any ``datastores.retrieval.Searcher``) with ``config`` and its reranker."""
 
     datastore: Any
     config: RetrieverConfig = field(default_factory=RetrieverConfig)
     reranker: Reranker | None = None
-    #: seconds spent per stage, summed over all calls (encode, dense, bm25, fuse, rerank, mmr)
+    #: seconds spent per stage, summed over all calls (dense, bm25, fuse, rerank, mmr)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def __post_init__(self) -> None:
         if self.config.rerank is not None and self.reranker is None:
             self.reranker = load_reranker(self.config.rerank, self.config.device, self.config.rerank_batch_size)
-        self._vectors: ChunkVectors | None = None
 
     def retrieve(self, query: str, k: int, where: str | None = None) -> list[Hit]:
         """The top ``k`` hits for one query, best first."""
@@ -143,90 +112,12 @@ class Retriever:
         """At most ``k`` documents for one query, best first: ``k * chunks_per_document`` chunk
         hits ranked by document (``rank_documents``)."""
         if chunks_per_document < 1:
-            raise ValueError(f"chunks_per_document must be at least 1 (got {chunks_per_document})")
+            raise UserError(f"chunks_per_document must be at least 1 (got {chunks_per_document})")
         return rank_documents(self.retrieve(query, k * chunks_per_document, where), aggregation)[:k]
 
     def retrieve_many(self, queries: Sequence[str], k: int, where: str | None = None) -> list[list[Hit]]:
         """The top ``k`` hits for each query, best first."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1 (got {k})")
-        queries = list(queries)
-        if not queries:
-            return []
-        check_queries(queries)
-        pool = k
-        if self.reranker is not None:
-            pool = max(pool, self.config.rerank_depth)
-        if self.config.mmr is not None:
-            pool = max(pool, self.config.depth)
-        candidates = self._first_stage(queries, pool, where)
-        if self.reranker is not None:
-            candidates = [self._rerank(q, hits) for q, hits in zip(queries, candidates)]
-        if self.config.mmr is not None:
-            candidates = [self._diversify(hits, k) for hits in candidates]
-        return [hits[:k] for hits in candidates]
-
-    # -- stages -----------------------------------------------------------------------------
-
-    def _timed(self, stage: str, started: float) -> None:
-        self.timings[stage] += time.perf_counter() - started
-
-    def _dense(self, queries: list[str], k: int, where: str | None) -> list[list[Hit]]:
-        encoder = self.datastore.query_encoder
-        if encoder is None:
-            return self.datastore.search_many(queries, k=k, mode="dense", where=where)  # raises a clear error
-        started = time.perf_counter()
-        vectors = np.asarray(encoder(queries), dtype=np.float32)
-        self._timed("encode", started)
-        started = time.perf_counter()
-        hits = self.datastore.search_vectors(vectors, k=k, where=where)
-        self._timed("dense", started)
-        return hits
-
-    def _bm25(self, queries: list[str], k: int, where: str | None) -> list[list[Hit]]:
-        started = time.perf_counter()
-        hits = self.datastore.search_many(queries, k=k, mode="bm25", where=where)
-        self._timed("bm25", started)
-        return hits
-
-    def _first_stage(self, queries: list[str], pool: int, where: str | None) -> list[list[Hit]]:
-        mode = self.config.mode
-        if mode == "dense":
-            return self._dense(queries, pool, where)
-        if mode == "bm25":
-            return self._bm25(queries, pool, where)
-        depth = max(self.config.depth, pool)
-        dense, sparse = self._dense(queries, depth, where), self._bm25(queries, depth, where)
-        started = time.perf_counter()
-        fused = [self._fuse(d, s)[:pool] for d, s in zip(dense, sparse)]
-        self._timed("fuse", started)
-        return fused
-
-    def _fuse(self, dense: list[Hit], sparse: list[Hit]) -> list[Hit]:
-        by_id = {h.chunk_id: h for h in sparse}
-        by_id.update({h.chunk_id: h for h in dense})
-        c = self.config
-        fused = fuse([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse], c.fusion,
-                     alpha=c.alpha, rrf_k=c.rrf_k, normalization=c.normalization)
-        return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
-
-    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
-        head, tail = hits[: self.config.rerank_depth], hits[self.config.rerank_depth:]
-        started = time.perf_counter()
-        scores = self.reranker.score(query, [h.text for h in head])
-        self._timed("rerank", started)
-        return [replace(head[i], score=float(scores[i])) for i in rerank_order(scores)] + tail
-
-    def _diversify(self, hits: list[Hit], k: int) -> list[Hit]:
-        if not hits:
-            return hits
-        started = time.perf_counter()
-        if self._vectors is None:
-            self._vectors = ChunkVectors(self.datastore)
-        vectors = self._vectors.get([h.chunk_id for h in hits])
-        chosen = mmr(np.array([h.score for h in hits]), vectors, k, self.config.mmr)
-        self._timed("mmr", started)
-        return [hits[i] for i in chosen]
+        return self.datastore.run(queries, self.config.request(k, where), self.reranker, self.timings)
 
 
 def build_retriever(datastore: Any, mode: str = "dense", *, fusion: str = RetrieverConfig.fusion,
@@ -240,5 +131,6 @@ def build_retriever(datastore: Any, mode: str = "dense", *, fusion: str = Retrie
     ``reranker`` passes an already loaded reranker (e.g. shared between retrievers) instead of
     loading the ``rerank`` spec again.
     """
-    config = RetrieverConfig(mode, fusion, alpha, rrf_k, depth, rerank, rerank_depth, mmr, normalization, device)
+    config = RetrieverConfig(mode=mode, fusion=fusion, alpha=alpha, rrf_k=rrf_k, depth=depth, rerank=rerank,
+                             rerank_depth=rerank_depth, mmr=mmr, normalization=normalization, device=device)
     return Retriever(datastore, config, reranker)

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from datastores.errors import UserError
+
 Ranked = Sequence[tuple[int, float]]
 FUSIONS = ("rrf", "convex")
 NORMALIZATIONS = ("minmax", "zscore", "calibrated")
@@ -29,10 +31,10 @@ def _sorted(fused: dict[int, float]) -> list[tuple[int, float]]:
 def rrf(lists: Sequence[Ranked], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
     """Reciprocal rank fusion (Cormack et al. 2009): ``sum_i w_i / (k + rank_i)``, ranks from 1."""
     if k < 0:
-        raise ValueError(f"rrf k must be >= 0 (got {k})")
+        raise UserError(f"rrf k must be >= 0 (got {k})")
     weights = [1.0] * len(lists) if weights is None else list(weights)
     if len(weights) != len(lists):
-        raise ValueError(f"{len(weights)} weights for {len(lists)} ranked lists")
+        raise UserError(f"{len(weights)} weights for {len(lists)} ranked lists")
     fused: dict[int, float] = {}
     for ranked, weight in zip(lists, weights):
         for rank, (chunk_id, _) in enumerate(ranked, start=1):
@@ -51,7 +53,7 @@ def normalize(scores: np.ndarray, method: str = "minmax", kind: str = "dense") -
     """
     scores = np.asarray(scores, dtype=np.float64)
     if method not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise UserError(f"unknown normalization {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
     if len(scores) == 0:
         return scores
     if method == "minmax":
@@ -71,7 +73,7 @@ def convex(dense: Ranked, sparse: Ranked, alpha: float = 0.5, normalization: str
     everything the retriever returned), so a chunk found by only one retriever is not favoured.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (got {alpha})")
+        raise UserError(f"alpha must be in [0, 1] (got {alpha})")
     parts = []
     for ranked, weight, kind in ((dense, alpha, "dense"), (sparse, 1.0 - alpha, "bm25")):
         ids = [chunk_id for chunk_id, _ in ranked]
@@ -91,8 +93,8 @@ def fuse(dense: Ranked, sparse: Ranked, method: str = "rrf", *, alpha: float = 0
     RRF weighs the lists ``2 * alpha`` and ``2 * (1 - alpha)``, so ``alpha = 0.5`` is plain RRF."""
     if method == "rrf":
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (got {alpha})")
+            raise UserError(f"alpha must be in [0, 1] (got {alpha})")
         return rrf([dense, sparse], rrf_k, weights=(2.0 * alpha, 2.0 * (1.0 - alpha)))
     if method == "convex":
         return convex(dense, sparse, alpha, normalization)
-    raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+    raise UserError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
