@@ -141,13 +141,13 @@ def child(spec_file: Path) -> None:
     sampler = RssSampler()
     sampler.start()
     started = time.perf_counter()
-    from indexers import build_datastore, load_embedder
+    from indexers import Embedder, build_datastore, load_embedder
     from indexers.config import BuildConfig
 
     config = BuildConfig().replace(chunk_size=spec["chunk_size"], shard_size=spec["shard_size"],
                                    batch_size=spec["batch_size"], device=spec["device"])
     rss_imports = sampler.mark()
-    embedder = StubEmbedder() if spec["stub"] else load_embedder(config.embedder, config.device, config.batch_size)
+    embedder = StubEmbedder() if spec["stub"] else load_embedder(config.embedder, config.device, config.batch_size).backend
     if not spec["stub"]:
         import torch
 
@@ -159,7 +159,7 @@ def child(spec_file: Path) -> None:
     sampler.window_peak()
     probe = ShardProbe(embedder, sampler)
     build_started = time.perf_counter()
-    report = build_datastore(spec["inputs"], spec["output"], config, embedder=probe, progress=False)
+    report = build_datastore(spec["inputs"], spec["output"], config, embedder=Embedder(backend=probe), progress=False)
     build_seconds = time.perf_counter() - build_started
     peak_build = sampler.peak_since_mark
     # per_shard[i]: peak while shard i was read, chunked and embedded (and shard i-1 written);

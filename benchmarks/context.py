@@ -141,7 +141,7 @@ def main() -> None:
     print(f"{len(questions)} questions, mean retrieved context {np.mean(context_tokens):.0f} tokens, "
           f"reference words retrieved {np.nanmean(before):.3f}", flush=True)
 
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     embedder = load_embedder(device="cpu")
     for method in args.methods:

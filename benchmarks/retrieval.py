@@ -82,7 +82,7 @@ from evaluators.retrieval import (beir_build_config, beir_input, document_rankin
                                  retrieval_metrics)
 from indexers.build import build_datastore  # noqa: E402
 from indexers.chunkers import make_chunker  # noqa: E402
-from indexers.embedders import load_embedder, with_prefixes  # noqa: E402
+from indexers.embedding import load_embedder  # noqa: E402
 from rag.retrieve import build_retriever, fuse, load_reranker  # noqa: E402
 
 CHROMA = REPO.parent / "shared" / "data" / "chroma_general_eval"
@@ -115,7 +115,7 @@ class DenseRescore:
 
 
 def open_index(pooled, root: Path, rebuild: bool) -> Datastore:
-    embedder = with_prefixes(load_embedder(device="cpu"), "all-MiniLM-L6-v2")
+    embedder = load_embedder(device="cpu")  # the model's own prefixes
     if rebuild or not (root / "manifest.json").is_file():
         import shutil
 
@@ -409,7 +409,7 @@ class CachedEmbedder:
     def encode(self, texts, batch_size=None, progress=None) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
-            self.cache.update(zip(missing, self.inner.encode(missing)))
+            self.cache.update(zip(missing, self.inner.encode_passages(missing)))
             self.added += len(missing)
         return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
@@ -603,7 +603,7 @@ def defaults_speed(beir, embedder, cached: CachedEmbedder, work: Path, repeats: 
     chunks = collection_chunks(beir)
     vectors = cached.encode([c.text for c in chunks])
     queries = [beir.queries[q] for q in beir.evaluated_queries]
-    encode = with_prefixes(embedder, "all-MiniLM-L6-v2").encode_queries
+    encode = embedder.encode_queries
     setups = {"old default (rank-bm25 tokens, rrf k=60, depth 100)":
               (write_collection(work / "speed-old", chunks, vectors, OLD_BM25, encode), OLD_FUSION),
               "new default": (write_collection(work / "speed-new", chunks, vectors, Bm25Params().to_dict(), encode),

@@ -340,7 +340,7 @@ def chunker_builds(corpus: Path, chunkers: list[str], chunk_size: int, out: Path
     documents, chunks, corpus tokens, seconds per stage and throughput; written to ``out``."""
     from indexers.build import build_datastore
     from indexers.config import BuildConfig
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     embedder = load_embedder(device="cpu")
     rows = {}

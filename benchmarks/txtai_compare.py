@@ -132,7 +132,7 @@ def txtai_child(corpus: Path, out: Path, content: bool) -> None:
     started = time.perf_counter()
     from txtai import Embeddings
 
-    from indexers.embedders import locate_model
+    from indexers.embedding import locate_model
 
     imported = time.perf_counter()
     rows = [(doc_id, text, None) for doc_id, text in read_corpus(corpus)]

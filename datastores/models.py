@@ -1,7 +1,7 @@
 """Where a named embedding model's files are: the bundled MiniLM package, a local folder or a Hub name.
 
 It lives in ``datastores`` because a datastore rebuilds its BM25 query tokenizer (``hf:NAME``) from
-the manifest alone; ``indexers.embedders`` uses the same lookup to load embedders.
+the manifest alone; ``indexers.embedding`` uses the same lookup to load embedders.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ from indexers.build import build_datastore
 from indexers.build_input import BuildInput
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, make_chunker
 from indexers.config import BuildConfig
-from indexers.embedders import AUTO_PREFIX, with_prefixes
+from indexers.embedding import AUTO_PREFIX
 from indexers.tokenizers import DEFAULT_TOKENIZER
 
 logger = logging.getLogger("terarag.evaluators")
@@ -168,12 +168,6 @@ def in_document_order(chunk_ids: Sequence[int], group_of: Sequence[int],
     return out, changed
 
 
-def prefixed_embedder(embedder: Any, query_prefix: str = AUTO_PREFIX, passage_prefix: str = AUTO_PREFIX) -> Any:
-    """``embedder`` with its model's query / passage prefixes (``"auto"``: the family's), as
-    ``rag index`` applies them; ``encode`` embeds passages, ``encode_queries`` questions."""
-    return with_prefixes(embedder, getattr(embedder, "name", type(embedder).__name__), query_prefix, passage_prefix)
-
-
 def _index_chunks(root: Path, chunks: Sequence[Chunk], embedder: Any, chunker: Chunker,
                   batch_size: int | None, timings: dict[str, float]) -> Datastore:
     """One datastore of ``chunks`` built by ``build_datastore`` with the prefixed ``embedder``;
@@ -203,7 +197,7 @@ class ChunkIndex:
     ``timings`` holds ``chunk``, ``embed`` and ``write`` seconds (for embedding chunkers,
     ``chunk`` includes embedding their pieces); :meth:`search` adds ``search_<mode>``. Chunks
     are embedded with the model's passage prefix and questions with its query prefix (``"auto"``:
-    the model family's; see ``indexers.embedders``), as ``rag index`` and ``rag search`` do.
+    the model's saved prompts, else its family's; see ``indexers.embedding``), as ``rag index`` and ``rag search`` do.
     Use as a context manager, or call :meth:`close`, to remove a temporary datastore.
     """
 
@@ -212,7 +206,7 @@ class ChunkIndex:
                  query_prefix: str = AUTO_PREFIX, passage_prefix: str = AUTO_PREFIX):
         self.dataset = dataset
         self.chunker = chunker
-        self.embedder = prefixed_embedder(embedder, query_prefix, passage_prefix)
+        self.embedder = embedder.with_prefixes(query_prefix, passage_prefix)
         self.timings: dict[str, float] = {}
         started = time.perf_counter()
         self.chunks = chunk_corpora(dataset.corpora, chunker)
@@ -382,10 +376,10 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
     if corpora is not None:
         dataset = dataset.subset(corpora)
     if embedder is None:
-        from indexers.embedders import load_embedder
+        from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
-    embedder = prefixed_embedder(embedder, query_prefix, passage_prefix)
+    embedder = embedder.with_prefixes(query_prefix, passage_prefix)
     started = time.perf_counter()
     if isinstance(chunker, str):
         chunker = make_chunker(chunker, chunk_size, overlap, tokenizer,
@@ -398,4 +392,4 @@ def evaluate_chunking(dataset_dir: str | Path | EvalDataset, chunker: str | Chun
 
 
 __all__ = ["DUPLICATE_TIES", "ENGINES", "MODES", "ChunkIndex", "ChunkingEvaluation", "chunk_corpora",
-           "duplicate_groups", "evaluate_chunking", "in_document_order", "parse_k", "prefixed_embedder"]
+           "duplicate_groups", "evaluate_chunking", "in_document_order", "parse_k"]

@@ -125,7 +125,7 @@ def beir_input(dataset: BeirDataset) -> Any:
 def beir_build_config(embedder: Any, chunker: str = "recursive", chunk_size: int = 512, overlap: int = 0,
                       tokenizer: str | None = None, bm25: Any = None, **settings: Any) -> Any:
     """The ``BuildConfig`` of a BEIR datastore: the chunker settings, ``embedder``'s model name
-    and prefixes (a ``PrefixedEmbedder``), the BM25 options of ``bm25`` (a ``Bm25Params``; the
+    and prefixes (an ``Embedder``), the BM25 options of ``bm25`` (a ``Bm25Params``; the
     default ones when None) and any other build ``settings``."""
     from indexers.config import BuildConfig
     from indexers.tokenizers import DEFAULT_TOKENIZER
@@ -191,7 +191,6 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     """
     from datastores import Datastore
     from indexers.build import build_datastore
-    from indexers.embedders import with_prefixes
     from rag.retrieve import build_retriever, load_reranker
 
     names = parse_modes(modes)
@@ -199,11 +198,11 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
         raise UserError(f"k and recall_k must be at least 1 (got {k}, {recall_k})")
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     if embedder is None:
-        from indexers.embedders import load_embedder
+        from indexers.embedding import load_embedder
 
         embedder = load_embedder(device=device)
-    model_name = getattr(embedder, "name", type(embedder).__name__)
-    prefixed = with_prefixes(embedder, model_name, query_prefix, passage_prefix)
+    prefixed = embedder.with_prefixes(query_prefix, passage_prefix)
+    model_name = prefixed.name
     config = beir_build_config(prefixed, chunker, chunk_size, overlap, tokenizer, bm25, batch_size=batch_size,
                                shard_size=shard_size)
     if rerank is not None and reranker is None:

@@ -48,13 +48,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import yaml
 
-from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k, prefixed_embedder
+from evaluators.chunking import DUPLICATE_TIES, ENGINES, MODES, ChunkIndex, parse_k
 from evaluators.datasets import EvalDataset, load_dataset
 from evaluators.spans import METRICS, UNITS
 from evaluators.sweep_results import (REPORT_MD, RESULTS_CSV, RESULTS_DB, ResultsStore, as_list, config_key,
                                       git_revision, package_versions, provenance_lines, resolve_path, write_csv)
 from indexers.chunkers import CHUNKER_NAMES, EMBEDDING_CHUNKERS, make_chunker
 from indexers.config import ConfigError
+from indexers.embedding import CachingEmbedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, load_tokenizer
 
 if TYPE_CHECKING:
@@ -294,29 +295,6 @@ def row_identity(config: SweepConfig, dataset_id: str, row: RowSpec) -> dict[str
 # -- running -------------------------------------------------------------------------------------
 
 
-class CachingEncoder:
-    """An embedder whose ``encode`` remembers vectors by text (the embedding chunkers of a sweep
-    embed the same pieces for every size). Everything else is delegated."""
-
-    def __init__(self, embedder: Any):
-        self._embedder = embedder
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._embedder, name)
-
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
-        texts = list(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            vectors = np.asarray(self._embedder.encode(missing, *args, **kwargs), dtype=np.float32)
-            self._cache.update(zip(missing, vectors))
-        dim = getattr(self._embedder, "dim", None)
-        if not texts:
-            return np.zeros((0, dim or 0), np.float32)
-        return np.stack([self._cache[t] for t in texts])
-
-
 @dataclass
 class SweepResult:
     """What a sweep run did."""
@@ -381,13 +359,13 @@ def run_sweep(config: SweepConfig, output: str | Path | None = None, *, embedder
             bar.set_postfix_str(build.label)
             embedder = loaded.get(build.embedder)
             if embedder is None:
-                from indexers.embedders import load_embedder
+                from indexers.embedding import load_embedder
 
                 embedder = loaded[build.embedder] = load_embedder(build.embedder, device, config.batch_size)
             if build.chunker in EMBEDDING_CHUNKERS:
                 cache_key = f"{build.embedder}\0cache"
                 if cache_key not in loaded:  # the pieces embedded as passages, as rag index embeds them
-                    loaded[cache_key] = CachingEncoder(prefixed_embedder(embedder))
+                    loaded[cache_key] = CachingEmbedder(embedder.with_prefixes())
                 chunk_embedder = loaded[cache_key]
             else:
                 chunk_embedder = None
@@ -558,5 +536,5 @@ def write_reports_for(rows: Sequence[Mapping[str, Any]], folder: Path, name: str
     return files
 
 
-__all__ = ["BuildSpec", "CachingEncoder", "ChunkerGrid", "RowSpec", "SweepConfig", "SweepResult", "dataset_fingerprint",
+__all__ = ["BuildSpec", "ChunkerGrid", "RowSpec", "SweepConfig", "SweepResult", "dataset_fingerprint",
            "load_sweep_config", "markdown_table", "run_sweep", "sweep_config", "write_reports_for"]

@@ -345,7 +345,7 @@ def synthesize(documents: Iterable[Document], complete: Complete, config: SynthC
                 if any(s is None for s in spans):
                     report.rejected[_REJECT_LOCATE] += 1
                 else:
-                    vector = None if embedder is None else np.asarray(embedder.encode([proposal.question]))[0]
+                    vector = None if embedder is None else np.asarray(embedder.encode_queries([proposal.question]))[0]
                     if _is_duplicate(proposal.question, seen, vector, vectors, config.dedup_threshold):
                         report.duplicates += 1
                     else:

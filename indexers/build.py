@@ -24,14 +24,13 @@ from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_typ
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
 from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
-from indexers.embedders import (EncodeStats, PrefixedEmbedderFactory, SentenceTransformerEmbedder, load_embedder,
-                                with_prefixes)
 from indexers.build_input import BuildInput
-from indexers.engines import (BuildProgress, ChunkBlock, EmbedderFactory, EmbedPlan, EngineError, EngineOptions,
-                              chunk_blocks, run_local, shard_jobs)
+from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
+from indexers.engines import (BuildProgress, ChunkBlock, EmbedPlan, EngineError, EngineOptions, chunk_blocks,
+                              run_local, shard_jobs)
 from indexers.readers import ReadReport
 from indexers.training_sample import embed_training_sample, sample_vectors
-from indexers.vectors import NO_EMBEDDER, PrecomputedEmbedder, VectorSpec
+from indexers.vectors import NO_EMBEDDER, VectorSpec
 
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class BuildReport:
     shards_resumed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     #: the embedder's record (name, backend, ...) and what encoding did: texts, tokens, truncated
-    #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedders.EncodeStats)
+    #: (inputs cut at the model's max_seq_length), padded tokens (indexers.embedding.backend.EncodeStats)
     embedding: dict[str, Any] = field(default_factory=dict)
     #: one line per metadata field seen with mixed types that the config does not declare
     metadata_warnings: list[str] = field(default_factory=list)
@@ -123,9 +122,7 @@ def _stream(source: BuildInput, config: BuildConfig, chunker: Chunker, embedder:
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     tracker = BuildProgress(timings, bar=bar, documents=lambda: stats.documents)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
-        embedder_factory = EmbedderFactory(config.embedder, config.device, config.batch_size, config.embed_backend)
-    if embedder_factory is not None:
-        embedder_factory = PrefixedEmbedderFactory(embedder_factory, embedder.query_prefix, embedder.passage_prefix)
+        embedder_factory = embedder.fresh  # picklable: each worker loads its own copy
     blocks = chunk_blocks(_chunks_of(_chunked(source, config, chunker, vectors, cpu, read), stats, timings),
                           config.shard_size)
     _run_engine(engine, blocks, writer, EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
@@ -148,6 +145,16 @@ def _run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: Da
     run_ray(options, shard_jobs(blocks), writer, plan.factory, plan.batch_size, progress)
 
 
+def _build_embedder(config: BuildConfig, embedder: Embedder | None) -> Embedder:
+    """The build's embedder (``embedder``, else the one the config names) with the config's prefixes."""
+    if embedder is None and config.embedder == NO_EMBEDDER:
+        embedder = Embedder.precomputed(config.dim or 0)
+    if embedder is None:
+        options = EmbedderOptions(config.embedder, config.embed_backend, config.device, config.batch_size)
+        embedder = Embedder(options).load()
+    return embedder.with_prefixes(config.query_prefix, config.passage_prefix)
+
+
 def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> VectorSpec | None:
     """The checked precomputed-vector settings of a build (None: the build embeds)."""
     spec = config.vector_spec()
@@ -163,7 +170,7 @@ def _vector_spec(config: BuildConfig, dim: int, engine: EngineOptions) -> Vector
 
 def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Path, config: BuildConfig | None = None,
                     *, resume: bool = False, overwrite: bool = False,
-                    embedder: SentenceTransformerEmbedder | None = None, progress: bool = True,
+                    embedder: Embedder | None = None, progress: bool = True,
                     engine: EngineOptions | None = None,
                     embedder_factory: Callable[[], Any] | None = None,
                     wait: bool = False, wait_timeout: float | None = None) -> BuildReport:
@@ -176,10 +183,12 @@ def build_datastore(inputs: BuildInput | Sequence[str | Path], output: str | Pat
     With ``resume``, shards already written by an interrupted build with the same settings are
     kept and the result equals an uninterrupted build; ``resume`` and ``overwrite`` accept any
     folder holding only what terarag writers leave (a datastore or a killed run's partial output).
-    ``embedder`` lets callers reuse a loaded model; it must be the one ``config.embedder`` names.
+    ``embedder`` lets callers reuse a loaded model; it must be the one ``config.embedder`` names
+    (the config's prefixes apply to it).
     ``engine`` picks who embeds and writes the shards (``indexers.engines``: local by default, or
     Ray); the datastore is the same either way. Ray workers load their own embedder with
-    ``embedder_factory`` (default: the one the config names). The build holds ``output``'s writer
+    ``embedder_factory`` (default: ``embedder.fresh``, an unloaded copy of the build's; a given
+    factory returns the whole ``Embedder``, prefixes included). The build holds ``output``'s writer
     lock from start to commit; another writer there makes it fail at once, or, with ``wait``,
     wait (at most ``wait_timeout`` seconds).
     """
@@ -218,14 +227,10 @@ def _chunker(source: BuildInput, config: BuildConfig, embedder: Any, engine: Eng
 
 
 def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: str,
-           embedder: SentenceTransformerEmbedder | None, progress: bool, engine: EngineOptions,
+           embedder: Embedder | None, progress: bool, engine: EngineOptions,
            embedder_factory: Callable[[], Any] | None, lock: DatastoreLock) -> BuildReport:
     """``build_datastore`` while holding ``lock``."""
-    if embedder is None and config.embedder == NO_EMBEDDER:
-        embedder = PrecomputedEmbedder(config.dim or 0)
-    embedder = with_prefixes(embedder or load_embedder(config.embedder, config.device, config.batch_size,
-                                                       backend=config.embed_backend),
-                             config.embedder, config.query_prefix, config.passage_prefix)
+    embedder = _build_embedder(config, embedder)
     vectors = _vector_spec(config, embedder.dim, engine)
     chunker, embedder = _chunker(source, config, embedder, engine, vectors)
     params = _params(source, config)

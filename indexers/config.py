@@ -15,7 +15,7 @@ from datastores.dense import DenseSpec
 from datastores.errors import UserError
 from datastores.sql import parse_metadata_types
 from indexers.chunkers import CHUNKER_NAMES
-from indexers.embedders import BACKENDS
+from indexers.embedding import BACKENDS
 from indexers.readers import DEFAULT_INCLUDE, ReaderOptions
 from indexers.vectors import NO_EMBEDDER, VECTORS_PER, VectorSpec
 

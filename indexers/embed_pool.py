@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from indexers.embedders import EncodeStats
+from indexers.embedding import EncodeStats
 
 #: Fewest texts per piece of a block sent to a worker process.
 MIN_PIECE = 256
@@ -36,8 +36,8 @@ def _start_worker(factory: Callable[[], Any], threads: int) -> None:
 
 
 def encode_with_stats(embedder: Any, texts: list[str], batch_size: int | None) -> tuple[np.ndarray, EncodeStats | None]:
-    """``embedder.encode(texts)`` and what that call did (None for embedders that keep no statistics)."""
-    vectors = embedder.encode(texts, batch_size)
+    """``embedder.encode_passages(texts)`` and what that call did (None for embedders that keep no statistics)."""
+    vectors = embedder.encode_passages(texts, batch_size)
     last = getattr(embedder, "last_stats", None)
     return vectors, last if isinstance(last, EncodeStats) else None
 

@@ -36,7 +36,7 @@ from datastores.errors import UserError
 from datastores.records import Chunk
 from indexers.cpu_pool import CpuPool
 from indexers.embed_pool import BlockEmbedder
-from indexers.embedders import EncodeStats, load_embedder
+from indexers.embedding import EncodeStats
 from indexers.vectors import stacked_vectors
 
 ENGINES = ("local", "ray")
@@ -98,19 +98,6 @@ class EngineOptions:
             raise EngineError(f"cpu_workers must be at least 1 (got {self.cpu_workers})")
         if self.name != "local" and self.cpu_workers > 1:
             raise EngineError("--cpu-workers sets the local engine's chunking and writing processes")
-
-
-@dataclass(frozen=True)
-class EmbedderFactory:
-    """A picklable recipe for the build's embedder, so that each worker loads its own copy."""
-
-    name: str
-    device: str = "auto"
-    batch_size: int | None = None
-    backend: str = "auto"
-
-    def __call__(self) -> Any:
-        return load_embedder(self.name, self.device, self.batch_size, backend=self.backend)
 
 
 @dataclass

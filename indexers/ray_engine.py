@@ -23,7 +23,7 @@ from ray.exceptions import RayError
 from datastores import DatastoreWriter
 from datastores.errors import UserError
 from datastores.manifest import ShardInfo
-from indexers.embedders import EncodeStats
+from indexers.embedding import EncodeStats
 from indexers.engines import BuildProgress, EngineError, EngineOptions, ShardBuildError, ShardJob, embed_in_blocks
 
 

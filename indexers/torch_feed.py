@@ -13,7 +13,7 @@ model on ids it is handed instead:
 - ``token_type_ids`` (all zero for single texts) are made on the device.
 
 It is used only when the model's fast tokenizer gives exactly the ids sentence-transformers
-would (``indexers.embedders.check_fast_tokenizer``); otherwise the embedder falls back to
+would (``indexers.embedding.backend.check_fast_tokenizer``); otherwise the embedder falls back to
 ``SentenceTransformer.encode``. On CPU the same code runs without pinning.
 """
 
@@ -78,11 +78,12 @@ class TorchFeeder:
         self._turn ^= 1
         return slot.views(rows, width)
 
-    def run(self, ids: Sequence[np.ndarray]) -> Any:
-        """Float32 unit vectors (a tensor on the model's device) of one batch of token id rows."""
+    def run(self, ids: Sequence[np.ndarray], width: int | None = None) -> Any:
+        """Float32 unit vectors (a tensor on the model's device) of one batch of token id rows,
+        padded to ``width`` (default: the longest row)."""
         import torch
 
-        rows, width = len(ids), max(1, max(len(row) for row in ids))
+        rows, width = len(ids), max(1, width or max(len(row) for row in ids))
         host_ids, host_mask = self._host(rows, width)
         pad_into(ids, self.pad_id, host_ids.numpy(), host_mask.numpy())
         features = {"input_ids": host_ids.to(self.device, non_blocking=True),

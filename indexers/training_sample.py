@@ -43,8 +43,8 @@ def embed_training_sample(texts: Iterable[str], size: int, embedder: Any, batch_
         from tqdm.auto import tqdm
 
         with tqdm(total=len(sample), desc="training sample", unit="chunk", dynamic_ncols=True) as bar:
-            return embedder.encode(sample, batch_size, progress=bar.update)
-    return embedder.encode(sample, batch_size)
+            return embedder.encode_passages(sample, batch_size, progress=bar.update)
+    return embedder.encode_passages(sample, batch_size)
 
 
 def sample_vectors(chunks: Iterable[Chunk], spec: VectorSpec, size: int) -> np.ndarray:

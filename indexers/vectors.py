@@ -12,7 +12,7 @@ embedder record says where they came from (``VectorSpec.provenance``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -154,20 +154,3 @@ def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
     if not chunks or not isinstance(chunks[0], VectorChunk):
         return None
     return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
-
-
-class PrecomputedEmbedder:
-    """Stands in for the embedder of a datastore whose vectors were all precomputed and which
-    declares no query embedder: it records the dimension; dense text queries are refused at search
-    time (``Datastore.search_vectors`` takes query vectors)."""
-
-    def __init__(self, dim: int):
-        self.dim = int(dim)
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return {"name": None, "normalized": True, "max_seq_length": None, "backend": "precomputed"}
-
-    def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
-        raise VectorError("this build has precomputed vectors and no embedder; every chunk needs its vector")
-

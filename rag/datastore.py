@@ -9,17 +9,18 @@ import numpy as np
 
 from datastores import Datastore as _StoredDatastore
 from datastores.errors import DatastoreError
-from indexers.embedders import SentenceTransformerEmbedder, load_embedder
+from indexers.embedding import Embedder
 
 
 class Datastore(_StoredDatastore):
-    """Opens a datastore and loads the embedder its manifest records, once, on first dense search
-    (again only if a new manifest generation names another embedder)."""
+    """Opens a datastore; dense search encodes queries with the embedder its manifest records
+    (``Embedder.from_manifest``: model, weights and query prefix), loaded once, on first use (again
+    only if a new manifest generation names another embedder)."""
 
     def __init__(self, *args, device: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.device = device
-        self._embedder: SentenceTransformerEmbedder | None = None
+        self._embedder: Embedder | None = None
         self._embedder_spec: dict[str, Any] | None = None
         if self.query_encoder is None:
             self.query_encoder = self._encode_queries
@@ -29,13 +30,14 @@ class Datastore(_StoredDatastore):
         return super().open(path, query_encoder, device=device, **kwargs)
 
     @property
-    def embedder(self) -> SentenceTransformerEmbedder:
+    def embedder(self) -> Embedder:
+        """The manifest's embedder (not loaded until it first encodes; ``.load()`` loads it now)."""
         spec = self.manifest.embedder
         if spec.get("name") is None:  # built from precomputed vectors with no query embedder
             raise DatastoreError(f"{self.root} was built from precomputed vectors without a query embedder; "
                                  "search it with query vectors (Datastore.search_vectors) or --mode bm25")
         if self._embedder is None or self._embedder_spec != spec:
-            self._embedder = load_embedder(spec, device=self.device)
+            self._embedder = Embedder.from_manifest(spec, device=self.device)
             self._embedder_spec = spec
         return self._embedder
 
@@ -45,5 +47,4 @@ class Datastore(_StoredDatastore):
         return str(self.manifest.embedder.get("query_prefix", ""))
 
     def _encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        prefix = self.query_prefix
-        return self.embedder.encode([prefix + t for t in texts] if prefix else texts)
+        return self.embedder.encode_queries(texts)

@@ -104,7 +104,7 @@ def packaged_gguf_path(entry: PackagedGguf) -> Path:
 
 def cache_root() -> Path:
     """``$TERARAG_CACHE``, else ``~/.cache/terarag`` (shared with the ONNX export cache)."""
-    from indexers.onnx_backend import cache_root as shared_root
+    from indexers.embedding.onnx_backend import cache_root as shared_root
 
     return shared_root()
 
@@ -115,7 +115,7 @@ def dequantized_folder(gguf: Path, expected_sha256: str | None = None, name: str
     The file's sha256 is checked against ``expected_sha256`` (when given) on every call; the cache
     folder is keyed by it, so a changed file never reuses stale weights.
     """
-    from indexers.embedders import sha256_of
+    from indexers.embedding.models import sha256_of
 
     actual = sha256_of(gguf)
     if expected_sha256 and actual != expected_sha256:
@@ -180,7 +180,7 @@ def load_language_model(spec: str, auto_class: Any = None, device: str = "auto",
     seq2seq model when the config says encoder-decoder, else a causal LM."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from indexers.embedders import pick_device
+    from indexers.embedding import pick_device
 
     target = resolve_spec(spec)
     try:

@@ -19,11 +19,12 @@ import yaml
 
 from datastores.errors import UserError
 from datastores.records import Hit
+from indexers.embedding import CachingEmbedder, Embedder, caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer, load_tokenizer
 from rag.generate.base import Generator
 from rag.generate.factory import load_generator
 from rag.records import Passage
-from rag.stages import ContextStage, LazyEmbedder, StageReport, check_budget, count_tokens, run_stage
+from rag.stages import ContextStage, StageReport, check_budget, count_tokens, run_stage
 
 
 class PipelineConfigError(UserError):
@@ -145,7 +146,7 @@ def passages_from_hits(hits: Sequence[Hit]) -> list[Passage]:
             for i, h in enumerate(hits, start=1)]
 
 
-def load_pruner(options: Mapping[str, Any], tokenizer: Tokenizer, embedder: LazyEmbedder) -> ContextStage:
+def load_pruner(options: Mapping[str, Any], tokenizer: Tokenizer, embedder: CachingEmbedder) -> ContextStage:
     """The pruner an options mapping names (``method: html`` is ``rag.html.HtmlPruner``)."""
     options = dict(options)
     method = options.pop("method")
@@ -161,7 +162,7 @@ def load_pruner(options: Mapping[str, Any], tokenizer: Tokenizer, embedder: Lazy
         raise PipelineConfigError(f"bad html pruner options {options}: {exc}") from exc
 
 
-def load_compression_stage(options: Mapping[str, Any], tokenizer: Tokenizer, embedder: LazyEmbedder,
+def load_compression_stage(options: Mapping[str, Any], tokenizer: Tokenizer, embedder: CachingEmbedder,
                            device: str) -> ContextStage:
     from rag.compress import load_compressor
 
@@ -169,6 +170,17 @@ def load_compression_stage(options: Mapping[str, Any], tokenizer: Tokenizer, emb
     method = options.pop("method")
     options.setdefault("device", device)
     return load_compressor(method, tokenizer=tokenizer, embedder=embedder, **options)
+
+
+def datastore_embedder(datastore: Any, device: str = "auto") -> Embedder | None:
+    """The embedder ``datastore``'s manifest records (its own when it has one), loaded on first use;
+    None without a datastore (the stages then load the default model)."""
+    if datastore is None:
+        return None
+    record = datastore.manifest.embedder
+    if record.get("name") is not None and isinstance(getattr(type(datastore), "embedder", None), property):
+        return datastore.embedder  # rag.Datastore, the Ray searcher: share the model they load
+    return Embedder.from_manifest(record, device)
 
 
 def cite(quotes: Sequence[Any], context: Sequence[Passage], numbers: Sequence[int],
@@ -191,7 +203,7 @@ def cite(quotes: Sequence[Any], context: Sequence[Passage], numbers: Sequence[in
     return citations
 
 
-def make_generator(spec: str, options: Mapping[str, Any], embedder: LazyEmbedder, device: str) -> Generator:
+def make_generator(spec: str, options: Mapping[str, Any], embedder: CachingEmbedder, device: str) -> Generator:
     """A generator from its spec; the extractive one shares the pipeline's embedder, hf: its device."""
     options = dict(options)
     kind = spec.strip().split(":")[0]
@@ -219,9 +231,8 @@ class Pipeline:
         self.k = k
         self.budget = check_budget(budget)
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-        if embedder is None and datastore is not None:
-            embedder = LazyEmbedder(_DatastoreEmbedder(datastore), device)
-        self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
+        self.embedder = caching_embedder(embedder if embedder is not None else datastore_embedder(datastore, device),
+                                         device)
         if retriever is None and datastore is not None:
             from rag.retrieve import build_retriever
 
@@ -248,7 +259,7 @@ class Pipeline:
         if overrides:
             config = dataclasses.replace(config, **overrides)
         tokenizer = load_tokenizer(config.tokenizer)
-        embedder = LazyEmbedder(_DatastoreEmbedder(datastore) if datastore is not None else None, config.device)
+        embedder = caching_embedder(datastore_embedder(datastore, config.device), config.device)
         retriever = None
         if datastore is not None:
             from rag.retrieve import build_retriever
@@ -323,20 +334,3 @@ class Pipeline:
         return Answer(question, generation.text, citations, context, reports, timings,
                       getattr(self.generator, "name", type(self.generator).__name__),
                       generation.prompt_tokens, generation.completion_tokens)
-
-
-class _DatastoreEmbedder:
-    """The datastore's query embedder, loaded only when a stage first encodes text."""
-
-    def __init__(self, datastore: Any):
-        self.datastore = datastore
-        self._embedder: Any = None
-
-    def encode(self, texts: Sequence[str]) -> Any:
-        if self._embedder is None:
-            self._embedder = getattr(self.datastore, "embedder", None)
-        if self._embedder is None:  # a plain datastores.Datastore: its manifest names the embedder
-            from indexers.embedders import load_embedder
-
-            self._embedder = load_embedder(self.datastore.manifest.embedder)
-        return self._embedder.encode(list(texts))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
-
-import numpy as np
+from typing import Protocol, Sequence
 
 from datastores.errors import UserError
 from indexers.tokenizers import Tokenizer
@@ -82,39 +80,3 @@ def run_stage(stage: ContextStage, query: str, passages: list[Passage], budget: 
     after = count_tokens(kept, tokenizer)
     return kept, StageReport(getattr(stage, "name", type(stage).__name__), before, after,
                              len(passages), len(kept), seconds)
-
-
-class LazyEmbedder:
-    """An embedder given as an object, or by name and loaded on first use (default: the MiniLM model).
-
-    It remembers the vectors of the last ``cache_size`` texts it encoded, so stages sharing it (a
-    compressor and the extractive generator) do not embed the query and the same sentences again.
-    """
-
-    def __init__(self, embedder: Any = None, device: str = "auto", cache_size: int = 4096):
-        self._embedder = embedder
-        self.device = device
-        self.cache_size = cache_size
-        self._cache: dict[str, np.ndarray] = {}
-
-    @property
-    def embedder(self) -> Any:
-        if self._embedder is None or isinstance(self._embedder, (str, dict)):
-            from indexers.embedders import DEFAULT_EMBEDDER, load_embedder
-
-            self._embedder = load_embedder(self._embedder or DEFAULT_EMBEDDER, device=self.device)
-        return self._embedder
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length float32 vectors [len(texts), dim]."""
-        texts = list(texts)
-        if self.cache_size < 1 or not texts:
-            return self.embedder.encode(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            self._cache.update(zip(missing, np.asarray(self.embedder.encode(missing), dtype=np.float32)))
-            wanted = set(texts)
-            for old in list(self._cache)[:max(0, len(self._cache) - self.cache_size)]:  # oldest first
-                if old not in wanted:
-                    del self._cache[old]
-        return np.stack([self._cache[t] for t in texts])

@@ -49,7 +49,7 @@ class PlainSentenceTransformer:
 
     def __init__(self, model: str, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
-        from indexers.embedders import locate_model
+        from indexers.embedding import locate_model
 
         location = locate_model(model)
         self.name = location.name
@@ -64,15 +64,15 @@ class PlainSentenceTransformer:
 def make_embedder(backend: str, model: str, device: str = "cpu", batch_size: int = 64) -> Any:
     if backend == BASELINE:
         return PlainSentenceTransformer(model, device)
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
-    return load_embedder(model, device=device, batch_size=batch_size, backend=backend)
+    return load_embedder(model, device=device, batch_size=batch_size, backend=backend).backend
 
 
 def count_tokens(model: str, texts: Sequence[str]) -> tuple[int, int]:
     """Model tokens the texts are embedded as (after truncation), and how many texts are truncated."""
-    from indexers.embedders import locate_model, token_lengths
-    from indexers.onnx_backend import load_fast_tokenizer
+    from indexers.embedding import locate_model, token_lengths
+    from indexers.embedding.onnx_backend import load_fast_tokenizer
 
     location = locate_model(model)
     max_length = 256

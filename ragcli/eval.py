@@ -87,7 +87,7 @@ def chunking_command(dataset: str | None, questions: str | None, documents: str 
     report Recall, Precision, Precision-Ω and IoU (mean ± std, ×100), pooled and per corpus."""
     from evaluators.chunking import evaluate_chunking
     from evaluators.datasets import load_dataset
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     k_value = _k_value(k)
     if dataset is not None and questions is None and dataset.endswith(".jsonl"):
@@ -187,7 +187,7 @@ def retrieval_command(dataset: str, split: str | None, modes: str, k: int, recal
     nDCG@k, MRR@k, recall@k, recall@recall-k and MAP (mean ×100, pytrec_eval) in one table."""
     from evaluators.datasets import load_beir
     from evaluators.retrieval import evaluate_beir_modes, parse_modes
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     if k < 1 or recall_k < 1:
         raise click.ClickException(f"-k and --recall-k must be at least 1 (got {k}, {recall_k})")

@@ -51,7 +51,7 @@ def search_command(datastore: str, query: str, k: int, mode: str, fusion: str, a
     retriever = build_retriever(ds, mode, fusion=fusion, alpha=alpha, rrf_k=rrf_k, depth=depth, rerank=rerank,
                                 rerank_depth=rerank_depth, mmr=mmr, normalization=normalization, device=device)
     if verbose and mode != "bm25":
-        _ = ds.embedder  # load the query model here, so that "dense" below times encoding and search alone
+        ds.embedder.load()  # load the query model here, so that "dense" below times encoding and search alone
     loaded = time.perf_counter()
     hits = retriever.retrieve(query, k, where=where)
     done = time.perf_counter()

@@ -51,7 +51,7 @@ def synth_command(corpus: tuple[str, ...], generator_spec: str, base_url: str | 
     """Generate N questions over CORPUS (files or folders) with verbatim excerpts located exactly in
     the documents, and write them as JSONL {question, references: [{doc_id, start, end, content}], answers}."""
     from evaluators.synth import SynthConfig, documents_file_for, synthesize, write_documents, write_questions
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
     from indexers.readers import ReadReport, iter_documents
     from rag.generate.factory import load_generator
     from rag.generate.openai_client import OpenAIError

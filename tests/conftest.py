@@ -18,7 +18,7 @@ SMALL_FILES = ["sotu/1790-washington.txt", "sotu/1795-washington.txt", "markdown
 @pytest.fixture(scope="session")
 def embedder():
     """The default embedder (all-MiniLM-L6-v2 from its PyPI package), loaded once per session."""
-    from indexers.embedders import load_embedder
+    from indexers.embedding import load_embedder
 
     return load_embedder(device="cpu")
 

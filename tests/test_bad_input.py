@@ -17,7 +17,7 @@ import pytest
 from datastores import Datastore
 from indexers.build import build_datastore
 from indexers.config import BuildConfig
-from indexers.embedders import EmbedderError, load_embedder, locate_model
+from indexers.embedding import EmbedderError, load_embedder, locate_model
 from indexers.readers import Decoded, InputRefused, ReaderOptions, ReadReport, iter_documents
 
 FRENCH = ("Le café de la gare était fermé ; nous avons mangé une crème brûlée à l'hôtel. "
@@ -208,8 +208,8 @@ def test_missing_model_path_is_path_not_found(tmp_path):
 
 
 def test_corrupt_cached_onnx_export_is_named_and_auto_falls_back(model_copy, tmp_path, monkeypatch):
-    from indexers.embedders import sha256_of
-    from indexers.onnx_backend import FORMAT_VERSION, FP32_FILE, META_FILE, OnnxEmbedder, OnnxExportError, cache_dir
+    from indexers.embedding.models import sha256_of
+    from indexers.embedding.onnx_backend import FORMAT_VERSION, FP32_FILE, META_FILE, OnnxBackend, OnnxExportError, cache_dir
 
     monkeypatch.setenv("TERARAG_CACHE", str(tmp_path / "cache"))
     folder = cache_dir(sha256_of(model_copy / "model.safetensors"))
@@ -218,9 +218,9 @@ def test_corrupt_cached_onnx_export_is_named_and_auto_falls_back(model_copy, tmp
     (folder / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, "onnx_bytes": 1024, "dim": 384,
                                                 "max_seq_length": 256}), encoding="utf-8")
     with pytest.raises(OnnxExportError, match=f"cached ONNX model {folder / FP32_FILE}: it is corrupt"):
-        OnnxEmbedder(str(model_copy), "cpu")
+        OnnxBackend(str(model_copy), "cpu")
     fallback = load_embedder(str(model_copy), device="cpu", backend="auto")
-    assert fallback.backend == "torch" and fallback.encode(["still works"]).shape == (1, 384)
+    assert fallback.backend.backend == "torch" and fallback.encode_passages(["still works"]).shape == (1, 384)
 
 
 @pytest.mark.parametrize("damage, expected", [

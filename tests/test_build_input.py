@@ -19,6 +19,7 @@ from evaluators.chunking import ChunkIndex
 from evaluators.datasets import load_dataset
 from indexers import BuildConfig, BuildInput, build_datastore
 from indexers.chunkers import make_chunker
+from indexers.embedding import Embedder
 
 PREFIXES = ("query: ", "passage: ")
 CORPORA = {"washington": "sotu/1790-washington.txt", "adams": "markdown/1799-adams.md"}
@@ -81,11 +82,11 @@ def test_chunking_eval_encodes_passages_and_questions_with_their_prefixes(eval_a
     index, evaluated, _ = eval_and_index
     _, vectors, _ = chunk_rows(evaluated)
     texts = [c.text for c in index.chunks]
-    with_prefix = embedder.encode([PREFIXES[1] + t for t in texts])
-    without = embedder.encode(texts)
+    with_prefix = embedder.encode_passages([PREFIXES[1] + t for t in texts])
+    without = embedder.encode_passages(texts)
     assert np.abs(vectors - with_prefix).max() < 2e-3 < np.abs(vectors - without).max()
     question = index.dataset.questions[0].text
-    assert np.array_equal(index.datastore.query_encoder([question]), embedder.encode([PREFIXES[0] + question]))
+    assert np.array_equal(index.datastore.query_encoder([question]), embedder.encode_passages([PREFIXES[0] + question]))
     evaluation = index.evaluate(k=3, mode="dense")
     assert (evaluation.settings["query_prefix"], evaluation.settings["passage_prefix"]) == PREFIXES
 
@@ -141,7 +142,7 @@ def test_given_chunks_keep_their_spans_ids_and_metadata(tmp_path):
     chunks = [Chunk("a", 0, 10, "alpha beta", "a", {"k": 1}), Chunk("a", 12, 17, "gamma", "a", {"k": 2}),
               Chunk("b", 3, 8, "delta", "b", {"k": 3})]
     report = build_datastore(BuildInput(chunks=chunks, chunker=chunker, name="mine"), tmp_path / "ds",
-                             BuildConfig(embedder="letters", shard_size=2), embedder=LetterEmbedder(), progress=False)
+                             BuildConfig(embedder="letters", shard_size=2), embedder=Embedder(backend=LetterEmbedder()), progress=False)
     assert report.manifest.stats["documents"] == 2 and report.manifest.stats["characters"] == 17 + 8
     assert len(report.manifest.shards) == 2 and report.manifest.chunker == chunker.spec
     params = report.manifest.build["params"]
@@ -169,9 +170,9 @@ def test_a_training_index_needs_rereadable_documents(tmp_path):
     documents = (Document(f"d{i}", f"text number {i} about rivers and hills", f"d{i}", {}) for i in range(5))
     config = BuildConfig(embedder="letters", dense=DenseSpec("binary-flat"))
     with pytest.raises(ValueError, match="give the documents as a list"):
-        build_datastore(BuildInput(documents=documents), tmp_path / "ds", config, embedder=LetterEmbedder(),
+        build_datastore(BuildInput(documents=documents), tmp_path / "ds", config, embedder=Embedder(backend=LetterEmbedder()),
                         progress=False)
     listed = [Document(f"d{i}", f"text number {i} about rivers and hills", f"d{i}", {}) for i in range(5)]
-    report = build_datastore(BuildInput(documents=listed), tmp_path / "ok", config, embedder=LetterEmbedder(),
+    report = build_datastore(BuildInput(documents=listed), tmp_path / "ok", config, embedder=Embedder(backend=LetterEmbedder()),
                              progress=False)
     assert report.manifest.num_chunks == 5 and report.manifest.stats["documents"] == 5

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import indexers.engines as engines
 from datastores.records import Chunk
 from indexers.build import build_datastore
-from indexers.embedders import PROBE_TEXTS, load_embedder
+from indexers.embedding import PROBE_TEXTS, load_embedder
 from indexers.engines import EngineOptions, chunk_blocks, read_ahead, shard_jobs
 
 
@@ -124,7 +124,7 @@ def test_a_failing_write_stops_the_build_with_its_error(tmp_path, small_corpus, 
 
 
 def test_torch_backend_feeds_its_own_token_ids():
-    embedder = load_embedder(device="cpu", backend="torch")
+    embedder = load_embedder(device="cpu", backend="torch").backend
     assert embedder.feeder is not None
     texts = list(PROBE_TEXTS) + [Path(__file__).read_text(encoding="utf-8")[:3000]]
     vectors = embedder.encode(texts, batch_size=3)
@@ -138,23 +138,23 @@ def test_torch_backend_feeds_its_own_token_ids():
 def test_float16_checkpoints_run_in_float32_on_cpu(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    source = Path(load_embedder(device="cpu", backend="torch").location.path_or_name)
+    source = Path(load_embedder(device="cpu", backend="torch").backend.location.path_or_name)
     folder = tmp_path / "minilm-fp16"
     shutil.copytree(source, folder)
     weights = load_file(str(source / "model.safetensors"))
     save_file({k: v.half().contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
-    embedder = load_embedder(str(folder), device="cpu", backend="torch")
+    embedder = load_embedder(str(folder), device="cpu", backend="torch").backend
     assert {p.dtype for p in embedder.model.parameters()} == {__import__("torch").float32}
     vectors = embedder.encode(list(PROBE_TEXTS))
-    reference = load_embedder(device="cpu", backend="torch").encode(list(PROBE_TEXTS))
+    reference = load_embedder(device="cpu", backend="torch").encode_passages(list(PROBE_TEXTS))
     assert float(np.min(np.sum(vectors * reference, axis=1))) > 0.999  # only the weights were rounded
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_feeder_matches_the_cpu_model():
     model = os.environ.get("TERARAG_TEST_EMBEDDER", "all-MiniLM-L6-v2")  # a local folder on GPU machines
-    gpu = load_embedder(model, device="cuda", backend="torch")
-    cpu = load_embedder(model, device="cpu", backend="torch")
+    gpu = load_embedder(model, device="cuda", backend="torch").backend
+    cpu = load_embedder(model, device="cpu", backend="torch").backend
     assert gpu.backend == "torch-fp16" and gpu.feeder is not None and gpu.feeder.pinned
     texts = list(PROBE_TEXTS) * 40
     a, b = gpu.encode(texts, batch_size=16), cpu.encode(texts)

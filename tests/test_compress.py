@@ -11,8 +11,9 @@ from conftest import EXAMPLES
 from indexers.tokenizers import load_tokenizer
 from rag.compress import allocate_budget, load_compressor, truncate_to_tokens
 from rag.compress.budget import keep_best_words, word_spans
+from indexers.embedding import CachingEmbedder, Embedder
 from rag.records import Passage
-from rag.stages import LazyEmbedder, count_tokens, run_stage
+from rag.stages import count_tokens, run_stage
 
 QUERY = "What did the president say about public credit and the national debt?"
 
@@ -221,17 +222,17 @@ def test_lazy_embedder_reuses_the_vectors_it_already_computed(embedder):
         def __init__(self):
             self.seen: list[str] = []
 
-        def encode(self, texts):
+        def encode(self, texts, batch_size=None, progress=None):
             self.seen.extend(texts)
-            return embedder.encode(texts)
+            return embedder.encode_passages(texts)
 
     inner = Counting()
-    lazy = LazyEmbedder(inner, cache_size=3)
-    first = lazy.encode(["a cat", "a dog", "a cat"])
+    lazy = CachingEmbedder(Embedder(backend=inner), max_entries=3)
+    first = lazy.encode_passages(["a cat", "a dog", "a cat"])
     assert inner.seen == ["a cat", "a dog"]
-    again = lazy.encode(["a dog", "a bird", "a fish"])
+    again = lazy.encode_passages(["a dog", "a bird", "a fish"])
     assert inner.seen == ["a cat", "a dog", "a bird", "a fish"]
     assert (again[0] == first[1]).all() and again.shape == (3, first.shape[1])
-    lazy.encode(["a cat"])  # evicted as the oldest once the cache held more than three texts
+    lazy.encode_passages(["a cat"])  # evicted as the oldest once the cache held more than three texts
     assert inner.seen[-1] == "a cat"
-    assert abs(float(again[1] @ embedder.encode(["a bird"])[0]) - 1.0) < 1e-5
+    assert abs(float(again[1] @ embedder.encode_passages(["a bird"])[0]) - 1.0) < 1e-5

@@ -57,7 +57,7 @@ def test_dense_search_matches_brute_force_over_stored_embeddings(small_datastore
         np.load(small_datastore / "shards" / s.name / "embeddings.f16.npy").astype(np.float32)
         for s in ds.manifest.shards
     ])
-    expected = np.argsort(-(vectors @ embedder.encode([query])[0]))[:5]
+    expected = np.argsort(-(vectors @ embedder.encode_passages([query])[0]))[:5]
     hits = ds.search(query, k=5)
     # float16 storage can swap near-ties; the sets agree and the best hit is the same.
     assert hits[0].chunk_id == expected[0]

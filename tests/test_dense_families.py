@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexers.embedding import Embedder
 from datastores.dense import (
     DENSE_INDEX_TYPES,
     EMBEDDINGS_F16_FILE,
@@ -195,7 +196,7 @@ def chunk_cache():
 
 
 class CachedEmbedder:
-    """The real embedder, each text embedded once across this module's builds."""
+    """The real embedder's backend, each text embedded once across this module's builds."""
 
     def __init__(self, inner, cache: dict):
         self.inner, self.cache = inner, cache
@@ -216,14 +217,15 @@ def build(tmp_path_factory, small_corpus, small_config, embedder, chunk_cache):
     def build_with(dense_index: str, **settings) -> Path:
         out = tmp_path_factory.mktemp(dense_index) / "ds"
         config = small_config.replace(dense={"type": dense_index, **settings})
-        build_datastore([small_corpus], out, config, embedder=CachedEmbedder(embedder, chunk_cache), progress=False)
+        build_datastore([small_corpus], out, config, embedder=Embedder(backend=CachedEmbedder(embedder.backend, chunk_cache)),
+                        progress=False)
         return out
     return build_with
 
 
 @pytest.fixture(scope="module")
 def query_vectors(embedder):
-    return embedder.encode(QUERIES)
+    return embedder.encode_passages(QUERIES)
 
 
 def hit_ids(root: Path, vectors: np.ndarray, k: int = 10) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from indexers.embedding import Embedder
 from datastores.dense import DenseShard, DenseSpec, train_dense, write_dense_files
 from datastores.layout import DatastoreLayout
 from datastores.manifest import read_manifest, write_manifest
@@ -104,7 +105,7 @@ def dense_hits(ds, vectors, k=5, where=None):
 
 @pytest.fixture(scope="module")
 def query_vectors(embedder):
-    return embedder.encode(QUERIES)
+    return embedder.encode_passages(QUERIES)
 
 
 TINY = ["sotu/1790-washington.txt", "sotu/1795-washington.txt"]
@@ -177,13 +178,13 @@ def test_resumed_build_reuses_the_training_and_equals_a_fresh_one(tmp_path, tiny
                                                                    ivf_datastore):
     config = small_config.replace(**IVF)
     out = tmp_path / "resumed"
-    failing = FailingEmbedder(embedder, fail_on=4)  # training sample, shard 0, shard 1, then dies
+    failing = FailingEmbedder(embedder.backend, fail_on=4)  # training sample, shard 0, shard 1, then dies
     with pytest.raises(RuntimeError, match="killed"):
-        build_datastore([tiny_corpus], out, config, embedder=failing, progress=False)
+        build_datastore([tiny_corpus], out, config, embedder=Embedder(backend=failing), progress=False)
     assert failing.calls[0] == 40 and (out / "dense_trained.faiss").is_file()
     assert "dense_training" in json.loads((out / "build.json").read_text())
-    again = FailingEmbedder(embedder)
-    report = build_datastore([tiny_corpus], out, config, resume=True, embedder=again, progress=False)
+    again = FailingEmbedder(embedder.backend)
+    report = build_datastore([tiny_corpus], out, config, resume=True, embedder=Embedder(backend=again), progress=False)
     assert report.shards_resumed == 2
     assert again.calls == [15] * (len(report.manifest.shards) - 3) + [again.calls[-1]]  # shards only, no sample
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexers.embedders import (
+from indexers.embedding import (
     MINILM_SHA256,
     EmbedderError,
     ModelLocation,
@@ -36,16 +36,16 @@ def test_missing_bundled_weights_are_refused(tmp_path):
 def test_encode_is_normalized_and_keeps_input_order(embedder):
     texts = ["short", "a considerably longer sentence about the treaty of Ghent and its signatories",
              "", "medium length text here"]
-    batch = embedder.encode(texts, batch_size=2)
+    batch = embedder.encode_passages(texts, batch_size=2)
     assert batch.dtype == np.float32 and batch.shape == (4, 384)
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, rtol=1e-5)
-    one_by_one = np.stack([embedder.encode([t])[0] for t in texts])
+    one_by_one = np.stack([embedder.encode_passages([t])[0] for t in texts])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
-    assert embedder.encode([]).shape == (0, 384)
+    assert embedder.encode_passages([]).shape == (0, 384)
 
 
 def test_semantics_are_real(embedder):
-    q, good, bad = embedder.encode(["who signed the peace treaty", "The treaty of peace was signed at Ghent",
+    q, good, bad = embedder.encode_passages(["who signed the peace treaty", "The treaty of peace was signed at Ghent",
                                     "Bananas are rich in potassium"])
     assert q @ good > q @ bad + 0.2
 

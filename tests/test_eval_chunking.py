@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CHROMA
+from indexers.embedding import Embedder
 from evaluators.chunking import chunk_corpora, evaluate_chunking, parse_k
 from evaluators.datasets import load_dataset
 from evaluators.spans import SpanScorer, summarize
@@ -249,7 +250,7 @@ def test_duplicate_chunks_credit_the_first_occurrence(tmp_path):
         writer.writerow(["What does the zebra eat every day?", refs, "x"])
     chunker = make_chunker("recursive", 12, 0)
     for mode in ("dense", "bm25"):
-        result = evaluate_chunking(tmp_path, chunker, k=1, mode=mode, embedder=BagOfLettersEmbedder())
+        result = evaluate_chunking(tmp_path, chunker, k=1, mode=mode, embedder=Embedder(backend=BagOfLettersEmbedder()))
         assert result.settings["duplicate_chunks"] == 2
         assert result.rows[0].recall == pytest.approx(1.0), mode
         assert result.rows[0].precision == pytest.approx(1.0), mode
@@ -269,7 +270,7 @@ def test_a_question_without_references_is_skipped_and_counted(tmp_path):
     path.write_text("\n".join(json.dumps(q) for q in questions), encoding="utf-8")
     data = jsonl_eval_dataset(path, tmp_path / "corpus.jsonl")  # strict: no longer an error
     assert len(data.questions) == 3 and data.questions[1].references == ()
-    result = evaluate_chunking(data, make_chunker("recursive", 12, 0), k=1, mode="bm25", embedder=BagOfLettersEmbedder())
+    result = evaluate_chunking(data, make_chunker("recursive", 12, 0), k=1, mode="bm25", embedder=Embedder(backend=BagOfLettersEmbedder()))
     assert result.summary.skipped == 1 and result.summary.questions == 2
     assert result.rows[1].skipped and not result.rows[0].skipped and not result.rows[2].skipped
     assert result.summary.recall.mean == pytest.approx(100.0)  # both scored questions find their chunk

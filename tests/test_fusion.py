@@ -139,7 +139,7 @@ def test_mmr_retriever_diversifies_over_stored_embeddings(ds):
     same = build_retriever(ds, "dense", depth=20, mmr=1.0).retrieve(QUERY, 5)
     assert [h.chunk_id for h in same] == [h.chunk_id for h in base[:5]]
     diverse = build_retriever(ds, "dense", depth=20, mmr=0.3).retrieve(QUERY, 5)
-    vectors = np.stack([ds.embedder.encode([h.text])[0] for h in base])
+    vectors = np.stack([ds.embedder.encode_passages([h.text])[0] for h in base])
     expected = mmr(np.array([h.score for h in base]), vectors, 5, 0.3)
     assert [h.chunk_id for h in diverse] == [base[i].chunk_id for i in expected]
 

@@ -157,7 +157,7 @@ def test_mmr_reads_the_int8_layer_of_a_binary_datastore(quantized, embedder):
     ids = [0, manifest.num_chunks - 1, 5, 17, 5]
     vectors = ds.vectors(ids)
     texts = ds.get_chunks(ids)
-    exact = embedder.encode([texts[i]["text"] for i in ids])
+    exact = embedder.encode_passages([texts[i]["text"] for i in ids])
     step = float(np.max(np.asarray(manifest.dense_index["int8"]["high"]) - manifest.dense_index["int8"]["low"]))
     assert np.max(np.abs(vectors - exact)) <= step / 255 / 2 + 1e-5
     lam0 = build_retriever(ds, "dense", mmr=0.0, depth=20, device="cpu").retrieve(QUESTION, 5)

@@ -11,16 +11,16 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from indexers import onnx_backend  # noqa: E402
+from indexers.embedding import onnx_backend  # noqa: E402
 from indexers.config import BuildConfig, ConfigError  # noqa: E402
-from indexers.embedders import (  # noqa: E402
+from indexers.embedding import (  # noqa: E402
     BACKENDS,
     EmbedderError,
-    SentenceTransformerEmbedder,
     load_embedder,
     locate_model,
 )
-from indexers.onnx_backend import OnnxEmbedder  # noqa: E402
+from indexers.embedding.onnx_backend import OnnxBackend  # noqa: E402
+from indexers.embedding.torch_backend import TorchBackend  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "corpus"
 
@@ -44,17 +44,17 @@ def real_chunks() -> list[str]:
 
 @pytest.fixture(scope="session")
 def torch_embedder():
-    return load_embedder(device="cpu", backend="torch")
+    return load_embedder(device="cpu", backend="torch").backend
 
 
 @pytest.fixture(scope="session")
 def onnx_embedder():
-    return load_embedder(device="cpu", backend="onnx")
+    return load_embedder(device="cpu", backend="onnx").backend
 
 
 @pytest.fixture(scope="session")
 def int8_embedder():
-    return load_embedder(device="cpu", backend="onnx-int8")
+    return load_embedder(device="cpu", backend="onnx-int8").backend
 
 
 QUERIES = ["who signed the treaty of peace", "tariffs on imported goods", "x", ""]
@@ -71,7 +71,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_onnx_equals_torch_on_real_text(real_chunks, torch_embedder, onnx_embedder, onnx_vectors):
-    assert isinstance(torch_embedder, SentenceTransformerEmbedder) and isinstance(onnx_embedder, OnnxEmbedder)
+    assert isinstance(torch_embedder, TorchBackend) and isinstance(onnx_embedder, OnnxBackend)
     expected = torch_embedder.encode(real_chunks + QUERIES, batch_size=16)
     got = onnx_vectors
     assert got.dtype == np.float32 and got.shape == (54, 384)
@@ -95,7 +95,7 @@ def test_same_interface_and_spec(torch_embedder, onnx_embedder, int8_embedder):
 
 
 def test_auto_picks_onnx_on_cpu_and_unknown_backends_are_refused(onnx_embedder):
-    assert isinstance(load_embedder(device="cpu"), OnnxEmbedder)
+    assert isinstance(load_embedder(device="cpu").backend, OnnxBackend)
     with pytest.raises(EmbedderError, match="backend"):
         load_embedder(device="cpu", backend="tensorrt")
     assert set(BACKENDS) == {"auto", "torch", "onnx", "onnx-int8"}
@@ -148,7 +148,7 @@ def test_cached_export_is_reused(onnx_embedder):
     before = dict(onnx_backend.EXPORTS)
     files = [onnx_embedder.cache_folder / name for name in (onnx_backend.FP32_FILE, onnx_backend.META_FILE)]
     mtimes = [f.stat().st_mtime_ns for f in files]
-    again = OnnxEmbedder(device="cpu")
+    again = OnnxBackend(device="cpu")
     assert again.cache_folder == onnx_embedder.cache_folder
     assert onnx_backend.EXPORTS == before
     assert [f.stat().st_mtime_ns for f in files] == mtimes
@@ -168,7 +168,7 @@ def test_changed_weights_get_a_new_export(tmp_path, monkeypatch, onnx_embedder):
     save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
 
     exports = onnx_backend.EXPORTS["fp32"]
-    changed = OnnxEmbedder(str(model), device="cpu")
+    changed = OnnxBackend(str(model), device="cpu")
     assert onnx_backend.EXPORTS["fp32"] == exports + 1
     assert changed.weights_sha256 != onnx_embedder.weights_sha256
     assert changed.cache_folder == tmp_path / "cache" / "onnx" / changed.weights_sha256
@@ -176,7 +176,7 @@ def test_changed_weights_get_a_new_export(tmp_path, monkeypatch, onnx_embedder):
     assert not list(changed.cache_folder.glob("*.tmp"))  # written atomically, nothing left over
     texts = ["the treaty of Ghent", "potassium in bananas"]
     assert cosines(changed.encode(texts), onnx_embedder.encode(texts)).max() < 0.999
-    OnnxEmbedder(str(model), device="cpu")
+    OnnxBackend(str(model), device="cpu")
     assert onnx_backend.EXPORTS["fp32"] == exports + 1
 
 
@@ -190,9 +190,9 @@ def test_failed_export_falls_back_to_torch_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_backend, "_export", broken)
     first = load_embedder(device="cpu")
-    assert isinstance(first, SentenceTransformerEmbedder) and first.spec["backend"] == "torch"
+    assert isinstance(first.backend, TorchBackend) and first.spec["backend"] == "torch"
     second = load_embedder(device="cpu")  # the failure is remembered: no second attempt
-    assert isinstance(second, SentenceTransformerEmbedder) and len(calls) == 1
+    assert isinstance(second.backend, TorchBackend) and len(calls) == 1
     with pytest.raises(EmbedderError, match="simulated exporter crash"):
         load_embedder(device="cpu", backend="onnx")  # asking for onnx explicitly tries again
     assert len(calls) == 2
@@ -209,10 +209,10 @@ def test_batch_size_and_session_settings_leave_vectors_unchanged(real_chunks, on
     spinning = "session.intra_op.allow_spinning"
     session = onnx_backend.make_session(onnx_embedder.onnx_path, "cpu", 1, {spinning: "0"})
     assert session.get_session_options().get_session_config_entry(spinning) == "0"
-    embedder = OnnxEmbedder(device="cpu")
+    embedder = OnnxBackend(device="cpu")
     embedder.session = session
     for batch_size, max_tokens in ((7, 0), (128, 0), (64, 500), (64, 1)):  # 500, 1: batches run in pieces
-        embedder.max_batch_tokens = max_tokens
+        embedder.call_tokens = max_tokens
         vectors = embedder.encode(real_chunks, batch_size=batch_size)
         assert embedder.last_stats.batches == -(-len(real_chunks) // batch_size)
         assert cosines(vectors, onnx_vectors[:len(real_chunks)]).min() >= 0.99999
@@ -222,9 +222,9 @@ def test_threads_follow_omp_num_threads(monkeypatch):
     """Ray sets OMP_NUM_THREADS to a task's CPUs; ONNX Runtime would otherwise use every core in
     every worker process."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert OnnxEmbedder(device="cpu").session.get_session_options().intra_op_num_threads == 1
-    assert OnnxEmbedder(device="cpu", threads=2).session.get_session_options().intra_op_num_threads == 2
+    assert OnnxBackend(device="cpu").session.get_session_options().intra_op_num_threads == 1
+    assert OnnxBackend(device="cpu", threads=2).session.get_session_options().intra_op_num_threads == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
     assert onnx_backend.env_threads() is None
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert OnnxEmbedder(device="cpu").session.get_session_options().intra_op_num_threads == 0  # ORT's default
+    assert OnnxBackend(device="cpu").session.get_session_options().intra_op_num_threads == 0  # ORT's default

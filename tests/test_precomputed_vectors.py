@@ -55,7 +55,7 @@ def _none_config(**overrides) -> BuildConfig:
 
 def test_jsonl_vectors_of_the_declared_embedder_search_like_an_embedded_build(tmp_path, embedder):
     records = [{"id": i, "text": s} for i, s in enumerate(SENTENCES)]
-    vectors = embedder.encode(SENTENCES)
+    vectors = embedder.encode_passages(SENTENCES)
     corpus = _write_jsonl(tmp_path / "docs.jsonl", [{**r, "emb": v.tolist()} for r, v in zip(records, vectors)])
     (tmp_path / "plain").mkdir()
     plain = _write_jsonl(tmp_path / "plain" / "docs.jsonl", records)  # same document ids, no vectors

@@ -43,18 +43,18 @@ from datastores import Bm25Params
 from datastores.dense import DenseSpec
 from indexers.build import build_datastore
 from indexers.config import BuildConfig
-from indexers.embedders import load_embedder
+from indexers.embedding import load_embedder
 from rag import Datastore
 from rag.retrieve import build_retriever
 
 corpus, out, cross_encoder = sys.argv[1:4]
 torch_embedder = load_embedder(device="cpu", backend="torch")
 onnx_embedder = load_embedder(device="cpu", backend="onnx")
-onnx_embedder.encode(["one passage"])
+onnx_embedder.encode_passages(["one passage"])
 from indexers.tokenizers import HuggingFaceTokenizer
-HuggingFaceTokenizer(torch_embedder.location.path_or_name)
+HuggingFaceTokenizer(torch_embedder.backend.location.path_or_name)
 config = BuildConfig(chunk_size=60, overlap=0, shard_size=20, device="cpu", dense=DenseSpec(type="float-hnsw"),
-                     bm25=Bm25Params(tokenizer="hf:" + torch_embedder.location.path_or_name))
+                     bm25=Bm25Params(tokenizer="hf:" + torch_embedder.backend.location.path_or_name))
 build_datastore([corpus], out, config, embedder=torch_embedder, progress=False)
 store = Datastore.open(out, device="cpu")
 hits = build_retriever(store, "hybrid", rerank="cross-encoder:" + cross_encoder, rerank_depth=8,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from datastores.dense import read_embeddings
 from datastores.layout import EMBEDDINGS_FILE
-from indexers.embedders import default_prefixes, resolve_prefixes
+from indexers.embedding import default_prefixes, resolve_prefixes
 
 
 @pytest.mark.parametrize("model, expected", [
@@ -55,8 +55,8 @@ def test_stored_vectors_embed_prefix_plus_text(prefixed, embedder):
     shard = ds.shards[0]
     stored = np.asarray(read_embeddings(shard.folder / EMBEDDINGS_FILE), dtype=np.float32)
     texts = [shard.rows().get(i)["text"] for i in range(len(stored))]
-    with_prefix = embedder.encode(["passage: " + t for t in texts])
-    without = embedder.encode(texts)
+    with_prefix = embedder.encode_passages(["passage: " + t for t in texts])
+    without = embedder.encode_passages(texts)
     assert np.abs(stored - with_prefix).max() < 2e-3
     assert np.abs(stored - without).max() > 1e-2  # the prefix does change the vectors
 
@@ -68,10 +68,10 @@ def test_queries_get_the_query_prefix(prefixed, embedder):
     assert ds.query_prefix == "query: "
     query = "the navy and commerce"
     vector = ds.query_encoder([query])[0]
-    assert np.abs(vector - embedder.encode(["query: " + query])[0]).max() < 1e-4
-    assert np.abs(vector - embedder.encode([query])[0]).max() > 1e-2
+    assert np.abs(vector - embedder.encode_passages(["query: " + query])[0]).max() < 1e-4
+    assert np.abs(vector - embedder.encode_passages([query])[0]).max() > 1e-2
     hit = ds.search(query, k=1)[0]
-    stored = ds.search_vectors(embedder.encode(["query: " + query]), k=1)[0][0]
+    stored = ds.search_vectors(embedder.encode_passages(["query: " + query]), k=1)[0][0]
     assert (hit.chunk_id, hit.score) == pytest.approx((stored.chunk_id, stored.score), abs=1e-5)
 
 

@@ -58,8 +58,10 @@ class OtherEmbedder:
         return np.full((len(texts), self.dim), 1 / np.sqrt(self.dim), dtype=np.float32)
 
 
-def other_embedder() -> OtherEmbedder:
-    return OtherEmbedder()
+def other_embedder():
+    from indexers.embedding import Embedder
+
+    return Embedder(backend=OtherEmbedder())
 
 
 def _shard_files(root: Path) -> dict[str, bytes]:
@@ -268,7 +270,7 @@ def test_ray_search_encodes_queries_with_the_datastore_query_prefix(tmp_path, co
         expected = local.search_many(QUERIES, k=6)
         assert [[(h.chunk_id, round(h.score, 5)) for h in hits] for hits in got] == \
                [[(h.chunk_id, round(h.score, 5)) for h in hits] for hits in expected]
-        plain = local.search_vectors(embedder.encode(QUERIES), k=6)   # without the prefix: other scores
+        plain = local.search_vectors(embedder.encode_passages(QUERIES), k=6)   # without the prefix: other scores
         assert [[round(h.score, 5) for h in hits] for hits in plain] != [[round(h.score, 5) for h in hits] for hits in got]
     finally:
         searcher.close()

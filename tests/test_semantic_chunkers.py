@@ -78,7 +78,7 @@ class KeywordEmbedder:
     def __init__(self):
         self.calls = 0
 
-    def encode(self, texts, batch_size=None):
+    def encode_passages(self, texts, batch_size=None):
         self.calls += 1
         out = np.full((len(texts), len(self.TOPICS) + 1), 0.05, dtype=np.float32)
         for i, text in enumerate(texts):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexers.embedding import Embedder
 from datastores.dense import DenseShard, DenseSpec, train_dense, write_dense_files
 from datastores.search import ShardResult, merge_top_k
 from indexers.build import build_datastore
@@ -113,11 +114,11 @@ def twice(tmp_path_factory, small_corpus):
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory, twice, small_config, embedder):
-    encoder = OneTextAtATime(embedder)
+    encoder = OneTextAtATime(embedder.backend)
     out = {}
     for name, shard_size in (("one", 100_000), ("many", 7)):
         out[name] = tmp_path_factory.mktemp(name) / "ds"
-        build_datastore([twice], out[name], small_config.replace(shard_size=shard_size), embedder=encoder,
+        build_datastore([twice], out[name], small_config.replace(shard_size=shard_size), embedder=Embedder(backend=encoder),
                         progress=False)
     return {name: Datastore.open(root) for name, root in out.items()}, encoder
 

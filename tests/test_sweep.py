@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from conftest import CHROMA
 from evaluators.sweep import load_sweep_config, run_sweep, sweep_config
+from indexers.embedding import Embedder
 from evaluators.sweep_results import RESULTS_CSV, RESULTS_DB, REPORT_MD, ResultsStore
 from indexers.config import ConfigError
 
@@ -63,8 +64,8 @@ def config():
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, config, embedder):
     out = tmp_path_factory.mktemp("sweep") / "out"
-    counting = CountingEmbedder(embedder)
-    result = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    counting = CountingEmbedder(embedder.backend)
+    result = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     return out, result, counting
 
 
@@ -115,7 +116,7 @@ def test_each_index_is_embedded_once(first_run):
 def test_rerun_skips_every_row(first_run, config):
     out, result, counting = first_run
     calls, texts = counting.calls, counting.texts
-    again = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    again = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     assert again.rows_written == 0 and again.rows_skipped == ROWS and again.builds == 0
     assert again.builds_skipped == BUILDS
     assert (counting.calls, counting.texts) == (calls, texts)      # nothing chunked or embedded again
@@ -124,7 +125,7 @@ def test_rerun_skips_every_row(first_run, config):
 
 def test_interrupted_sweep_resumes(tmp_path, config, embedder, first_run):
     out = tmp_path / "interrupted"
-    counting = CountingEmbedder(embedder)
+    counting = CountingEmbedder(embedder.backend)
     seen = []
 
     def stop_after_first(row):
@@ -132,13 +133,13 @@ def test_interrupted_sweep_resumes(tmp_path, config, embedder, first_run):
         raise Stop
 
     with pytest.raises(Stop):
-        run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False, on_row=stop_after_first)
+        run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False, on_row=stop_after_first)
     store = ResultsStore(out / RESULTS_DB)
     try:
         assert [r["config_key"] for r in store.rows()] == seen
     finally:
         store.close()
-    resumed = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": counting}, progress=False)
+    resumed = run_sweep(config, out, embedders={"all-MiniLM-L6-v2": Embedder(backend=counting)}, progress=False)
     assert resumed.rows_written == ROWS - 1 and resumed.rows_skipped == 1
     assert resumed.builds == BUILDS        # the first index still had unfinished rows
     assert len(resumed.rows) == ROWS

@@ -187,7 +187,7 @@ def test_unlocatable_excerpt_rejects_the_question(openai_server, corpus):
 def test_near_duplicate_questions_are_dropped(openai_server, corpus, embedder):
     first, near, other = ("How many ships were in the fleet?", "How many ships were in the fleet exactly?",
                           "From which port did the admiral sail?")
-    vectors = embedder.encode([first, near, other])
+    vectors = embedder.encode_passages([first, near, other])
     assert float(vectors[0] @ vectors[1]) >= 0.9 > float(vectors[0] @ vectors[2])   # premise of the test
     docs = [d for d in docs_of(corpus) if d.id == "navy/fleet.txt"]
     excerpt = ["The fleet had twelve ships."]

@@ -19,6 +19,7 @@ from datasketch import MinHashLSH
 
 from _ops_data import passages, write_texts
 from conftest import EXAMPLES
+from indexers.embedding import Embedder
 from datastores import Datastore
 from datastores.errors import DatastoreError
 from datastores.layout import DatastoreLayout
@@ -66,10 +67,10 @@ def test_semantic_chunkers_build_with_the_datastores_embedder_and_exact_spans(ch
     def no_second_load(*args, **kwargs):
         raise AssertionError("the build loaded a second embedder")
 
-    monkeypatch.setattr("indexers.build.load_embedder", no_second_load)
-    counting = CountingEmbedder(embedder)
+    monkeypatch.setattr("indexers.embedding.embedder.make_backend", no_second_load)
+    counting = CountingEmbedder(embedder.backend)
     config = BuildConfig(chunker=chunker, chunk_size=150, device="cpu", shard_size=16)
-    report = build_datastore([one_speech], tmp_path / "ds", config, embedder=counting, progress=False)
+    report = build_datastore([one_speech], tmp_path / "ds", config, embedder=Embedder(backend=counting), progress=False)
     ds = Datastore.open(tmp_path / "ds")
     text = (one_speech / "1790-washington.txt").read_text(encoding="utf-8")
     rows = ds.get_chunks(range(len(ds)))

@@ -4,10 +4,7 @@ LangChain and the Chroma reproduction do), ``sentence``, ``paragraph``; and the 
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any
 
 from datastores.errors import UserError
 from indexers.chunkers.base import Chunker, strip_span
@@ -40,7 +37,8 @@ def make_chunker(name: str, chunk_size: int, overlap: int = 0,
                  tokenizer: str | Tokenizer = DEFAULT_TOKENIZER, embedder: Any = None) -> Chunker:
     """A chunker by name, with sizes in tokens of ``tokenizer`` (a name or an instance).
 
-    ``embedder`` (anything with ``encode(texts) -> unit float32 [n, d]``) is required by the
+    ``embedder`` (an ``Embedder``, or anything with ``encode_passages(texts) -> unit float32
+    [n, d]``) is required by the
     embedding-based chunkers (``cluster``, ``kamradt``) and ignored by the others.
     """
     if name not in CHUNKERS and name not in EMBEDDING_CHUNKERS:
@@ -55,48 +53,19 @@ def make_chunker(name: str, chunk_size: int, overlap: int = 0,
     return CHUNKERS[name](tokenizer, chunk_size, overlap)
 
 
-class SharedEmbedder:
-    """A view of one loaded embedder used from several threads: ``encode`` calls take turns under
-    a shared lock, and each view keeps the statistics of its own last call (``last_stats``), so a
-    semantic chunker reading ahead does not disturb the build's encoding counts. Everything else
-    is the wrapped embedder's."""
-
-    def __init__(self, inner: Any, lock: threading.Lock):
-        self.inner = inner
-        self.lock = lock
-        self.last_stats = None
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def encode(self, texts: Sequence[str], batch_size: int | None = None,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """The wrapped embedder's ``encode``, once no other view is encoding."""
-        with self.lock:
-            vectors = self.inner.encode(texts, batch_size, progress)
-            self.last_stats = getattr(self.inner, "last_stats", None)
-        return vectors
-
-    __call__ = encode
-
-
 def build_chunker(name: str, chunk_size: int, overlap: int, tokenizer: str | Tokenizer,
                   embedder: Any) -> tuple[Chunker, Any]:
     """The chunker of a build and the embedder the build then embeds chunks with.
 
     The embedding chunkers (``cluster``, ``kamradt``) reuse the build's loaded ``embedder`` (one
-    model load): chunker and build get two ``SharedEmbedder`` views of it that take turns, since
-    the build may chunk ahead in another thread. Other chunkers leave ``embedder`` as it is.
+    model load) through a view of it (``Embedder.with_prefixes``): views take turns on the model,
+    since the build may chunk ahead in another thread, and each keeps its own call statistics.
     """
     if name not in EMBEDDING_CHUNKERS:
         return make_chunker(name, chunk_size, overlap, tokenizer), embedder
-    lock = threading.Lock()
-    chunker = make_chunker(name, chunk_size, overlap, tokenizer, embedder=SharedEmbedder(embedder, lock))
-    return chunker, SharedEmbedder(embedder, lock)
+    return make_chunker(name, chunk_size, overlap, tokenizer, embedder=embedder.with_prefixes(*embedder.prefixes)), embedder
 
 
 __all__ = ["CHUNKERS", "CHUNKER_NAMES", "Chunker", "ClusterSemanticChunker", "EMBEDDING_CHUNKERS",
            "KamradtModifiedChunker", "ParagraphChunker", "RecursiveChunker", "RecursiveStartChunker", "SentenceChunker", "TokenChunker",
-           "SharedEmbedder", "build_chunker", "make_chunker", "strip_span"]
+           "build_chunker", "make_chunker", "strip_span"]

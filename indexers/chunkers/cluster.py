@@ -2,7 +2,7 @@
 
 1. Pre-split the text into pieces of at most ``piece_size`` (50) tokens with the recursive
    splitter (separators ``\\n\\n \\n . ? ! ␣ ""``, no overlap). Each piece is a stripped span.
-2. Embed the pieces with the given embedder (``encode(texts) -> unit float32 [n, d]``); the
+2. Embed the pieces with the given embedder (``encode_passages(texts) -> unit float32 [n, d]``); the
    similarity matrix is ``S = E Eᵀ`` (cosine).
 3. Subtract the mean of the off-diagonal upper triangle of ``S`` and set the diagonal to zero.
 4. Dynamic programming over piece boundaries maximises the sum of within-segment similarities
@@ -145,7 +145,7 @@ class ClusterSemanticChunker(Chunker):
         return self.splitter.spans(text)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        return np.asarray(self.embedder.encode_passages(texts), dtype=np.float32)
 
     def spans(self, text: str) -> list[Span]:
         pieces = self.pieces(text)

@@ -86,7 +86,7 @@ class KamradtModifiedChunker(Chunker):
         if len(pieces) <= 1:
             return list(pieces)
         texts = [text[a:b] for a, b in pieces]
-        vectors = np.asarray(self.embedder.encode(window_texts(texts, self.window)), dtype=np.float64)
+        vectors = np.asarray(self.embedder.encode_passages(window_texts(texts, self.window)), dtype=np.float64)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.where(norms > 0, norms, 1.0)
         distances = 1.0 - np.einsum("ij,ij->i", vectors[:-1], vectors[1:])

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
+from indexers.embedding import caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import keep_best_words, word_spans
-from rag.stages import LazyEmbedder
 
 
 def leave_one_out(sentence: str, spans: list[tuple[int, int]]) -> list[str]:
@@ -33,7 +33,7 @@ class SemanticWordCompressor(Compressor):
     def __init__(self, embedder: Any = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
                  max_words_per_sentence: int = 64, **options: Any):
         super().__init__(tokenizer, **options)
-        self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder)
+        self.embedder = caching_embedder(embedder)
         self.max_words_per_sentence = max_words_per_sentence
 
     def word_scores(self, texts: list[str], query: str = "") -> list[tuple[list[tuple[int, int]], np.ndarray]]:
@@ -55,8 +55,9 @@ class SemanticWordCompressor(Compressor):
             layout.append(entries)
         if not sentences:
             return [([], np.zeros(0)) for _ in texts]
-        vectors = self.embedder.encode([query or " ", *sentences, *variants])
-        q, base, loo = vectors[0], vectors[1:len(sentences) + 1], vectors[len(sentences) + 1:]
+        q = self.embedder.encode_queries([query or " "])[0]
+        vectors = self.embedder.encode_passages([*sentences, *variants])
+        base, loo = vectors[:len(sentences)], vectors[len(sentences):]
         owner = np.asarray(owners, dtype=np.int64)
         relevance = base @ q if query else np.zeros(len(sentences))
         shifts = 1.0 - np.einsum("ij,ij->i", loo, base[owner]) if owners else np.zeros(0)

@@ -12,11 +12,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from indexers.chunkers.sentence import sentence_spans
+from indexers.embedding import caching_embedder
 from indexers.tokenizers import DEFAULT_TOKENIZER, Tokenizer
 from rag.compress.base import Compressor
 from rag.compress.budget import SPLITS
 from rag.records import Passage
-from rag.stages import LazyEmbedder, with_text
+from rag.stages import with_text
 
 Span = tuple[int, int]
 
@@ -57,13 +58,12 @@ class SentenceCompressor(Compressor):
     def __init__(self, embedder: Any = None, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER,
                  split: str = "global", **options: Any):
         super().__init__(tokenizer, split=split, **options)
-        self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder)
+        self.embedder = caching_embedder(embedder)
 
     def prepare(self, query: str, texts: list[str]) -> dict[str, Any]:
         spans = [sentence_spans(t) for t in texts]
         sentences = [t[s:e] for t, sp in zip(texts, spans) for s, e in sp]
-        vectors = self.embedder.encode([query, *sentences])
-        scores = vectors[1:] @ vectors[0]
+        scores = self.embedder.encode_passages(sentences) @ self.embedder.encode_queries([query])[0]
         state, offset = {}, 0
         for text, sp in zip(texts, spans):
             state[text] = (sp, scores[offset:offset + len(sp)])

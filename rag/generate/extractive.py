@@ -16,9 +16,9 @@ import numpy as np
 
 from datastores.errors import UserError
 from indexers.chunkers.sentence import sentence_spans
+from indexers.embedding import caching_embedder
 from rag.generate.base import Generation
 from rag.records import Passage
-from rag.stages import LazyEmbedder
 
 _TERM = re.compile(r"\w+")
 _STOPWORDS = frozenset("""a an and are as at be by did do does for from had has have how i in is it its
@@ -50,7 +50,7 @@ class ExtractiveGenerator:
                  min_similarity: float = 0.1, device: str = "auto"):
         if max_sentences < 1:
             raise UserError(f"max_sentences must be at least 1, got {max_sentences}")
-        self.embedder = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
+        self.embedder = caching_embedder(embedder, device)
         self.max_sentences = max_sentences
         self.lexical_weight = lexical_weight
         self.min_similarity = min_similarity
@@ -73,8 +73,7 @@ class ExtractiveGenerator:
         if not candidates:
             return []
         texts = [passages[i - 1].text[s:e] for i, s, e in candidates]
-        vectors = self.embedder.encode([question, *texts])
-        similarity = vectors[1:] @ vectors[0]
+        similarity = self.embedder.encode_passages(texts) @ self.embedder.encode_queries([question])[0]
         scores = similarity + self.lexical_weight * self.lexical_scores(question, texts)
         order = np.argsort(-scores, kind="stable")
         return [Quote(candidates[j][0], candidates[j][1], candidates[j][2], texts[j], float(scores[j]))

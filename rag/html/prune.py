@@ -72,23 +72,18 @@ class EmbeddingScorer:
 
     def __init__(self, embedder: Any = None, device: str = "auto", lexical_weight: float = LEXICAL_WEIGHT,
                  embed_words: int | None = EMBED_WORDS):
-        from rag.stages import LazyEmbedder
+        from indexers.embedding import caching_embedder
 
-        self._lazy = embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder, device)
+        self.embedder = caching_embedder(embedder, device)
         self._query: tuple[str, np.ndarray] | None = None
         self._page_terms: tuple[CleanPage, PageTerms] | None = None
         self.lexical_weight = lexical_weight
         self.embed_words = embed_words
 
-    @property
-    def embedder(self) -> Any:
-        return self._lazy.embedder
-
     def query_vector(self, query: str) -> np.ndarray:
-        """The query's vector (the embedder's query encoding when it has one), remembered for the last query."""
+        """The query's vector (the embedder's query encoding), remembered for the last query."""
         if self._query is None or self._query[0] != query:
-            encode_queries = getattr(self.embedder, "encode_queries", None)
-            vector = encode_queries([query]) if encode_queries else self.embedder.encode([query])
+            vector = self.embedder.encode_queries([query])
             self._query = (query, np.asarray(vector, dtype=np.float32)[0])
         return self._query[1]
 
@@ -108,7 +103,7 @@ class EmbeddingScorer:
         if not blocks:
             return np.zeros(0, dtype=np.float32)
         texts = [block_text(b) for b in blocks]
-        vectors = np.asarray(self.embedder.encode(self.model_texts(texts)), dtype=np.float32)
+        vectors = np.asarray(self.embedder.encode_passages(self.model_texts(texts)), dtype=np.float32)
         scores = vectors @ self.query_vector(query)
         if self.lexical_weight:
             scores = scores + self.lexical_weight * self.page_terms(page).shares(query, texts)

@@ -16,7 +16,7 @@ import numpy as np
 
 from datastores.errors import UserError
 from datastores.retrieval import Reranker
-from indexers.embedders import load_embedder, pick_device
+from indexers.embedding import AUTO_PREFIX, load_embedder, pick_device
 
 RERANK_KINDS = ("cross-encoder", "bi-encoder")
 
@@ -95,7 +95,8 @@ class BiEncoderReranker:
     embedder: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.embedder = load_embedder(self.model_name, device=self.device, batch_size=self.batch_size)
+        self.embedder = load_embedder(self.model_name, device=self.device, batch_size=self.batch_size,
+                                      query_prefix=self.query_prefix, passage_prefix=self.passage_prefix)
 
     @property
     def spec(self) -> str:
@@ -104,8 +105,8 @@ class BiEncoderReranker:
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
             return np.zeros(0, dtype=np.float64)
-        q = self.embedder.encode([self.query_prefix + query])[0]
-        p = self.embedder.encode([self.passage_prefix + t for t in passages])
+        q = self.embedder.encode_queries([query])[0]
+        p = self.embedder.encode_passages(passages)
         return (p @ q).astype(np.float64)
 
 
@@ -114,8 +115,5 @@ def load_reranker(spec: str, device: str = "auto", batch_size: int = 32, allow_d
     kind, model = parse_spec(spec)
     if kind == "cross-encoder":
         return CrossEncoderReranker(model, device, batch_size, allow_download)
-    from indexers.embedders import default_prefixes
-
-    query_prefix, passage_prefix = default_prefixes(model)
-    return BiEncoderReranker(model, device, batch_size, query_prefix, passage_prefix)
+    return BiEncoderReranker(model, device, batch_size, AUTO_PREFIX, AUTO_PREFIX)  # the model's prompts
 

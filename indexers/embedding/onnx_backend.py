@@ -38,21 +38,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexers.embedders import (
-    PROBE_TEXTS,
-    BaseEmbedder,
-    EmbedderError,
-    ModelLocation,
-    TokenizerMismatch,
-    check_fast_tokenizer,
-    default_batch_size,
-    locate_model,
-    model_features,
-    one_line,
-    pick_device,
-    tokenize,
-    verify_weights,
-)
+from indexers.embedding.backend import (CPU_CALL_TOKENS, PROBE_TEXTS, Backend, check_fast_tokenizer,
+                                        default_batch_size, fill_rows, model_features, pick_device,
+                                        rows_per_call, tokenize, width_groups)
+from indexers.embedding.models import (DEFAULT_EMBEDDER, EmbedderError, ModelLocation, TokenizerMismatch,
+                                       locate_model, one_line, verify_weights)
 from indexers.torch_feed import pad_into
 
 logger = logging.getLogger("terarag.embedders.onnx")
@@ -74,13 +64,6 @@ _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 #: Feed-forward output projections (GELU activations as input, with outliers): left in float32 by
 #: the int8 quantization because quantizing them costs most of the quality (see docs/benchmarks.md).
 _INT8_EXCLUDE = re.compile(r"/layer\.\d+/output/dense/MatMul$")
-
-#: Padded tokens (rows x width) per ONNX Runtime call on CPU: a batch of 64 chunks runs in pieces
-#: whose activations (the attention scores above all: rows x heads x width^2) stay in cache. On a
-#: 2-core EPYC, 1,024 was 15% faster than 6,144 at ~170 tokens per text and 13% at ~65, and 6,144
-#: 12% faster than whole batches; same vectors (``benchmarks/embedding.py --settings``). 0 runs
-#: every batch whole (GPUs).
-MAX_BATCH_TOKENS = 1024
 
 #: Exports done by this process (tests check that a cached export is reused).
 EXPORTS = {"fp32": 0, "int8": 0}
@@ -216,9 +199,10 @@ def load_fast_tokenizer(model_folder: str | Path, max_length: int) -> Any:
     return tokenizer
 
 
-def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded int64 ``input_ids`` and ``attention_mask`` for one batch."""
-    width = max(len(row) for row in ids)
+def pad_batch(ids: Sequence[np.ndarray], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 ``input_ids`` and ``attention_mask`` for one batch, ``width`` wide (default:
+    its longest row)."""
+    width = max(len(row) for row in ids) if width is None else width
     input_ids = np.empty((len(ids), width), dtype=np.int64)
     mask = np.empty((len(ids), width), dtype=np.int64)
     pad_into(ids, pad_id, input_ids, mask)
@@ -490,7 +474,7 @@ def ensure_exported(location: ModelLocation, sha: str, quantized: bool = False,
 # the embedder
 
 
-class OnnxEmbedder(BaseEmbedder):
+class OnnxBackend(Backend):
     """A sentence-transformers model run by ONNX Runtime: same interface as the torch embedder.
 
     ``quantized`` selects the int8 graph (backend ``onnx-int8``). ``threads`` sets ONNX Runtime's
@@ -499,7 +483,7 @@ class OnnxEmbedder(BaseEmbedder):
     default of one per physical core.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int | None = None,
+    def __init__(self, model: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int | None = None,
                  quantized: bool = False, threads: int | None = None, retry_failed: bool = True):
         self.location = locate_model(model)
         folder = self.location.local_folder
@@ -518,7 +502,7 @@ class OnnxEmbedder(BaseEmbedder):
         self.dim = int(self.meta["dim"])
         self._max_seq_length = int(self.meta["max_seq_length"])
         self.pad_id = int(self.meta.get("pad_token_id", 0))
-        self.max_batch_tokens = MAX_BATCH_TOKENS if self.device == "cpu" else 0
+        self.call_tokens = CPU_CALL_TOKENS if self.device == "cpu" else 0
         self.tokenizer = load_fast_tokenizer(folder, self._max_seq_length)
         self._init_stats()
 
@@ -531,11 +515,13 @@ class OnnxEmbedder(BaseEmbedder):
         return lengths, truncated, ids
 
     def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
-        """One batch, run in pieces of at most ``max_batch_tokens`` padded tokens (rows x width)."""
-        width = max(len(ids[i]) for i in idx)
-        rows = max(1, self.max_batch_tokens // max(width, 1)) if self.max_batch_tokens else len(idx)
-        out = []
-        for lo in range(0, len(idx), rows):
-            input_ids, mask = pad_batch([ids[i] for i in idx[lo:lo + rows]], self.pad_id)
-            out.append(_run(self.session, self.input_names, input_ids, mask))
-        return out[0] if len(out) == 1 else np.concatenate(out)
+        """One batch, run in calls of one padded width each, of ``call_tokens`` padded tokens
+        (rows x width, filled up with copies of a row)."""
+        lengths = np.fromiter((len(ids[i]) for i in idx), dtype=np.int64, count=len(idx))
+        position = {int(row): j for j, row in enumerate(idx)}
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        for rows, width in width_groups(idx, self.widths(lengths), self.call_tokens):
+            batch = fill_rows([ids[i] for i in rows], rows_per_call(width, self.call_tokens))
+            vectors = _run(self.session, self.input_names, *pad_batch(batch, self.pad_id, width))
+            out[[position[int(r)] for r in rows]] = vectors[:len(rows)]
+        return out
