@@ -11,7 +11,7 @@ from rag import Datastore
 
 @pytest.fixture(scope="module")
 def ds(small_datastore, embedder):
-    return Datastore.open(small_datastore, query_encoder=embedder.encode)
+    return Datastore.open(small_datastore, query_encoder=embedder.encode_queries)
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25"])
@@ -82,7 +82,7 @@ def meta_ds(tmp_path_factory, embedder):
     out = root / "ds"
     build_datastore([root], out, BuildConfig(chunk_size=50, shard_size=7, device="cpu"), embedder=embedder,
                     progress=False)
-    return Datastore.open(out, query_encoder=embedder.encode)
+    return Datastore.open(out, query_encoder=embedder.encode_queries)
 
 
 def test_metadata_keys_are_typed_columns(meta_ds):
@@ -122,7 +122,7 @@ def test_datastore_sql_cli_sees_metadata_columns(meta_ds):
 
 def test_a_filter_is_evaluated_once_per_open_datastore(small_datastore, embedder):
     """Hybrid search runs dense and BM25 with the same filter: DuckDB evaluates it once."""
-    ds = Datastore.open(small_datastore, query_encoder=embedder.encode)
+    ds = Datastore.open(small_datastore, query_encoder=embedder.encode_queries)
     where = "source LIKE '%.html'"
     first = ds.row_masks(where)
     assert ds.row_masks(where)[0] is first[0]

@@ -70,7 +70,7 @@ def test_vectors_are_the_stored_vectors_in_the_order_given(ds, embedder):
     ids = [last, 0, 41, 41, 7]
     vectors = ds.vectors(ids)
     texts = ds.get_chunks(ids)
-    exact = embedder.encode([texts[i]["text"] for i in ids])
+    exact = embedder.encode_passages([texts[i]["text"] for i in ids])
     assert vectors.shape == (5, embedder.dim) and vectors.dtype == np.float32
     assert np.max(np.abs(vectors - exact)) < 2e-3          # stored as float16
     assert np.array_equal(vectors[2], vectors[3]) and not np.array_equal(vectors[0], vectors[1])
