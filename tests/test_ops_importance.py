@@ -98,7 +98,7 @@ def _wrong_ids(ds: Datastore) -> set[int]:
 @pytest.mark.parametrize("mode", ["dense", "bm25"])
 def test_planted_wrong_chunks_rank_lowest(planted, embedder, mode):
     root, val = planted
-    ds = Datastore.open(root, query_encoder=embedder.encode)
+    ds = Datastore.open(root, query_encoder=embedder.encode_queries)
     questions, answers = load_validation(val)
     wrong = _wrong_ids(ds)
     assert len(wrong) == len(FACTS)
