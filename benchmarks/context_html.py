@@ -79,7 +79,7 @@ class CachedEmbedder:
             self.cpu_seconds += time.process_time() - cpu
         return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
-    def encode_queries(self, texts):
+    def encode_queries(self, texts, batch_size=None):
         """The pruner's query side (all-MiniLM-L6-v2 has no query or passage prefix)."""
         return self.encode(texts)
 
