@@ -27,6 +27,12 @@ PAD_MULTIPLE = 16
 #: 12% faster than whole batches; same vectors (``benchmarks/embedding.py --settings``). 0 runs
 #: every width group of a batch whole (GPUs).
 CPU_CALL_TOKENS = 1024
+#: Rows of an ONNX Runtime call at least (a lone text runs with a copy of itself): its matrix
+#: kernels take another path for a one-row call (matrix-vector), whose sums differ in the last bits;
+#: from two rows up a row's vector does not depend on the call's other rows. Torch's CPU kernels do
+#: depend on the row count, so the torch backend fills every call up to ``call_tokens // width``
+#: rows, which made a lone query 40x slower (177 ms against 4 ms) when ONNX did the same.
+MIN_CALL_ROWS = 2
 
 #: Tokenizer outputs a sentence-transformers text model may take.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -152,7 +158,7 @@ class Backend:
     #: with the bucketed order).
     sort_by_length: bool = True
     #: Texts are padded to their own token count rounded up to this, and run only with texts of the
-    #: same padded width, ``call_tokens // width`` rows per call (filled up with copies): a text's
+    #: same padded width, at most ``call_tokens // width`` rows per call (at least two): a text's
     #: vector is then bit-identical whatever batch it is in (0: pad to the batch's longest text, as
     #: ``SentenceTransformer.encode`` does).
     pad_multiple: int = PAD_MULTIPLE
@@ -276,10 +282,9 @@ def width_groups(idx: np.ndarray, widths: np.ndarray, call_tokens: int = 0) -> l
 
 
 def fill_rows(ids: list[np.ndarray], rows: int | None) -> list[np.ndarray]:
-    """``ids`` with copies of its first row appended up to ``rows`` rows: a model call then always
-    has the same shape for a width, and the BLAS kernels a row goes through do not depend on how
-    many texts share the call (their vectors are dropped)."""
-    return ids + [ids[0]] * (rows - len(ids)) if rows else ids
+    """``ids`` with copies of its first row appended up to ``rows`` rows (their vectors are dropped),
+    so that the matrix kernels a row goes through do not depend on how many texts share the call."""
+    return ids + [ids[0]] * (rows - len(ids)) if rows and len(ids) < rows else ids
 
 
 def _length_tokenizer(hf_tokenizer: Any, max_length: int) -> Any | None:

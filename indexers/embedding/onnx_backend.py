@@ -38,9 +38,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexers.embedding.backend import (CPU_CALL_TOKENS, PROBE_TEXTS, Backend, check_fast_tokenizer,
+from indexers.embedding.backend import (CPU_CALL_TOKENS, MIN_CALL_ROWS, PROBE_TEXTS, Backend, check_fast_tokenizer,
                                         default_batch_size, fill_rows, model_features, pick_device,
-                                        rows_per_call, tokenize, width_groups)
+                                        tokenize, width_groups)
 from indexers.embedding.models import (DEFAULT_EMBEDDER, EmbedderError, ModelLocation, TokenizerMismatch,
                                        locate_model, one_line, verify_weights)
 from indexers.torch_feed import pad_into
@@ -515,13 +515,13 @@ class OnnxBackend(Backend):
         return lengths, truncated, ids
 
     def _embed_batch(self, texts: list[str], idx: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
-        """One batch, run in calls of one padded width each, of ``call_tokens`` padded tokens
-        (rows x width, filled up with copies of a row)."""
+        """One batch, run in calls of one padded width each, of at most ``call_tokens`` padded tokens
+        (rows x width, at least two rows: a lone text runs with a copy of itself)."""
         lengths = np.fromiter((len(ids[i]) for i in idx), dtype=np.int64, count=len(idx))
         position = {int(row): j for j, row in enumerate(idx)}
         out = np.empty((len(idx), self.dim), dtype=np.float32)
         for rows, width in width_groups(idx, self.widths(lengths), self.call_tokens):
-            batch = fill_rows([ids[i] for i in rows], rows_per_call(width, self.call_tokens))
+            batch = fill_rows([ids[i] for i in rows], MIN_CALL_ROWS if self.call_tokens else None)
             vectors = _run(self.session, self.input_names, *pad_batch(batch, self.pad_id, width))
             out[[position[int(r)] for r in rows]] = vectors[:len(rows)]
         return out
