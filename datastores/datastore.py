@@ -41,6 +41,10 @@ Stamp = tuple[int, int, int]
 WHERE_CACHE_SIZE = 8  # filters whose per-shard masks an open datastore keeps
 
 
+#: Times ``refresh`` reads the manifest again when the files it names were superseded while loading.
+REFRESH_ATTEMPTS = 8
+
+
 def manifest_stamp(layout: DatastoreLayout) -> Stamp | None:
     """(inode, mtime_ns, size) of ``manifest.json``, or None when there is none."""
     return _stamp(layout.manifest)
@@ -191,6 +195,17 @@ class Datastore(Searcher):
         self._refresh_lock = threading.Lock()
         self._snapshot = Snapshot.load(self.layout, self._select(manifest), stamp)
         self._duckdb: duckdb.DuckDBPyConnection | None = None
+        self._load_bitmaps(stamp)
+
+    def _load_bitmaps(self, stamp: Stamp | None) -> None:
+        """The first generation's tombstone bitmaps, now; when a commit already removed them, the
+        next ``refresh`` loads that commit's generation instead."""
+        try:
+            for reader in self._snapshot.shards:
+                reader.live_mask()
+        except DatastoreError:
+            if not self._follows or _stamp(self._manifest_path) == stamp:
+                raise
 
     @classmethod
     def open(cls, path: str | Path, query_encoder: QueryEncoder | None = None, *,
@@ -220,13 +235,27 @@ class Datastore(Searcher):
         if not self._follows or _stamp(self._manifest_path) == self._snapshot.stamp:
             return False
         with self._refresh_lock:
-            stamp = _stamp(self._manifest_path)  # before reading: a commit in between reloads again later
-            if stamp == self._snapshot.stamp:
-                return False
-            manifest = self._select(read_manifest(self.layout))
-            check_datastore_files(self.layout, manifest)
-            self._snapshot = Snapshot.load(self.layout, manifest, stamp, self._snapshot)
-        return True
+            for _ in range(REFRESH_ATTEMPTS):
+                stamp = _stamp(self._manifest_path)  # before reading: a commit in between reloads again later
+                if stamp == self._snapshot.stamp:
+                    return False
+                try:
+                    self._snapshot = self._load_generation(stamp)
+                    return True
+                except DatastoreError:
+                    if _stamp(self._manifest_path) == stamp:  # not superseded: a real error
+                        raise
+            raise DatastoreError(f"{self.root}: the manifest changed {REFRESH_ATTEMPTS} times while it was read")
+
+    def _load_generation(self, stamp: Stamp | None) -> Snapshot:
+        """A snapshot of the manifest on disk with its tombstone bitmaps in memory, so a commit that
+        removes them later cannot break a search that runs on it."""
+        manifest = self._select(read_manifest(self.layout))
+        check_datastore_files(self.layout, manifest)
+        snapshot = Snapshot.load(self.layout, manifest, stamp, self._snapshot)
+        for reader in snapshot.shards:
+            reader.live_mask()
+        return snapshot
 
     def snapshot(self) -> Snapshot:
         """The current generation, after ``refresh``; use one snapshot for a whole operation."""
