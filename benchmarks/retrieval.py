@@ -55,6 +55,17 @@ chunked as ``rag index`` does (recursive 200/0), embedded once (vectors cached b
 ``benchmarks/out/retrieval-defaults/``), every BM25 variant, every fusion candidate and every
 document aggregation scored (nDCG@10), worst regret per row; bm25s as a peer (``bm25s_peer``);
 and ``--speed-only``: queries/s of the old and the new default hybrid on the same data, interleaved.
+
+``--throughput`` (issue 19): queries/s of dense, BM25 and hybrid search (k = 10, library defaults)
+against the peers a user would pick, on the same chunks (chroma-pooled and chroma-sections, as
+``--defaults`` chunks them; vectors from its cache) and queries, in one process: terarag
+``Datastore.search_many`` (calls of ``BATCH`` queries) and ``Datastore.search`` (one query a call),
+query encoding by the real MiniLM encoder included; bm25s (numpy backend, the same BM25 reading,
+tokenizing included; one ``retrieve`` per batch or per query); txtai ``Embeddings`` on the same
+model files, offline (``batchsearch`` per batch or ``search`` per query; dense and ``hybrid=True``),
+when txtai is installed (it is not a dependency; without it the report says "not measured"). Every
+cell is warmed up, then ``--repeats`` rounds run every cell once in a rotating order; medians,
+ratios and each round's load average go to ``benchmarks/out/retrieval-throughput.json``.
 """
 
 from __future__ import annotations
