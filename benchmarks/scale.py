@@ -151,7 +151,7 @@ def child_build(corpus: str, out: str, cpu_workers: int, shard_size: int = SHARD
     started = time.perf_counter()
     report = build_datastore([corpus], out, config, progress=False, engine=EngineOptions(cpu_workers=cpu_workers))
     wall = time.perf_counter() - started
-    return {"chunks": report.chunks, "shards": len(report.manifest.shards), "wall_s": wall,
+    return {"chunks": report.chunks, "shards": len(report.manifest.shards), "wall_s": wall, "cpu_workers": cpu_workers,
             "stages_s": report.timings, "peak_rss_mib": _peak_rss_mib()}
 
 
@@ -207,14 +207,14 @@ def disk_layers(root: Path, chunks: int) -> dict[str, float]:
     return {k: v / chunks for k, v in sorted(totals.items())}
 
 
-def measure_size(n: int, work: Path, flat_max: int) -> dict:
+def measure_size(n: int, work: Path, flat_max: int, cpu_workers: int) -> dict:
     corpus, out = work / f"corpus-{n}", work / f"ds-{n}"
     started = time.perf_counter()
     queries, truth = write_corpus(corpus, n)
     generated = time.perf_counter() - started
     np.save(work / "queries.npy", queries)
     np.save(work / "truth.npy", truth)
-    build = _run_child("build", str(corpus), str(out), "1")
+    build = _run_child("build", str(corpus), str(out), str(cpu_workers))
     search = _run_child("search", str(out), str(work / "queries.npy"), str(work / "truth.npy"))
     result = {"chunks": n, "corpus_generation_s": generated, "build": build, "search": search,
               "disk_bytes_per_chunk": disk_layers(out, n), "load_average": os.getloadavg()}
@@ -300,7 +300,7 @@ def _print(results: dict) -> None:
         b, s = size["build"], size["search"]
         print(f"\n### {size['chunks']:,} chunks ({b['shards']} shards)\n")
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in b["stages_s"].items())
-        print(f"- build wall {b['wall_s']:.1f} s; stages {stages}; peak RSS {b['peak_rss_mib']:.0f} MiB")
+        print(f"- build wall {b['wall_s']:.1f} s ({b.get('cpu_workers', 1)} CPU workers); stages {stages}; peak RSS {b['peak_rss_mib']:.0f} MiB")
         print("- disk bytes/chunk: " + ", ".join(f"{k} {v:.0f}" for k, v in size["disk_bytes_per_chunk"].items()))
         print(f"- open {1000 * s['open_s']:.0f} ms, first search {1000 * s['first_search_s']:.0f} ms, "
               f"RSS after open {s['rss_open_mib']:.0f} MiB, after searching {s['rss_searched_mib']:.0f} MiB")
@@ -331,6 +331,7 @@ def main() -> None:
     parser.add_argument("--compare-cpu-workers", type=int, default=0, help="chunks for the 1-vs-2 worker builds")
     parser.add_argument("--compare-shard-size", type=int, default=5000,
                         help="shard size of the worker comparison (several shards, so writes run in parallel)")
+    parser.add_argument("--cpu-workers", type=int, default=1, help="--cpu-workers of the --sizes builds")
     parser.add_argument("--flat-max", type=int, default=2_000_000,
                         help="largest size whose float32 vectors are also searched with faiss IndexFlatIP")
     parser.add_argument("--merge-chunks", type=int, default=0, help="chunks of the merge study (0: none)")
@@ -352,7 +353,7 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "out" / "scale.json"
     out.parent.mkdir(exist_ok=True)
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        results["sizes"].append(measure_size(n, work, args.flat_max))
+        results["sizes"].append(measure_size(n, work, args.flat_max, args.cpu_workers))
         out.write_text(json.dumps(results, indent=2))  # each size is kept even if a later one fails
     if args.merge_chunks:
         results["merge"] = merge_study(args.merge_chunks, [int(x) for x in args.merge_shards.split(",")], work)
