@@ -207,21 +207,34 @@ def disk_layers(root: Path, chunks: int) -> dict[str, float]:
     return {k: v / chunks for k, v in sorted(totals.items())}
 
 
-def measure_size(n: int, work: Path, flat_max: int, cpu_workers: int) -> dict:
-    corpus, out = work / f"corpus-{n}", work / f"ds-{n}"
+def corpus_for(work: Path, n: int) -> tuple[Path, float]:
+    """The synthetic corpus of ``n`` chunks under ``work`` (written unless a finished one is there,
+    with its queries and exact top-10 beside it); seconds spent writing it."""
+    corpus = work / f"corpus-{n}"
+    if (corpus / "truth.npy").exists():
+        return corpus, 0.0
+    shutil.rmtree(corpus, ignore_errors=True)
     started = time.perf_counter()
-    queries, truth = write_corpus(corpus, n)
-    generated = time.perf_counter() - started
-    np.save(work / "queries.npy", queries)
-    np.save(work / "truth.npy", truth)
-    build = _run_child("build", str(corpus), str(out), str(cpu_workers))
-    search = _run_child("search", str(out), str(work / "queries.npy"), str(work / "truth.npy"))
+    queries, truth = write_corpus(corpus / "parts", n)
+    np.save(corpus / "queries.npy", queries)
+    np.save(corpus / "truth.npy", truth)  # written last: marks the corpus finished
+    return corpus, time.perf_counter() - started
+
+
+def measure_size(n: int, work: Path, flat_max: int, cpu_workers: int, keep_corpus: bool) -> dict:
+    corpus, generated = corpus_for(work, n)
+    out = work / f"ds-{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    queries, truth = str(corpus / "queries.npy"), str(corpus / "truth.npy")
+    build = _run_child("build", str(corpus / "parts"), str(out), str(cpu_workers))
+    search = _run_child("search", str(out), queries, truth)
     result = {"chunks": n, "corpus_generation_s": generated, "build": build, "search": search,
               "disk_bytes_per_chunk": disk_layers(out, n), "load_average": os.getloadavg()}
     if n <= flat_max:
-        result["float_flat"] = _run_child("flat", str(corpus), str(work / "queries.npy"))
+        result["float_flat"] = _run_child("flat", str(corpus / "parts"), queries)
     shutil.rmtree(out)
-    shutil.rmtree(corpus)
+    if not keep_corpus:
+        shutil.rmtree(corpus)
     return result
 
 
@@ -331,6 +344,9 @@ def main() -> None:
     parser.add_argument("--compare-cpu-workers", type=int, default=0, help="chunks for the 1-vs-2 worker builds")
     parser.add_argument("--compare-shard-size", type=int, default=5000,
                         help="shard size of the worker comparison (several shards, so writes run in parallel)")
+    parser.add_argument("--keep-corpus", action="store_true",
+                        help="keep the synthetic corpus under --work for the next run (it is reused when there)")
+    parser.add_argument("--generate-only", action="store_true", help="only write the corpora of --sizes")
     parser.add_argument("--cpu-workers", type=int, default=1, help="--cpu-workers of the --sizes builds")
     parser.add_argument("--flat-max", type=int, default=2_000_000,
                         help="largest size whose float32 vectors are also searched with faiss IndexFlatIP")
@@ -353,7 +369,10 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "out" / "scale.json"
     out.parent.mkdir(exist_ok=True)
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        results["sizes"].append(measure_size(n, work, args.flat_max, args.cpu_workers))
+        if args.generate_only:
+            print(f"corpus of {n:,} chunks: {corpus_for(work, n)[1]:.0f} s")
+            continue
+        results["sizes"].append(measure_size(n, work, args.flat_max, args.cpu_workers, args.keep_corpus))
         out.write_text(json.dumps(results, indent=2))  # each size is kept even if a later one fails
     if args.merge_chunks:
         results["merge"] = merge_study(args.merge_chunks, [int(x) for x in args.merge_shards.split(",")], work)
