@@ -39,7 +39,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from datastores.bm25_topk import QueryPostings, column_max, pruned_top_k
 from datastores.errors import DatastoreError, UserError
 from datastores.models import EmbedderError, locate_model
 from datastores.search import top_k_dense, top_k_rows
@@ -252,13 +251,7 @@ def merge_document_frequencies(shard_term_files: Sequence[Path], out: Path,
 
 
 class Bm25Scorer:
-    """Scores one shard's documents against a query with global statistics.
-
-    ``top_k`` scores every posting of the query's terms while they are fewer than
-    ``prune_min_postings`` and prunes with MaxScore beyond (``datastores.bm25_topk``); both give
-    the same rows and bit-identical scores."""
-
-    prune_min_postings = 20_000
+    """Scores one shard's documents against a query with global statistics."""
 
     def __init__(self, matrix: TermMatrix, params: Bm25Params, stats: Bm25GlobalStats):
         self.params = params
@@ -272,21 +265,20 @@ class Bm25Scorer:
         # BM25 term weight without idf, one value per stored (document, term) pair.
         self.weights = tf_values * (params.k1 + 1.0) / (tf_values + params.k1 * length_norm)
         self.num_docs = len(matrix.doc_len)
-        self.max_weight = column_max(self.weights, self.indptr)  # MaxScore's term bounds, without idf
 
-    def _postings(self, query_idf: dict[str, float], query_counts: Counter) -> list[tuple[int, int, int, float]]:
-        """(column, start, end, weight) of the posting list of every query term this shard has."""
+    def _postings(self, query_idf: dict[str, float], query_counts: Counter) -> list[tuple[int, int, float]]:
+        """(start, end, weight) of the posting list of every query term this shard has."""
         postings = []
         for term, count in query_counts.items():
             j = self.column.get(term)
             if j is not None:
-                postings.append((j, int(self.indptr[j]), int(self.indptr[j + 1]), count * query_idf[term]))
+                postings.append((int(self.indptr[j]), int(self.indptr[j + 1]), count * query_idf[term]))
         return postings
 
-    def _dense_scores(self, postings: list[tuple[int, int, int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    def _dense_scores(self, postings: list[tuple[int, int, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Scores of every row (one ``np.bincount`` over the concatenated postings) and the rows."""
-        rows = np.concatenate([self.rows[lo:hi] for _, lo, hi, _ in postings])
-        values = np.concatenate([weight * self.weights[lo:hi] for _, lo, hi, weight in postings])
+        rows = np.concatenate([self.rows[lo:hi] for lo, hi, _ in postings])
+        values = np.concatenate([weight * self.weights[lo:hi] for lo, hi, weight in postings])
         return np.bincount(rows, weights=values, minlength=self.num_docs), rows
 
     def score(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
@@ -305,25 +297,18 @@ class Bm25Scorer:
         postings = self._postings(query_idf, query_counts)
         if not postings:
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
-        if any(weight <= 0 for *_, weight in postings):
+        if any(weight <= 0 for _, _, weight in postings):
             # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
             rows, scores = self.score(query_idf, query_counts)
             if allowed is not None:
                 keep = allowed[rows]
                 rows, scores = rows[keep], scores[keep]
             return top_k_rows(scores, rows, k)
-        if sum(hi - lo for _, lo, hi, _ in postings) >= self.prune_min_postings:
-            return pruned_top_k(self._query_postings(postings), k, self.num_docs, allowed)
         # Every weight is positive, so a row matches exactly when its score is positive.
         scores, _ = self._dense_scores(postings)
         if allowed is not None:
             scores[~allowed] = 0.0
         return top_k_dense(scores, k)
-
-    def _query_postings(self, postings: list[tuple[int, int, int, float]]) -> QueryPostings:
-        return QueryPostings([self.rows[lo:hi] for _, lo, hi, _ in postings],
-                             [self.weights[lo:hi] for _, lo, hi, _ in postings],
-                             [w for *_, w in postings], [w * float(self.max_weight[j]) for j, _, _, w in postings])
 
 
 def load_global_idf(terms_file: Path, params: Bm25Params, stats: Bm25GlobalStats) -> dict[str, float]:
