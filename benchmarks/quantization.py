@@ -455,11 +455,13 @@ def depth_markdown(report: dict) -> str:
     for row in sorted(report["recall"], key=lambda r: r["vectors"]):
         lines.append(f"| {row['set']} | {row['vectors']:,} | {row['queries']} | " + " | ".join(
             f"{row['recall@10'][m]:.3f} / {row['recall@10_by_score'][m]:.3f}" for m in depths) + " |")
-    lines += ["", "| set | depth | ms/query single | ms/query batched | recall@10 |", "|---|---:|---:|---:|---:|"]
-    for block in report["cost"]:
-        for m, r in block["depths"].items():
-            lines.append(f"| {block['set']} | {m}x | {r['ms_per_query_single']:.3f} | "
-                         f"{r['ms_per_query_batched']:.3f} | {r['recall@10']:.3f} |")
+    cost = report["cost"]
+    lines += ["", "| depth | " + " | ".join(f"{b['set']}: ms/query single / batched / recall@10" for b in cost) + " |",
+              "|---:|" + "---:|" * len(cost)]
+    for m in report["depths"]:
+        cells = [b["depths"][m] for b in cost]
+        lines.append(f"| {m}x | " + " | ".join(f"{c['ms_per_query_single']:.2f} / {c['ms_per_query_batched']:.2f} / "
+                                               f"{c['recall@10']:.3f}" for c in cells) + " |")
     return "\n".join(lines)
 
 
