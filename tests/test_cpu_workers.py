@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 import indexers.cpu_pool as cpu_pool
 import indexers.engines as engines
+import indexers.readers as readers
 from datastores.records import Document
-from indexers import BuildConfig, build_datastore
-from indexers.cpu_pool import CpuPool, document_batches
+from indexers import BuildConfig, build_datastore, make_chunker
+from indexers.cpu_pool import CpuPool, tasks
 from indexers.engines import EngineError, EngineOptions
 from indexers.vectors import VectorError
 from ragcli import main
@@ -36,19 +37,19 @@ def _corpus(path: Path, n: int, dim: int = 8, seed: int = 0) -> Path:
     return path
 
 
-def test_document_batches_keep_order_and_bounds(monkeypatch):
-    monkeypatch.setattr(cpu_pool, "TASK_DOCUMENTS", 3)
-    monkeypatch.setattr(cpu_pool, "TASK_CHARACTERS", 10)
+def test_tasks_keep_order_and_bounds(monkeypatch):
+    monkeypatch.setattr(cpu_pool, "TASK_RECORDS", 3)
+    monkeypatch.setattr(cpu_pool, "TASK_BYTES", 10)
     docs = [Document(str(i), "x" * (i % 5 + 1), "s") for i in range(20)]
-    batches = list(document_batches(iter(docs)))
+    batches = list(tasks(iter(docs)))
     assert [d.id for b in batches for d in b] == [d.id for d in docs]
     assert all(1 <= len(b) <= 3 for b in batches)
-    assert all(sum(len(d.text) for d in b[:-1]) < 10 for b in batches)  # a batch closes once it reaches 10
+    assert all(sum(len(d.text) for d in b[:-1]) < 10 for b in batches)  # a task closes once it reaches 10
 
 
 def test_one_and_two_cpu_workers_write_identical_datastores(tmp_path, small_corpus, small_config, embedder,
                                                              monkeypatch):
-    monkeypatch.setattr(cpu_pool, "TASK_DOCUMENTS", 1)  # one chunking task per document
+    monkeypatch.setattr(cpu_pool, "TASK_RECORDS", 1)  # one chunking task per document
     monkeypatch.setattr(engines, "EMBED_BLOCK", 9)
     config = small_config.replace(shard_size=15)
     reports = {n: build_datastore([small_corpus], tmp_path / f"cpu-{n}", config, embedder=embedder, progress=False,
@@ -61,7 +62,7 @@ def test_one_and_two_cpu_workers_write_identical_datastores(tmp_path, small_corp
 
 
 def test_precomputed_build_with_two_workers_and_no_overlap_matches(tmp_path, monkeypatch):
-    monkeypatch.setattr(cpu_pool, "TASK_DOCUMENTS", 7)
+    monkeypatch.setattr(readers, "PIECE_RECORDS", 7)
     corpus = _corpus(tmp_path / "docs.jsonl", 300)
     config = BuildConfig(chunker="token", chunk_size=30, shard_size=40, vectors_field="emb", embedder="none", dim=8,
                          vectors_per="document")
@@ -74,7 +75,7 @@ def test_precomputed_build_with_two_workers_and_no_overlap_matches(tmp_path, mon
 
 
 def test_a_bad_record_in_a_worker_stops_the_build_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(cpu_pool, "TASK_DOCUMENTS", 5)
+    monkeypatch.setattr(readers, "PIECE_RECORDS", 5)
     corpus = _corpus(tmp_path / "docs.jsonl", 40)
     lines = corpus.read_text().splitlines()
     record = json.loads(lines[33])
@@ -92,7 +93,7 @@ def test_cpu_workers_are_checked():
         EngineOptions(cpu_workers=0)
     with pytest.raises(EngineError, match="--cpu-workers sets the local engine"):
         EngineOptions("ray", cpu_workers=2)
-    with CpuPool(1, None) as pool:
+    with CpuPool(1, None, make_chunker("token", 10, 0)) as pool:
         assert pool.write_depth == 0 and pool.executor is None
 
 
