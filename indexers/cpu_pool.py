@@ -143,6 +143,7 @@ class ChunkWork:
 
 def _start_worker(recipe: ChunkRecipe) -> None:
     _WORKER["work"] = ChunkWork(recipe.chunker(), recipe.vectors, recipe.reader)
+    _WORKER["work"].chunker.chunk_counted(Document("warm-up", "warm up", ""))  # load the tokenizer now
 
 
 def _in_worker(method: str, *args: Any) -> Any:
@@ -199,6 +200,8 @@ class CpuPool:
             self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_start_worker if recipe else None,
                                                 initargs=(recipe,) if recipe else ())
+            for _ in range(workers):  # start every worker now: they import while this process sets up
+                self.executor.submit(int)
 
     def __enter__(self) -> "CpuPool":
         return self

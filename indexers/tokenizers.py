@@ -7,6 +7,7 @@ package; any other name or path is loaded as a Hugging Face fast tokenizer from 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,11 +39,19 @@ class TiktokenTokenizer:
     def __post_init__(self) -> None:
         import tiktoken
 
-        try:
-            self._encoding = tiktoken.get_encoding(self.name)
-        except ValueError as exc:
-            raise UserError(f"unknown tiktoken encoding {self.name!r}: {exc}") from exc
-        self._byte_lengths = _token_byte_lengths(self._encoding)
+        if self.name not in tiktoken.list_encoding_names():
+            raise UserError(f"unknown tiktoken encoding {self.name!r} (known: {', '.join(tiktoken.list_encoding_names())})")
+
+    @cached_property
+    def _encoding(self) -> Any:
+        """The encoding, loaded on first use (a build whose workers chunk never loads it here)."""
+        import tiktoken
+
+        return tiktoken.get_encoding(self.name)
+
+    @cached_property
+    def _byte_lengths(self) -> np.ndarray:
+        return _token_byte_lengths(self._encoding)
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))

@@ -50,37 +50,40 @@ class BottomK:
     def __init__(self, size: int, seed: int = 0):
         self.size = size
         self.seed = seed
-        self.positions = np.zeros(0, dtype=np.int64)
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.payload: Any = None
+        self.parts: list[tuple[np.ndarray, np.ndarray, Any]] = []  # (positions, keys, payload) runs
+        self.rows = 0
         self.limit = NO_LIMIT  # rows with a key at or above it can no longer enter the sample
 
     def add(self, positions: np.ndarray, payload: Any) -> None:
         """Offer rows at ``positions`` with their ``payload`` rows."""
         keys = sample_keys(positions, self.seed)
         keep = keys < self.limit
-        if not keep.any():
-            return
-        positions, keys, payload = positions[keep], keys[keep], payload[keep]
-        self.positions = np.concatenate([self.positions, positions])
-        self.keys = np.concatenate([self.keys, keys])
-        self.payload = payload if self.payload is None else np.concatenate([self.payload, payload])
-        if len(self.keys) >= 2 * self.size:
+        if keep.any():
+            self.parts.append((positions[keep], keys[keep], payload[keep]))
+            self.rows += int(keep.sum())
+        if self.rows >= 2 * self.size:
             self._trim()
 
-    def _trim(self) -> None:
-        if len(self.keys) > self.size:
-            kept = np.argpartition(self.keys, self.size - 1)[:self.size]
-            self.positions, self.keys, self.payload = self.positions[kept], self.keys[kept], self.payload[kept]
-        if len(self.keys) == self.size and self.size:
-            self.limit = self.keys.max()
+    def _trim(self) -> tuple[np.ndarray, Any] | None:
+        """Keep the ``size`` smallest keys (one run); their (positions, payload)."""
+        if not self.parts:
+            return None
+        positions, keys = (np.concatenate([part[i] for part in self.parts]) for i in (0, 1))
+        payload = np.concatenate([part[2] for part in self.parts])
+        if len(keys) > self.size:
+            kept = np.argpartition(keys, self.size - 1)[:self.size]
+            positions, keys, payload = positions[kept], keys[kept], payload[kept]
+            self.limit = keys.max()
+        self.parts, self.rows = [(positions, keys, payload)], len(keys)
+        return positions, payload
 
     def sample(self) -> Any:
         """The sampled payload rows in input order (None when nothing was added)."""
-        self._trim()
-        if self.payload is None:
+        kept = self._trim()
+        if kept is None:
             return None
-        return self.payload[np.argsort(self.positions, kind="stable")]
+        positions, payload = kept
+        return payload[np.argsort(positions, kind="stable")]
 
 
 def embed_training_sample(texts: list[str], embedder: Any, batch_size: int | None = None,
