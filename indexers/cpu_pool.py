@@ -230,9 +230,9 @@ class CpuPool:
         while in_flight:
             yield in_flight.popleft().result()
 
-    def chunk(self, tasks_: Iterable[list]) -> Iterator[ChunkedBatch]:
-        """Every task chunked (``ChunkWork.chunk``), in order."""
-        return self.run("chunk", ((task,) for task in tasks_))
+    def chunk(self, work: Iterable[list]) -> Iterator[ChunkedBatch]:
+        """Every task of ``work`` chunked (``ChunkWork.chunk``), in order."""
+        return self.run("chunk", ((task,) for task in work))
 
     def submit(self, function: Callable[..., Any], *args: Any) -> Future:
         """Run ``function(*args)`` in a worker (picklable function and arguments)."""

@@ -1,8 +1,9 @@
 """Build engines: who embeds and writes each shard.
 
-Both engines consume the same stream of ``ShardJob``s: the driver reads and chunks the corpus in
-input order and cuts it into shards of ``shard_size`` chunks, so shard ``i`` always holds the same
-chunks (same input → same shards, whatever the engine or the number of workers).
+Both engines consume the same stream of ``ShardJob``s: the driver has the corpus read and chunked
+in input order (``indexers.cpu_pool``, in its process or in worker processes) and cuts it into
+shards of ``shard_size`` chunks, so shard ``i`` always holds the same chunks (same input → same
+shards, whatever the engine or the number of workers).
 
 - ``local`` (default): embeds and writes each shard in this process, one at a time. It never
   imports Ray.
@@ -67,8 +68,10 @@ class EngineOptions:
     built (monitoring, fault injection in tests); it must be picklable. ``overlap`` (local only)
     reads ahead and writes in background threads while embedding; off, each step waits. ``workers``
     (local only) embeds blocks in that many processes, each with ``cores // workers`` threads.
-    ``cpu_workers`` (local only) chunks documents and writes shards in that many processes
-    (``indexers.cpu_pool``); the datastore is the same for any count.
+    ``cpu_workers`` (local only) reads, chunks and writes shards in that many processes
+    (``indexers.cpu_pool``); the datastore is the same for any count. None: the build decides
+    (``indexers.build``: the machine's CPUs, at most 8, for a build of files whose vectors are
+    precomputed or embedded on a GPU; else one).
     """
 
     name: str = "local"
@@ -78,7 +81,7 @@ class EngineOptions:
     task_hook: Callable[[int], None] | None = None
     overlap: bool = True
     workers: int = 1
-    cpu_workers: int = 1
+    cpu_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -93,9 +96,9 @@ class EngineOptions:
             raise EngineError(f"workers must be at least 1 (got {self.workers})")
         if self.name != "local" and self.workers > 1:
             raise EngineError("--workers sets the local engine's embedding processes; with Ray use --num-workers")
-        if self.cpu_workers < 1:
+        if self.cpu_workers is not None and self.cpu_workers < 1:
             raise EngineError(f"cpu_workers must be at least 1 (got {self.cpu_workers})")
-        if self.name != "local" and self.cpu_workers > 1:
+        if self.name != "local" and (self.cpu_workers or 1) > 1:
             raise EngineError("--cpu-workers sets the local engine's chunking and writing processes")
 
 

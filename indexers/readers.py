@@ -6,6 +6,11 @@ declared ``<meta charset>``) is decoded and read with one warning naming it, rec
 ``ReadReport`` (``strict`` refuses such a file instead). Files that cannot be used (binary, no
 plausible text encoding, empty, unreadable) are skipped with one warning each and counted in the
 ``ReadReport``; they never stop a build. JSON Lines and Parquet text must be UTF-8.
+
+The input is cut into pieces (``iter_pieces``) that a worker process reads on its own
+(``read_piece``): the build's process only lists files, reads JSON Lines as bytes and decodes
+Parquet batches with Arrow; parsing records and files into ``Document``s happens in the piece's
+reader. ``iter_documents`` does both in one process.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from datastores.errors import TeraragError, UserError
 from datastores.records import Document
@@ -38,6 +45,9 @@ _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 #: Chosen among candidates that detection cannot tell apart (short texts): the web's default
 #: legacy encoding, a superset of latin-1's printable characters.
 PREFERRED_ENCODINGS = ("cp1252",)
+#: A piece (``iter_pieces``) ends after this many records (lines, rows) or about this many bytes.
+PIECE_RECORDS = 256
+PIECE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -340,11 +350,6 @@ def _read_parquet(piece: "Piece", options: ReaderOptions, report: ReadReport) ->
             report.skip(where, str(exc).split(": ", 1)[-1])
 
 
-#: A piece ends after this many records (lines, rows) or about this many bytes.
-PIECE_RECORDS = 256
-PIECE_BYTES = 1 << 20
-
-
 @dataclass(frozen=True)
 class Piece:
     """A part of one input file that a worker reads on its own (``read_piece``): a whole text,
@@ -416,15 +421,58 @@ def read_piece(piece: Piece, options: ReaderOptions) -> tuple[list[Document], Re
     return documents, report
 
 
-def unique_documents(documents: Iterable[Document], seen: set[str], report: ReadReport) -> Iterator[Document]:
+def input_bytes(inputs: Sequence[str | Path], options: ReaderOptions) -> int:
+    """The size of the files ``iter_pieces`` would read (nothing is logged)."""
+    return sum(_file_size(str(path)) for path, _ in list_files(inputs, options, ReadReport(log=False)))
+
+
+class SeenIds:
+    """The document ids read so far, as 128-bit hashes (Python's string hash of the id and of the
+    id with a NUL appended: 16 bytes an id rather than a Python string, so 10^7 ids take 160 MB),
+    in runs sorted by the first hash whose sizes at least double from one run to the next. Two ids
+    whose first hashes agree are told apart by the second, unless a duplicate hides behind such a
+    pair (then it is kept: nothing is lost). The hashes are this process's, never stored."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (first hashes sorted, second hashes)
+
+    def first_seen(self, ids: Sequence[str]) -> np.ndarray:
+        """Which of ``ids`` (bool [n]) were not seen before, nor earlier in ``ids``; all are remembered."""
+        hi = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        lo = np.fromiter((hash(i + "\0") for i in ids), dtype=np.int64, count=len(ids))
+        order = np.lexsort((np.arange(len(ids)), lo, hi))
+        hi, lo = hi[order], lo[order]  # sorted: searches below walk the runs once
+        fresh = np.ones(len(ids), dtype=bool)
+        fresh[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        for run_hi, run_lo in self.runs:
+            at = np.minimum(np.searchsorted(run_hi, hi), len(run_hi) - 1)
+            fresh &= (run_hi[at] != hi) | (run_lo[at] != lo)
+        self._remember(hi[fresh], lo[fresh])
+        first = np.zeros(len(ids), dtype=bool)
+        first[order] = fresh
+        return first
+
+    def _remember(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        if len(hi):
+            self.runs.append((hi, lo))
+        while self.runs and (len(self.runs) == 1 or len(self.runs[-2][0]) < 2 * len(self.runs[-1][0])):
+            last_hi, last_lo = self.runs.pop()
+            if self.runs:
+                before_hi, before_lo = self.runs.pop()
+                last_hi, last_lo = np.concatenate([before_hi, last_hi]), np.concatenate([before_lo, last_lo])
+            order = np.argsort(last_hi, kind="stable")
+            self.runs.append((last_hi[order], last_lo[order]))
+            if len(self.runs) == 1:
+                break
+
+
+def unique_documents(documents: Sequence[Document], seen: SeenIds, report: ReadReport) -> list[Document]:
     """``documents`` whose id is not in ``seen`` (which collects them); the others are skipped."""
-    for document in documents:
-        if document.id in seen:
-            report.skip(document.id, "duplicate document id")
-            continue
-        seen.add(document.id)
-        report.documents += 1
-        yield document
+    fresh = seen.first_seen([d.id for d in documents])
+    for document in (d for d, new in zip(documents, fresh) if not new):
+        report.skip(document.id, "duplicate document id")
+    report.documents += int(fresh.sum())
+    return [d for d, new in zip(documents, fresh) if new]
 
 
 def iter_documents(inputs: Sequence[str | Path], options: ReaderOptions | None = None,
@@ -432,7 +480,7 @@ def iter_documents(inputs: Sequence[str | Path], options: ReaderOptions | None =
     """Stream the documents of ``inputs`` (files or folders, walked recursively, sorted)."""
     options = options or ReaderOptions()
     report = report if report is not None else ReadReport()
-    seen: set[str] = set()
+    seen = SeenIds()
     for piece in iter_pieces(inputs, options, report):
         documents, read = read_piece(piece, options)
         report.merge(read)

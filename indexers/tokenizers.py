@@ -40,7 +40,8 @@ class TiktokenTokenizer:
         import tiktoken
 
         if self.name not in tiktoken.list_encoding_names():
-            raise UserError(f"unknown tiktoken encoding {self.name!r} (known: {', '.join(tiktoken.list_encoding_names())})")
+            known = ", ".join(tiktoken.list_encoding_names())
+            raise UserError(f"unknown tiktoken encoding {self.name!r} (known: {known})")
 
     @cached_property
     def _encoding(self) -> Any:

@@ -149,7 +149,8 @@ def test_worker_counts_give_identical_datastores_for_each_input_kind(tmp_path, m
     monkeypatch.setattr(cpu_pool, "TASK_RECORDS", 20)  # ... and tasks of several pieces
     corpus = _write(_records(150, per), tmp_path / f"docs.{kind}")
     config = BuildConfig(chunker="token", chunk_size=30, shard_size=45, vectors_field="emb", vectors_per=per,
-                         embedder="none", dim=8).replace(dense={"type": "binary-flat", "rescore": "int8", "train_sample": 60})
+                         embedder="none", dim=8)
+    config = config.replace(dense={"type": "binary-flat", "rescore": "int8", "train_sample": 60})
     reports = {n: build_datastore([corpus], tmp_path / f"ds-{n}", config, progress=False,
                                   engine=EngineOptions(cpu_workers=n)) for n in (1, 2)}
     one, two = reports[1], reports[2]
@@ -214,3 +215,16 @@ def test_token_chunker_counts_tokens_from_its_one_tokenization():
 def test_small_inputs_default_to_one_worker():
     assert cpu_pool.default_cpu_workers(1000) == 1
     assert 1 <= cpu_pool.default_cpu_workers(1 << 40) <= cpu_pool.MAX_DEFAULT_WORKERS
+
+
+def test_seen_ids_find_every_duplicate_across_runs():
+    seen = readers.SeenIds()
+    ids = [f"docs/part-{i % 7}.jsonl#{i}" for i in range(5000)]
+    again = ids[::37]
+    stream = ids[:2500] + again + ids[2500:] + ids[:3] + ["new", "new"]
+    fresh = np.concatenate([seen.first_seen(stream[lo:lo + 100]) for lo in range(0, len(stream), 100)])
+    expected, known = [], set()
+    for doc_id in stream:
+        expected.append(doc_id not in known)
+        known.add(doc_id)
+    assert fresh.tolist() == expected and len(seen.runs) > 1
