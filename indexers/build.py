@@ -126,23 +126,34 @@ def _train(writer: DatastoreWriter, source: BuildInput, config: BuildConfig, emb
     source.check_rereadable()
     started = time.perf_counter()
     sample = BottomK(config.dense.train_sample)
-    quiet = ReadReport(log=False)  # the build's pass reports what it skips
     if cpu.local.vectors is not None:
-        options = config.reader_options
-        work = source.tasks(options, quiet, [options.text_field, options.vectors_field])
-        for positions, vectors in cpu.run("sample", ((t, n, sample.limit) for n, t in enumerate(work))):
-            sample.add(positions, vectors)
-        drawn = sample.sample()
+        drawn = _vector_sample(source, config, cpu, sample)
         writer.train_dense(drawn if drawn is not None else np.zeros((0, embedder.dim), dtype=np.float32))
     else:
-        runs = _runs(_batches(source, config, cpu, quiet), source.paths != (), _CorpusStats(), quiet,
-                     {"read_chunk": 0.0})
-        for number, run in enumerate(runs):
-            sample.add(position(number, len(run.chunks)), np.array([c.text for c in run.chunks], dtype=object))
-        texts = sample.sample()
-        writer.train_dense(embed_training_sample([] if texts is None else texts.tolist(), embedder,
-                                                 config.batch_size, progress))
+        texts = _text_sample(source, config, cpu, sample)
+        writer.train_dense(embed_training_sample(texts, embedder, config.batch_size, progress))
     timings["train"] += time.perf_counter() - started
+
+
+def _vector_sample(source: BuildInput, config: BuildConfig, cpu: CpuPool, sample: BottomK) -> np.ndarray | None:
+    """The sampled precomputed vectors: Parquet files read for their text and vector columns only,
+    nothing chunked; each task's candidates are those below the sample's bound when it is sent."""
+    options = config.reader_options
+    work = source.tasks(options, ReadReport(log=False), [options.text_field, options.vectors_field])
+    for positions, vectors in cpu.run("sample", ((task, n, sample.limit) for n, task in enumerate(work))):
+        sample.add(positions, vectors)
+    return sample.sample()
+
+
+def _text_sample(source: BuildInput, config: BuildConfig, cpu: CpuPool, sample: BottomK) -> list[str]:
+    """The sampled chunk texts (a read+chunk pass; the build's own pass reports what it skips)."""
+    quiet = ReadReport(log=False)
+    runs = _runs(_batches(source, config, cpu, quiet), source.paths != (), _CorpusStats(), quiet,
+                 {"read_chunk": 0.0})
+    for number, run in enumerate(runs):
+        sample.add(position(number, len(run.chunks)), np.array([c.text for c in run.chunks], dtype=object))
+    texts = sample.sample()
+    return [] if texts is None else texts.tolist()
 
 
 def _stream(source: BuildInput, config: BuildConfig, embedder: Any, cpu: CpuPool, writer: DatastoreWriter,

@@ -8,7 +8,8 @@ build cannot look ahead, so it makes one extra pass first and keeps a seeded sam
 - a build that embeds samples chunk texts (a read+chunk pass) and embeds the sample once;
 - a build with precomputed vectors samples the vectors themselves (a pass that reads only the
   text and vector columns of Parquet files and parses JSON Lines; nothing is chunked): a uniform
-  sample of the input's vectors (per-document vectors: of its documents; per-chunk: of its chunks).
+  sample of the input's vectors (per-document vectors: of its documents, whatever their chunk
+  counts; per-chunk: of its chunks; records with an id seen before are not left out).
 
 Every row has a position (``position``: the pass's task number and the row's index in the task;
 tasks are cut the same way whatever the number of worker processes) and a pseudo-random key, a
