@@ -179,6 +179,16 @@ def default_cpu_workers(input_bytes: int) -> int:
     return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
 
+def _context() -> Any:
+    """Workers fork from a server process that has imported the build's modules once (fast starts,
+    and no fork of this process's threads); where there is none, they are spawned."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["indexers.cpu_pool", "datastores.writer"])
+    return context
+
+
 class CpuPool:
     """``workers`` spawned processes that chunk tasks and write shards (see the module doc).
 
@@ -197,7 +207,7 @@ class CpuPool:
         self.local = ChunkWork(chunker, vectors, reader or ReaderOptions())
         self.executor: ProcessPoolExecutor | None = None
         if workers > 1:
-            self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+            self.executor = ProcessPoolExecutor(workers, mp_context=_context(),
                                                 initializer=_start_worker if recipe else None,
                                                 initargs=(recipe,) if recipe else ())
             for _ in range(workers):  # start every worker now: they import while this process sets up
