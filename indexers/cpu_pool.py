@@ -6,9 +6,11 @@ about ``TASK_RECORDS`` records / ``TASK_BYTES`` bytes each. The cut does not dep
 count. A ``ChunkWork`` turns a task into a ``ChunkedBatch`` (parse, chunk, count tokens, check the
 precomputed vectors: one array per batch) or into its training-sample candidates.
 
-With one worker the work runs in the build's process. With N > 1, N spawned processes share it:
-at most ``2 N`` tasks are in flight and results are taken in submission order, so the stream is
-exactly the one-process stream; the build's process only reads bytes and Arrow batches. Shard
+With one worker the work runs in the build's process. With N > 1, N worker processes share it
+(forked from a server process that imported the build's modules once; spawned where there is
+none): at most ``2 N`` tasks are in flight and results are taken in submission order, so the
+stream is exactly the one-process stream; the build's process only reads bytes and Arrow
+batches. Shard
 writes (``DatastoreWriter.write_shard``: chunk Parquet, row store, dense files, BM25 tokenizing
 and term matrix, hashing) run in the workers too, with a pickled copy of the writer; the engine
 keeps at most N writes in flight and records finished shards in order.
@@ -150,6 +152,13 @@ def _in_worker(method: str, *args: Any) -> Any:
     return getattr(_WORKER["work"], method)(*args)
 
 
+def done_future(result: Any) -> Future:
+    """A future that already holds ``result``."""
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
 def _weight(item: Piece | Document) -> tuple[int, int]:
     return item.weight if isinstance(item, Piece) else (1, len(item.text))
 
@@ -210,7 +219,7 @@ class CpuPool:
             self.executor = ProcessPoolExecutor(workers, mp_context=_context(),
                                                 initializer=_start_worker if recipe else None,
                                                 initargs=(recipe,) if recipe else ())
-            for _ in range(workers):  # start every worker now: they import while this process sets up
+            for _ in range(workers):  # start every worker now: they start while this process sets up
                 self.executor.submit(int)
 
     def __enter__(self) -> "CpuPool":

@@ -35,7 +35,7 @@ import numpy as np
 from datastores import DatastoreWriter
 from datastores.errors import UserError
 from datastores.records import Chunk
-from indexers.cpu_pool import CpuPool
+from indexers.cpu_pool import CpuPool, done_future
 from indexers.embed_pool import BlockEmbedder
 from indexers.embedding import EncodeStats
 
@@ -291,12 +291,6 @@ def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np
     return info, time.perf_counter() - started
 
 
-def _ready(vectors: np.ndarray) -> Future:
-    done: Future = Future()
-    done.set_result(vectors)
-    return done
-
-
 @dataclass
 class _LocalRun:
     """The loop state of ``run_local``: the shard being read (its chunks, the futures of their
@@ -319,7 +313,7 @@ class _LocalRun:
             self.eager = not self.writer.may_adopt(block.shard)
         self.chunks.extend(block.chunks)
         if block.vectors is not None:  # precomputed
-            self.parts.append(_ready(block.vectors))
+            self.parts.append(done_future(block.vectors))
             if self.eager and self.progress.bar is not None:
                 self.progress.bar.update(len(block.chunks))
         elif self.eager:
