@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -23,12 +23,12 @@ from datastores.writer import check_output
 from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_types
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
-from indexers.cpu_pool import ChunkedBatch, ChunkRecipe, CpuPool, default_cpu_workers
+from indexers.cpu_pool import ChunkedBatch, ChunkRecipe, CpuPool
 from indexers.build_input import BuildInput
 from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
 from indexers.engines import (BuildProgress, ChunkBlock, ChunkRun, EmbedPlan, EngineError, EngineOptions,
                               chunk_blocks, run_local, shard_jobs)
-from indexers.readers import ReadReport, SeenIds, input_bytes
+from indexers.readers import ReadReport, SeenIds
 from indexers.training_sample import BottomK, embed_training_sample, position
 from indexers.vectors import NO_EMBEDDER, VectorSpec
 
@@ -186,19 +186,6 @@ def _run_engine(options: EngineOptions, blocks: Iterable[ChunkBlock], writer: Da
     run_ray(options, shard_jobs(blocks), writer, plan.factory, plan.batch_size, progress)
 
 
-def _engine_for(engine: EngineOptions, source: BuildInput, config: BuildConfig, embedder: Embedder,
-                vectors: VectorSpec | None) -> EngineOptions:
-    """``engine`` with its CPU worker count decided: when not given, ``default_cpu_workers`` for a
-    local build of files whose vectors are precomputed or embedded on a GPU (the CPU side is then
-    what limits it), else one (a CPU embedder needs the cores more than chunking does)."""
-    if engine.cpu_workers is not None:
-        return engine
-    offloaded = vectors is not None or str(getattr(embedder.backend, "device", "cpu")).startswith("cuda")
-    parallel = engine.name == "local" and bool(source.paths) and config.chunker not in EMBEDDING_CHUNKERS
-    workers = default_cpu_workers(input_bytes(source.paths, config.reader_options)) if parallel and offloaded else 1
-    return replace(engine, cpu_workers=workers)
-
-
 def _build_embedder(config: BuildConfig, embedder: Embedder | None) -> Embedder:
     """The build's embedder (``embedder``, else the one the config names) with the config's prefixes."""
     if embedder is None and config.embedder == NO_EMBEDDER:
@@ -286,7 +273,6 @@ def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: st
     """``build_datastore`` while holding ``lock``."""
     embedder = _build_embedder(config, embedder)
     vectors = _vector_spec(config, embedder.dim, engine)
-    engine = _engine_for(engine, source, config, embedder, vectors)
     chunker, embedder = _chunker(source, config, embedder, engine, vectors)
     params = _params(source, config)
     spec = {**embedder.spec, "vectors": vectors.provenance()} if vectors else embedder.spec

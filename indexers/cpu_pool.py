@@ -23,7 +23,6 @@ embedder).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -42,10 +41,6 @@ from indexers.vectors import VectorSpec, checked_vectors
 #: A task ends once it holds this many records (documents, lines, rows) or bytes.
 TASK_RECORDS = 256
 TASK_BYTES = 1 << 20
-#: Default worker count: the machine's CPUs, at most this many.
-MAX_DEFAULT_WORKERS = 8
-#: Inputs smaller than this (bytes) are chunked in the build's process by default.
-SMALL_INPUT_BYTES = 8 << 20
 #: The worker process's ``ChunkWork`` (set by ``_start_worker``).
 _WORKER: dict[str, Any] = {}
 
@@ -177,15 +172,6 @@ def tasks(items: Iterable[Piece | Document]) -> Iterator[list[Piece | Document]]
             task, records, size = [], 0, 0
     if task:
         yield task
-
-
-def default_cpu_workers(input_bytes: int) -> int:
-    """``--cpu-workers`` when not given: one for inputs under ``SMALL_INPUT_BYTES``, else the CPUs
-    this process may use, at most ``MAX_DEFAULT_WORKERS``."""
-    if input_bytes < SMALL_INPUT_BYTES:
-        return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
 
 def _context() -> Any:

@@ -421,11 +421,6 @@ def read_piece(piece: Piece, options: ReaderOptions) -> tuple[list[Document], Re
     return documents, report
 
 
-def input_bytes(inputs: Sequence[str | Path], options: ReaderOptions) -> int:
-    """The size of the files ``iter_pieces`` would read (nothing is logged)."""
-    return sum(_file_size(str(path)) for path, _ in list_files(inputs, options, ReadReport(log=False)))
-
-
 class SeenIds:
     """The document ids read so far, as 128-bit hashes (Python's string hash of the id and of the
     id with a NUL appended: 16 bytes an id rather than a Python string, so 10^7 ids take 160 MB),

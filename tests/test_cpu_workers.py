@@ -212,11 +212,6 @@ def test_token_chunker_counts_tokens_from_its_one_tokenization():
         assert tokens == chunker.tokenizer.count(text)
 
 
-def test_small_inputs_default_to_one_worker():
-    assert cpu_pool.default_cpu_workers(1000) == 1
-    assert 1 <= cpu_pool.default_cpu_workers(1 << 40) <= cpu_pool.MAX_DEFAULT_WORKERS
-
-
 def test_seen_ids_find_every_duplicate_across_runs():
     seen = readers.SeenIds()
     ids = [f"docs/part-{i % 7}.jsonl#{i}" for i in range(5000)]
