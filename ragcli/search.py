@@ -8,6 +8,7 @@ import time
 import click
 from rich.table import Table
 
+from datastores.dense import DEFAULT_RESCORE_MULTIPLIER
 from ragcli.common import key_value_table, snippet, stderr, stdout
 from rag.datastore import Datastore
 from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_retriever
@@ -39,7 +40,8 @@ from rag.retrieve import FUSIONS, MODES, NORMALIZATIONS, RetrieverConfig, build_
 @click.option("-v", "--verbose", is_flag=True, help="Print the time spent per stage (to stderr).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 @click.option("--rescore-multiplier", type=click.IntRange(min=1), default=None,
-              help="Binary/approximate indexes: candidates per hit to rescore (default: the datastore's, 4).")
+              help="Binary/approximate indexes: candidates per hit to rescore (default: the one the datastore's "
+                   f"manifest records, {DEFAULT_RESCORE_MULTIPLIER} for datastores built now).")
 def search_command(datastore: str, query: str, k: int, mode: str, fusion: str, alpha: float, rrf_k: int,
                    normalization: str, depth: int, rerank: str | None, rerank_depth: int, mmr: float | None,
                    where: str | None, as_json: bool, verbose: bool, device: str,

@@ -141,7 +141,7 @@ def test_binary_datastore_files_manifest_and_quality(ivf_datastore, float_datast
     ds = Datastore.open(ivf_datastore)
     assert len(ds.shards) > 2
     dense = ds.manifest.dense_index
-    assert dense["type"] == "binary-ivf" and dense["rescore"] == "int8" and dense["rescore_multiplier"] == 4
+    assert dense["type"] == "binary-ivf" and dense["rescore"] == "int8" and dense["rescore_multiplier"] == 10
     assert dense["ivf"] == {"nlist": 8, "nprobe": 4} and dense["train_sample"] == 40
     assert len(dense["int8"]["low"]) == len(dense["int8"]["high"]) == 384  # one frozen range for all shards
     files = set(ds.manifest.shards[0].files)

@@ -45,6 +45,7 @@ from datastores.dense.files import (
 from datastores.dense.layers import RESCORE_LAYERS, RESCORE_TYPES, stored_vectors
 from datastores.dense.reader import DenseShard, gpu_available, search_dense
 from datastores.dense.spec import (
+    DEFAULT_RESCORE_MULTIPLIER,
     MAX_BITS,
     DenseSpec,
     DenseTraining,
@@ -54,7 +55,7 @@ from datastores.dense.spec import (
 )
 from datastores.dense.writing import build_dense_index, write_dense_files
 
-__all__ = ["CODES_FILE", "DENSE_FILES", "DENSE_INDEX_TYPES", "EMBEDDINGS_F16_FILE", "FAMILIES", "INDEX_ALIASES",
+__all__ = ["CODES_FILE", "DEFAULT_RESCORE_MULTIPLIER", "DENSE_FILES", "DENSE_INDEX_TYPES", "EMBEDDINGS_F16_FILE", "FAMILIES", "INDEX_ALIASES",
            "INDEX_FILE", "MAX_BITS", "RESCORE_INT8_FILE", "RESCORE_LAYERS", "RESCORE_TYPES", "RESCORING_FILES",
            "SCALES_FILE", "TRAINED_FILE", "DenseConfigError", "DenseShard", "DenseSpec", "DenseTraining", "Family",
            "auto_nlist", "build_dense_index", "family", "gpu_available", "manifest_dense_index", "open_faiss_index",

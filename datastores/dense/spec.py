@@ -15,6 +15,10 @@ from datastores.errors import DatastoreError
 from datastores.quantize import Int8Calibration
 
 MAX_BITS = 8
+#: candidates per hit a binary / approximate shard fetches for rescoring, unless a build sets it: the
+#: smallest depth keeping binary + int8 at recall@10 >= 0.97 on every real set measured
+#: (docs/benchmarks.md, "Default rescoring depth"); a datastore records its own in its manifest
+DEFAULT_RESCORE_MULTIPLIER = 10
 _POSITIVE = ("bits", "rescore_multiplier", "train_sample", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
              "ivf_nlist", "ivf_nprobe", "ivf_pq_bits")
 _MANIFEST_NAMES = {"m": "hnsw_m", "ef_construction": "hnsw_ef_construction", "ef_search": "hnsw_ef_search",
@@ -36,8 +40,9 @@ class DenseSpec:
         "help": "Rescoring layer of approximate/binary indexes (memory-mapped): int8 (default), float16, none."})
     bits: int = field(default=1, metadata={
         "help": "Bits per dimension of binary codes (>1: multi-bit residual codes)."})
-    rescore_multiplier: int = field(default=4, metadata={
-        "help": "Candidates per hit that approximate indexes return for rescoring (default 4)."})
+    rescore_multiplier: int = field(default=DEFAULT_RESCORE_MULTIPLIER, metadata={
+        "help": "Candidates per hit that approximate indexes return for rescoring "
+                f"(default {DEFAULT_RESCORE_MULTIPLIER}; recorded in the manifest, the datastore's search default)."})
     train_sample: int = field(default=20_000, metadata={
         "help": "Chunks sampled across the input for the int8 range / IVF."})
     hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node (float-hnsw, binary-hnsw)."})
