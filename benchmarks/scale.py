@@ -148,11 +148,31 @@ def child_build(corpus: str, out: str, cpu_workers: int, shard_size: int = SHARD
 
     config = BuildConfig(chunker="token", chunk_size=256, shard_size=shard_size, vectors_field="emb",
                          embedder="none", dim=DIM, dense=DenseSpec("binary-flat", "int8"))
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     report = build_datastore([corpus], out, config, progress=False, engine=EngineOptions(cpu_workers=cpu_workers))
     wall = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF)
+
+    def children_cpu_s() -> float:
+        """CPU seconds of this process's children and of the children they reaped (the workers of
+        the fork server), from /proc (Linux)."""
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():  # ppid; then utime, stime, cutime, cstime
+                total += sum(int(v) for v in fields[11:15]) / tick
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return total + reaped.ru_utime + reaped.ru_stime
+
     return {"chunks": report.chunks, "shards": len(report.manifest.shards), "wall_s": wall, "cpu_workers": cpu_workers,
-            "stages_s": report.timings, "peak_rss_mib": _peak_rss_mib()}
+            "stages_s": report.timings, "peak_rss_mib": _peak_rss_mib(),
+            # CPU seconds of the build's process and of its worker processes
+            "cpu_s": {"build": own.ru_utime + own.ru_stime, "workers": children_cpu_s()},
+            "load_average": [load, os.getloadavg()[0]]}
 
 
 def child_search(out: str, queries: str, truth: str) -> dict:
@@ -295,16 +315,29 @@ def merge_study(n: int, shard_counts: list[int], work: Path) -> dict:
 
 
 def compare_workers(n: int, work: Path, shard_size: int) -> dict:
+    """``--cpu-workers`` 1 and 2 on the same corpus, interleaved 1, 2, 1, 2 in fresh processes; medians."""
     corpus = work / f"corpus-{n}"
     write_corpus(corpus, n)
-    runs = {}
+    runs: dict[int, list] = {}
     for workers in (1, 2, 1, 2):
         out = work / f"ds-w{workers}"
         runs.setdefault(workers, []).append(_run_child("build", str(corpus), str(out), str(workers), str(shard_size)))
         shutil.rmtree(out)
     shutil.rmtree(corpus)
     best = {w: min(r["wall_s"] for r in rs) for w, rs in runs.items()}
-    return {"chunks": n, "shard_size": shard_size, "runs": runs, "best_wall_s": best, "ratio_2_over_1": best[2] / best[1],
+    median = {w: float(np.median([r["wall_s"] for r in rs])) for w, rs in runs.items()}
+    print(f"\n| --cpu-workers | wall s | train s | read+chunk s | write s | CPU s build + workers | peak RSS MiB | "
+          f"load before, after |\n|---|---|---|---|---|---|---|---|")
+    for w, rs in sorted(runs.items()):
+        for r in rs:
+            st, cpu = r["stages_s"], r["cpu_s"]
+            print(f"| {w} | {r['wall_s']:.1f} | {st['train']:.1f} | {st['read_chunk']:.1f} | {st['write']:.1f} | "
+                  f"{cpu['build']:.1f} + {cpu['workers']:.1f} | {r['peak_rss_mib']:.0f} | "
+                  f"{r['load_average'][0]:.1f}, {r['load_average'][1]:.1f} |")
+    print(f"\nmedian wall: 1 worker {median[1]:.1f} s ({n / median[1]:,.0f} chunks/s), 2 workers {median[2]:.1f} s "
+          f"({n / median[2]:,.0f} chunks/s), ratio {median[2] / median[1]:.2f}")
+    return {"chunks": n, "shard_size": shard_size, "runs": runs, "best_wall_s": best, "median_wall_s": median,
+            "ratio_2_over_1": best[2] / best[1], "median_ratio_2_over_1": median[2] / median[1],
             "load_average": os.getloadavg()}
 
 

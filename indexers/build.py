@@ -13,23 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from datastores import DatastoreWriter, Manifest
 from datastores.errors import UserError
 from datastores.lock import DatastoreLock, writer_lock
 from datastores.writer import check_output
-from datastores.records import Chunk
 from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_types
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
-from indexers.cpu_pool import ChunkedDocument, ChunkRecipe, CpuPool
+from indexers.cpu_pool import ChunkedBatch, ChunkRecipe, CpuPool
 from indexers.build_input import BuildInput
 from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
-from indexers.engines import (BuildProgress, ChunkBlock, EmbedPlan, EngineError, EngineOptions, chunk_blocks,
-                              run_local, shard_jobs)
-from indexers.readers import ReadReport
-from indexers.training_sample import embed_training_sample, sample_vectors
+from indexers.engines import (BuildProgress, ChunkBlock, ChunkRun, EmbedPlan, EngineError, EngineOptions,
+                              chunk_blocks, run_local, shard_jobs)
+from indexers.readers import ReadReport, SeenIds
+from indexers.training_sample import BottomK, embed_training_sample, position
 from indexers.vectors import NO_EMBEDDER, VectorSpec
 
 
@@ -67,6 +67,15 @@ class _CorpusStats:
     tokens: int = 0
     metadata: MetadataKinds = field(default_factory=MetadataKinds)
 
+    def add(self, batch: ChunkedBatch) -> None:
+        """Count a batch's documents, characters, tokens and metadata types (first documents first)."""
+        self.documents += len(batch.doc_ids)
+        self.characters += sum(batch.characters)
+        self.tokens += sum(batch.tokens)
+        for key, kinds in batch.kinds.seen.items():
+            for kind, doc_id in kinds.items():
+                self.metadata.seen.setdefault(key, {}).setdefault(kind, doc_id)
+
     def as_dict(self, read: ReadReport, source: BuildInput) -> dict[str, Any]:
         if source.chunks is not None:  # given chunks: their documents' texts and tokens are not known
             return {"documents": self.documents, "characters": self.characters}
@@ -74,58 +83,90 @@ class _CorpusStats:
                 "files": read.files, "skipped": len(read.skipped)}
 
 
-def _chunks_of(chunked: Iterable[ChunkedDocument], stats: _CorpusStats, timings: dict[str, float]) -> Iterator[Chunk]:
-    """The chunks of streamed chunked documents, counting documents, characters and tokens on the way."""
+def _unique(batch: ChunkedBatch, seen: SeenIds, read: ReadReport) -> ChunkedBatch:
+    """``batch`` without documents whose id came before (skipped in ``read``, as ``iter_documents`` does)."""
+    fresh = seen.first_seen(batch.doc_ids)
+    duplicates = np.flatnonzero(~fresh).tolist()
+    for i in duplicates:
+        read.skip(batch.doc_ids[i], "duplicate document id")
+    read.documents += len(batch.doc_ids) - len(duplicates)
+    return batch.without(duplicates) if duplicates else batch
+
+
+def _runs(batches: Iterable[ChunkedBatch], unique: bool, stats: _CorpusStats, read: ReadReport,
+          timings: dict[str, float]) -> Iterator[ChunkRun]:
+    """The chunk runs of ``batches`` in order (with ``unique``, documents with an id read before are
+    dropped), counted in ``stats``; the time spent waiting for them goes to ``read_chunk``."""
+    seen = SeenIds()
     started = time.perf_counter()
-    for document in chunked:
-        stats.documents += 1
-        stats.characters += document.characters
-        stats.tokens += document.tokens
-        for chunk in document.chunks:
-            stats.metadata.add(chunk.doc_id, chunk.metadata)
+    for batch in batches:
+        read.merge(batch.read)
+        if unique:
+            batch = _unique(batch, seen, read)
+        stats.add(batch)
         timings["read_chunk"] += time.perf_counter() - started
-        yield from document.chunks
+        yield ChunkRun(batch.chunks, batch.vectors)
         started = time.perf_counter()
     timings["read_chunk"] += time.perf_counter() - started
 
 
-def _train(writer: DatastoreWriter, source: BuildInput, config: BuildConfig, chunker: Chunker,
-           embedder: Any, vectors: VectorSpec | None, cpu: CpuPool, progress: bool,
-           timings: dict[str, float]) -> None:
-    """The int8 range / IVF centroids, once, from a sample of the whole input (when the index needs them)."""
+def _batches(source: BuildInput, config: BuildConfig, cpu: CpuPool, read: ReadReport) -> Iterator[ChunkedBatch]:
+    """The input chunked: the given chunks, or its tasks chunked (by ``cpu``'s workers)."""
+    if source.chunks is not None:
+        return source.given_batches()
+    return cpu.chunk(source.tasks(config.reader_options, read))
+
+
+def _train(writer: DatastoreWriter, source: BuildInput, config: BuildConfig, embedder: Any, cpu: CpuPool,
+           progress: bool, timings: dict[str, float]) -> None:
+    """The int8 range / IVF centroids, once, from a sample of the whole input (when the index needs
+    them): of the precomputed vectors (no chunking), else of the chunk texts, embedded."""
     if not writer.needs_dense_training():
         return
     source.check_rereadable()
     started = time.perf_counter()
-    if vectors is not None:
-        chunked = cpu.chunk_documents(source.read_documents(config.reader_options), chunker, vectors)
-        writer.train_dense(sample_vectors((c for d in chunked for c in d.chunks), vectors, config.dense.train_sample))
+    sample = BottomK(config.dense.train_sample)
+    if cpu.local.vectors is not None:
+        drawn = _vector_sample(source, config, cpu, sample)
+        writer.train_dense(drawn if drawn is not None else np.zeros((0, embedder.dim), dtype=np.float32))
     else:
-        texts = (c.text for c in source.read_chunks(config.reader_options, chunker))
-        writer.train_dense(embed_training_sample(texts, config.dense.train_sample, embedder, config.batch_size, progress))
+        texts = _text_sample(source, config, cpu, sample)
+        writer.train_dense(embed_training_sample(texts, embedder, config.batch_size, progress))
     timings["train"] += time.perf_counter() - started
 
 
-def _chunked(source: BuildInput, config: BuildConfig, chunker: Chunker, vectors: VectorSpec | None,
-             cpu: CpuPool, read: ReadReport) -> Iterable[ChunkedDocument]:
-    """The input's chunked documents: the given chunks, or its documents chunked (by ``cpu``'s workers)."""
-    if source.chunks is not None:
-        return source.given_documents()
-    return cpu.chunk_documents(source.read_documents(config.reader_options, read), chunker, vectors)
+def _vector_sample(source: BuildInput, config: BuildConfig, cpu: CpuPool, sample: BottomK) -> np.ndarray | None:
+    """The sampled precomputed vectors: Parquet files read for their text and vector columns only,
+    nothing chunked; each task's candidates are those below the sample's bound when it is sent."""
+    options = config.reader_options
+    work = source.tasks(options, ReadReport(log=False), [options.text_field, options.vectors_field])
+    for positions, vectors in cpu.run("sample", ((task, n, sample.limit) for n, task in enumerate(work))):
+        sample.add(positions, vectors)
+    return sample.sample()
 
 
-def _stream(source: BuildInput, config: BuildConfig, chunker: Chunker, embedder: Any,
-            vectors: VectorSpec | None, cpu: CpuPool, writer: DatastoreWriter, engine: EngineOptions,
-            embedder_factory: Callable[[], Any] | None, progress: bool, read: ReadReport, stats: _CorpusStats,
-            timings: dict[str, float]) -> EncodeStats:
+def _text_sample(source: BuildInput, config: BuildConfig, cpu: CpuPool, sample: BottomK) -> list[str]:
+    """The sampled chunk texts (a read+chunk pass; the build's own pass reports what it skips)."""
+    quiet = ReadReport(log=False)
+    runs = _runs(_batches(source, config, cpu, quiet), source.paths != (), _CorpusStats(), quiet,
+                 {"read_chunk": 0.0})
+    for number, run in enumerate(runs):
+        sample.add(position(number, len(run.chunks)), np.array([c.text for c in run.chunks], dtype=object))
+    texts = sample.sample()
+    return [] if texts is None else texts.tolist()
+
+
+def _stream(source: BuildInput, config: BuildConfig, embedder: Any, cpu: CpuPool, writer: DatastoreWriter,
+            engine: EngineOptions, embedder_factory: Callable[[], Any] | None, progress: bool, read: ReadReport,
+            stats: _CorpusStats, timings: dict[str, float]) -> EncodeStats:
     """Read, chunk, embed (or take the precomputed vectors) and write every shard; what encoding did."""
     bar = tqdm(desc="indexing", unit="chunk", disable=not progress or None, dynamic_ncols=True)
     tracker = BuildProgress(timings, bar=bar, documents=lambda: stats.documents)
     if (engine.name != "local" or engine.workers > 1) and embedder_factory is None:
         embedder_factory = embedder.fresh  # picklable: each worker loads its own copy
-    blocks = chunk_blocks(_chunks_of(_chunked(source, config, chunker, vectors, cpu, read), stats, timings),
-                          config.shard_size)
-    _run_engine(engine, blocks, writer, EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
+    runs = _runs(_batches(source, config, cpu, read), source.paths != (), stats, read, timings)
+    _run_engine(engine, chunk_blocks(runs, config.shard_size), writer,
+                EmbedPlan(embedder, config.batch_size, embedder_factory), tracker, cpu)
     bar.close()
     return tracker.encoded
 
@@ -240,11 +281,11 @@ def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: st
     stats = _CorpusStats()
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}
     recipe = None if source.chunks is not None else ChunkRecipe(config.chunker, config.chunk_size, config.overlap,
-                                                                config.tokenizer, vectors)
-    with CpuPool(engine.cpu_workers, recipe) as cpu:
-        _train(writer, source, config, chunker, embedder, vectors, cpu, progress, timings)
-        encoded = _stream(source, config, chunker, embedder, vectors, cpu, writer, engine, embedder_factory,
-                          progress, read, stats, timings)
+                                                                config.tokenizer, vectors, config.reader_options)
+    with CpuPool(engine.cpu_workers, recipe, chunker, vectors, config.reader_options) as cpu:
+        _train(writer, source, config, embedder, cpu, progress, timings)
+        encoded = _stream(source, config, embedder, cpu, writer, engine, embedder_factory, progress, read,
+                          stats, timings)
     if config.strict and read.skipped:
         raise StrictModeError(f"{len(read.skipped)} input(s) were skipped and strict mode is on")
     if stats.documents == 0:

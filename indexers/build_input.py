@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from datastores.records import Chunk, Document
+from datastores.sql import MetadataKinds
 from indexers.chunkers import Chunker
-from indexers.cpu_pool import ChunkedDocument
-from indexers.readers import ReaderOptions, ReadReport, iter_documents
+from indexers.cpu_pool import ChunkedBatch, tasks
+from indexers.readers import Piece, ReaderOptions, ReadReport, iter_pieces
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,26 +69,30 @@ class BuildInput:
                 raise ValueError(f"this dense index trains on a sample first, which reads the input twice: "
                                  f"give the {name} as a list, not a one-shot iterator")
 
-    def read_documents(self, options: ReaderOptions, report: ReadReport | None = None) -> Iterator[Document]:
-        """The documents of ``paths`` or ``documents`` (unusable files recorded in ``report``)."""
+    def tasks(self, options: ReaderOptions, report: ReadReport,
+              columns: Sequence[str] | None = None) -> Iterator[list[Piece | Document]]:
+        """The work of reading ``paths`` or ``documents``, cut into tasks (``indexers.cpu_pool.tasks``:
+        the same cut whatever the worker count); unusable files are recorded in ``report``;
+        ``columns`` projects Parquet files."""
         if self.documents is not None:
-            return iter(self.documents)
-        return iter_documents(self.paths, options, report if report is not None else ReadReport())
+            return tasks(iter(self.documents))
+        return tasks(iter_pieces(self.paths, options, report, columns))
 
-    def read_chunks(self, options: ReaderOptions, chunker: Chunker) -> Iterator[Chunk]:
-        """Every chunk: the given ones, or the documents chunked by ``chunker``."""
-        if self.chunks is not None:
-            return iter(self.chunks)
-        return (c for d in self.read_documents(options) for c in chunker.chunk(d))
-
-    def given_documents(self) -> Iterator[ChunkedDocument]:
-        """The given chunks, one ``ChunkedDocument`` per run of one ``doc_id`` (characters: the
-        end of its last span; tokens are not counted)."""
+    def given_batches(self) -> Iterator[ChunkedBatch]:
+        """The given chunks, one ``ChunkedBatch`` per run of one ``doc_id`` (characters: the end of
+        its last span; tokens are not counted)."""
         run: list[Chunk] = []
         for chunk in self.chunks or ():
             if run and chunk.doc_id != run[0].doc_id:
-                yield ChunkedDocument(max(c.end for c in run), 0, run)
+                yield _given(run)
                 run = []
             run.append(chunk)
         if run:
-            yield ChunkedDocument(max(c.end for c in run), 0, run)
+            yield _given(run)
+
+
+def _given(run: list[Chunk]) -> ChunkedBatch:
+    kinds = MetadataKinds()
+    for chunk in run:
+        kinds.add(chunk.doc_id, chunk.metadata)
+    return ChunkedBatch([run[0].doc_id], [max(c.end for c in run)], [0], [len(run)], run, kinds=kinds)

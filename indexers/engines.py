@@ -1,8 +1,9 @@
 """Build engines: who embeds and writes each shard.
 
-Both engines consume the same stream of ``ShardJob``s: the driver reads and chunks the corpus in
-input order and cuts it into shards of ``shard_size`` chunks, so shard ``i`` always holds the same
-chunks (same input → same shards, whatever the engine or the number of workers).
+Both engines consume the same stream of ``ShardJob``s: the driver has the corpus read and chunked
+in input order (``indexers.cpu_pool``, in its process or in worker processes) and cuts it into
+shards of ``shard_size`` chunks, so shard ``i`` always holds the same chunks (same input → same
+shards, whatever the engine or the number of workers).
 
 - ``local`` (default): embeds and writes each shard in this process, one at a time. It never
   imports Ray.
@@ -34,10 +35,9 @@ import numpy as np
 from datastores import DatastoreWriter
 from datastores.errors import UserError
 from datastores.records import Chunk
-from indexers.cpu_pool import CpuPool
+from indexers.cpu_pool import CpuPool, done_future
 from indexers.embed_pool import BlockEmbedder
 from indexers.embedding import EncodeStats
-from indexers.vectors import stacked_vectors
 
 ENGINES = ("local", "ray")
 #: Chunks per ``encode`` call: the unit in which both engines embed a shard (blocks start at fixed
@@ -68,7 +68,7 @@ class EngineOptions:
     built (monitoring, fault injection in tests); it must be picklable. ``overlap`` (local only)
     reads ahead and writes in background threads while embedding; off, each step waits. ``workers``
     (local only) embeds blocks in that many processes, each with ``cores // workers`` threads.
-    ``cpu_workers`` (local only) chunks documents and writes shards in that many processes
+    ``cpu_workers`` (local only) reads, chunks and writes shards in that many processes
     (``indexers.cpu_pool``); the datastore is the same for any count.
     """
 
@@ -112,12 +112,22 @@ class ShardJob:
 @dataclass
 class ChunkBlock:
     """Consecutive chunks of shard ``shard``, which starts at global chunk id ``shard_first_chunk_id``;
-    ``closes_shard`` marks the shard's last block."""
+    ``closes_shard`` marks the shard's last block; ``vectors`` are the chunks' precomputed vectors
+    (None: the engine embeds them)."""
 
     shard: int
     shard_first_chunk_id: int
     chunks: list[Chunk]
     closes_shard: bool
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class ChunkRun:
+    """Consecutive chunks of the build's stream, with their precomputed vectors [n, d] (or None)."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray | None = None
 
 
 @dataclass
@@ -147,30 +157,62 @@ class EmbedPlan:
     factory: Callable[[], Any] | None = None
 
 
-def chunk_blocks(chunks: Iterable[Chunk], shard_size: int, block_size: int | None = None) -> Iterator[ChunkBlock]:
-    """Cut a chunk stream into shards of ``shard_size`` chunks and each shard into blocks of at
-    most ``block_size`` (default ``EMBED_BLOCK``; the last shard and each shard's last block may be
-    shorter)."""
-    block_size = block_size or EMBED_BLOCK
-    block: list[Chunk] = []
+class _BlockCutter:
+    """The block being filled by ``chunk_blocks``: its chunks and vector slices, and its place."""
+
+    def __init__(self, shard_size: int, block_size: int):
+        self.shard_size, self.block_size = shard_size, block_size
+        self.chunks: list[Chunk] = []
+        self.vectors: list[np.ndarray] = []
+        self.shard = self.shard_first = self.in_shard = 0
+
+    def room(self) -> int:
+        return min(self.block_size - len(self.chunks), self.shard_size - self.in_shard)
+
+    def take(self, run: ChunkRun, lo: int, hi: int) -> None:
+        self.chunks.extend(run.chunks[lo:hi])
+        if run.vectors is not None:
+            self.vectors.append(run.vectors[lo:hi])
+        self.in_shard += hi - lo
+
+    def cut(self) -> ChunkBlock:
+        """The filled block (closing its shard when the shard is full); the next starts empty."""
+        vectors = np.concatenate(self.vectors) if self.vectors else None
+        block = ChunkBlock(self.shard, self.shard_first, self.chunks, self.in_shard == self.shard_size, vectors)
+        self.chunks, self.vectors = [], []
+        if block.closes_shard:
+            self.shard, self.shard_first, self.in_shard = self.shard + 1, self.shard_first + self.in_shard, 0
+        return block
+
+
+def chunk_blocks(runs: Iterable[ChunkRun], shard_size: int, block_size: int | None = None) -> Iterator[ChunkBlock]:
+    """Cut a stream of chunk runs into shards of ``shard_size`` chunks and each shard into blocks
+    of at most ``block_size`` (default ``EMBED_BLOCK``; the last shard and each shard's last block
+    may be shorter), carrying the runs' vectors along."""
+    cutter = _BlockCutter(shard_size, block_size or EMBED_BLOCK)
     full: ChunkBlock | None = None  # a full block, held until we know whether the stream ends after it
-    shard, shard_first, in_shard = 0, 0, 0
-    for chunk in chunks:
-        if full is not None:
-            yield full
-            full = None
-        block.append(chunk)
-        in_shard += 1
-        if in_shard == shard_size:
-            yield ChunkBlock(shard, shard_first, block, True)
-            block, shard, shard_first, in_shard = [], shard + 1, shard_first + in_shard, 0
-        elif len(block) == block_size:
-            full, block = ChunkBlock(shard, shard_first, block, False), []
+    for run in runs:
+        lo = 0
+        while lo < len(run.chunks):
+            if full is not None:
+                yield full
+                full = None
+            hi = min(len(run.chunks), lo + cutter.room())
+            cutter.take(run, lo, hi)
+            lo = hi
+            if cutter.room() == 0:
+                block = cutter.cut()
+                if block.closes_shard:
+                    yield block
+                else:
+                    full = block
     if full is not None:
         full.closes_shard = True
         yield full
-    elif block:
-        yield ChunkBlock(shard, shard_first, block, True)
+    elif cutter.chunks:
+        block = cutter.cut()
+        block.closes_shard = True
+        yield block
 
 
 def shard_jobs(blocks: Iterable[ChunkBlock]) -> Iterator[ShardJob]:
@@ -247,19 +289,6 @@ def _write(writer: DatastoreWriter, index: int, chunks: list[Chunk], vectors: np
     return info, time.perf_counter() - started
 
 
-def _vectors_of(embed: BlockEmbedder, chunks: list[Chunk], progress: BuildProgress) -> list[Future]:
-    """Futures of the vectors of ``chunks``: the precomputed ones they carry (``indexers.vectors``),
-    or embedded in blocks of ``EMBED_BLOCK``."""
-    vectors = stacked_vectors(chunks)
-    if vectors is None:
-        return embed.submit_blocks([c.text for c in chunks], EMBED_BLOCK)
-    if progress.bar is not None:
-        progress.bar.update(len(chunks))
-    done: Future = Future()
-    done.set_result(vectors)
-    return [done]
-
-
 @dataclass
 class _LocalRun:
     """The loop state of ``run_local``: the shard being read (its chunks, the futures of their
@@ -281,8 +310,12 @@ class _LocalRun:
         if not self.chunks:
             self.eager = not self.writer.may_adopt(block.shard)
         self.chunks.extend(block.chunks)
-        if self.eager:
-            self.parts.extend(_vectors_of(self.embed, block.chunks, self.progress))
+        if block.vectors is not None:  # precomputed
+            self.parts.append(done_future(block.vectors))
+            if self.eager and self.progress.bar is not None:
+                self.progress.bar.update(len(block.chunks))
+        elif self.eager:
+            self.parts.extend(self.embed.submit_blocks([c.text for c in block.chunks], EMBED_BLOCK))
         if block.closes_shard:
             self._close(block.shard, block.shard_first_chunk_id)
             self.chunks, self.parts = [], []
@@ -290,7 +323,7 @@ class _LocalRun:
     def _close(self, index: int, first: int) -> None:
         adopted = None if self.eager else self.writer.adopt_shard(index, self.chunks, first)
         if adopted is None:
-            parts = self.parts if self.eager else _vectors_of(self.embed, self.chunks, self.progress)
+            parts = self.parts or self.embed.submit_blocks([c.text for c in self.chunks], EMBED_BLOCK)
             vectors = self.embed.gather(parts)
             self.pending.append(self.submit(_write, self.writer, index, self.chunks, vectors, first))
             self.record(self.keep)

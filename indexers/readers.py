@@ -6,6 +6,11 @@ declared ``<meta charset>``) is decoded and read with one warning naming it, rec
 ``ReadReport`` (``strict`` refuses such a file instead). Files that cannot be used (binary, no
 plausible text encoding, empty, unreadable) are skipped with one warning each and counted in the
 ``ReadReport``; they never stop a build. JSON Lines and Parquet text must be UTF-8.
+
+The input is cut into pieces (``iter_pieces``) that a worker process reads on its own
+(``read_piece``): the build's process only lists files, reads JSON Lines as bytes and decodes
+Parquet batches with Arrow; parsing records and files into ``Document``s happens in the piece's
+reader. ``iter_documents`` does both in one process.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from datastores.errors import TeraragError, UserError
 from datastores.records import Document
@@ -38,6 +45,9 @@ _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 #: Chosen among candidates that detection cannot tell apart (short texts): the web's default
 #: legacy encoding, a superset of latin-1's printable characters.
 PREFERRED_ENCODINGS = ("cp1252",)
+#: A piece (``iter_pieces``) ends after this many records (lines, rows) or about this many bytes.
+PIECE_RECORDS = 256
+PIECE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,20 +83,32 @@ class Decoded:
 
 @dataclass
 class ReadReport:
-    """What the reader saw: files read, documents produced, inputs skipped or read as non-UTF-8."""
+    """What the reader saw: files read, documents produced, inputs skipped or read as non-UTF-8.
+
+    ``log`` False keeps the warnings for the report a worker's part is merged into (``merge``)."""
 
     files: int = 0
     documents: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     decoded: list[Decoded] = field(default_factory=list)
+    log: bool = True
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append(Skipped(path, reason))
-        logger.warning("skipped %s: %s", path, reason)
+        if self.log:
+            logger.warning("skipped %s: %s", path, reason)
 
     def note_encoding(self, path: str, encoding: str) -> None:
         self.decoded.append(Decoded(path, encoding))
-        logger.warning("read %s as %s (not UTF-8)", path, encoding)
+        if self.log:
+            logger.warning("read %s as %s (not UTF-8)", path, encoding)
+
+    def merge(self, part: "ReadReport") -> None:
+        """Add what a piece's reader (``read_piece``) saw, warning about it here."""
+        for skipped in part.skipped:
+            self.skip(skipped.path, skipped.reason)
+        for decoded in part.decoded:
+            self.note_encoding(decoded.path, decoded.encoding)
 
 
 class SkipInput(TeraragError):
@@ -186,7 +208,8 @@ def _text_of(data: bytes, doc_id: str, options: ReaderOptions, report: ReadRepor
     return text
 
 
-def _read_text(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+def _read_text(piece: "Piece", options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    path, doc_id = Path(piece.path), piece.source
     text = _text_of(_read_bytes(path), doc_id, options, report)
     yield Document(doc_id, text, doc_id, {"format": FORMATS.get(path.suffix.lower(), "text")})
 
@@ -206,10 +229,11 @@ def _html_page(html: bytes | str) -> tuple[str, str, Any]:
     return read_html_page(html)
 
 
-def _read_html(path: Path, doc_id: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+def _read_html(piece: "Piece", options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
     from indexers.html import HtmlDocument
 
-    title, text, blocks = _html_page(_text_of(_read_bytes(path), doc_id, options, report))
+    doc_id = piece.source
+    title, text, blocks = _html_page(_text_of(_read_bytes(Path(piece.path)), doc_id, options, report))
     # Spans refer to the visible text; chunks also get their block paths and spans in the cleaned
     # page (indexers.html.chunk_metadata). The raw page stays reachable through ``source``.
     yield HtmlDocument(doc_id, text, doc_id, {"format": "html", "title": title}, blocks=blocks)
@@ -239,28 +263,60 @@ def _record_document(record: Any, doc_id: str, source: str, where: str, options:
                           where=where)
 
 
-def _read_jsonl(path: Path, source: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+def _jsonl_pieces(path: Path, source: str, ordinal: int, options: ReaderOptions,
+                 columns: Sequence[str] | None) -> Iterator["Piece"]:
+    """Runs of at most ``PIECE_RECORDS`` lines (about ``PIECE_BYTES``, or one longer line), as bytes."""
     try:
         handle = open(path, "rb")
     except OSError as exc:
         raise SkipInput(f"unreadable: {exc.strerror or exc}") from exc
+    line, rest = 1, b""
     with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            where = f"{source}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                yield _record_document(json.loads(line), f"{source}#L{lineno}", source, where, options)
-            except UnicodeDecodeError as exc:
-                report.skip(where, f"not valid UTF-8 (bad byte at offset {exc.start}); JSON Lines must be UTF-8")
-            except json.JSONDecodeError as exc:
-                report.skip(where, f"malformed JSON ({exc.msg})")
-            except SkipInput as exc:
-                report.skip(where, str(exc).split(": ", 1)[-1])
+        while True:
+            block = handle.read(PIECE_BYTES)
+            data, start = rest + block, 0
+            if not block:
+                if data:
+                    yield Piece(str(path), source, "jsonl", ordinal, line, data)
+                return
+            while (cut := _line_cut(data, start, PIECE_RECORDS)) > 0:
+                yield Piece(str(path), source, "jsonl", ordinal, line, data[start:cut])
+                line += data.count(b"\n", start, cut)
+                start = cut
+            rest = data[start:]
 
 
-def _read_parquet(path: Path, source: str, options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+def _line_cut(data: bytes, start: int, lines: int) -> int:
+    """The end of the ``lines``-th line of ``data`` from ``start``, else of its last whole line; 0
+    when no line ends there."""
+    end = start
+    for _ in range(lines):
+        found = data.find(b"\n", end)
+        if found < 0:
+            break
+        end = found + 1
+    return end if end > start else 0
+
+
+def _read_jsonl(piece: "Piece", options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    for lineno, raw in enumerate(piece.data.split(b"\n"), start=piece.first):
+        if not raw.strip():
+            continue
+        where = f"{piece.source}:{lineno}"
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            yield _record_document(json.loads(line), f"{piece.source}#L{lineno}", piece.source, where, options)
+        except UnicodeDecodeError as exc:
+            report.skip(where, f"not valid UTF-8 (bad byte at offset {exc.start}); JSON Lines must be UTF-8")
+        except json.JSONDecodeError as exc:
+            report.skip(where, f"malformed JSON ({exc.msg})")
+        except SkipInput as exc:
+            report.skip(where, str(exc).split(": ", 1)[-1])
+
+
+def _parquet_pieces(path: Path, source: str, ordinal: int, options: ReaderOptions,
+                    columns: Sequence[str] | None) -> Iterator["Piece"]:
+    """Batches of ``PIECE_RECORDS`` rows, decoded by Arrow (``columns``: only these)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -268,28 +324,150 @@ def _read_parquet(path: Path, source: str, options: ReaderOptions, report: ReadR
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise SkipInput(f"not a readable Parquet file ({exc})") from exc
-    if options.text_field not in parquet.schema_arrow.names:
-        raise SkipInput(f"no column {options.text_field!r} (columns: {', '.join(parquet.schema_arrow.names)})")
-    field = options.vectors_field
-    if field is not None and field not in parquet.schema_arrow.names:
-        raise VectorError(f"{source}: no column {field!r} of precomputed vectors "
-                          f"(columns: {', '.join(parquet.schema_arrow.names)})")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=1024):
-        vectors: list[Any] = [None] * batch.num_rows
-        if field is not None:  # straight from Arrow to numpy, not through Python lists
-            vectors = arrow_vector_rows(batch.column(field))
-            batch = batch.drop_columns([field])
-        for record, vector in zip(batch.to_pylist(), vectors):
-            row += 1
-            try:
-                yield _record_document(record, f"{source}#R{row}", source, f"{source} row {row}", options, vector)
-            except SkipInput as exc:
-                report.skip(f"{source} row {row}", str(exc).split(": ", 1)[-1])
+    names = parquet.schema_arrow.names
+    if options.text_field not in names:
+        raise SkipInput(f"no column {options.text_field!r} (columns: {', '.join(names)})")
+    if options.vectors_field is not None and options.vectors_field not in names:
+        raise VectorError(f"{source}: no column {options.vectors_field!r} of precomputed vectors "
+                          f"(columns: {', '.join(names)})")
+    row = 1
+    for batch in parquet.iter_batches(batch_size=PIECE_RECORDS, columns=columns):
+        yield Piece(str(path), source, "parquet", ordinal, row, batch)
+        row += batch.num_rows
 
 
+def _read_parquet(piece: "Piece", options: ReaderOptions, report: ReadReport) -> Iterator[Document]:
+    batch, field = piece.data, options.vectors_field
+    vectors: list[Any] = [None] * batch.num_rows
+    if field is not None:  # straight from Arrow to numpy, not through Python lists
+        vectors = arrow_vector_rows(batch.column(field))
+        batch = batch.drop_columns([field])
+    for row, (record, vector) in enumerate(zip(batch.to_pylist(), vectors), start=piece.first):
+        where = f"{piece.source} row {row}"
+        try:
+            yield _record_document(record, f"{piece.source}#R{row}", piece.source, where, options, vector)
+        except SkipInput as exc:
+            report.skip(where, str(exc).split(": ", 1)[-1])
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of one input file that a worker reads on its own (``read_piece``): a whole text,
+    Markdown or HTML file (``data`` None), a run of JSON Lines (their bytes, the first is line
+    ``first``) or a batch of Parquet rows (an Arrow record batch, the first is row ``first``).
+    ``source`` is the file's document id (prefix); ``file`` its position in the input."""
+
+    path: str
+    source: str
+    kind: str
+    file: int
+    first: int = 1
+    data: Any = None
+
+    @property
+    def weight(self) -> tuple[int, int]:
+        """(records, bytes) of the piece, about (a whole file counts as one record)."""
+        if self.kind == "jsonl":
+            return self.data.count(b"\n") + 1, len(self.data)
+        if self.kind == "parquet":
+            return self.data.num_rows, self.data.nbytes
+        return 1, _file_size(self.path)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _file_piece(path: Path, source: str, ordinal: int, options: ReaderOptions,
+                columns: Sequence[str] | None) -> Iterator[Piece]:
+    yield Piece(str(path), source, FORMATS.get(path.suffix.lower(), "text"), ordinal)
+
+
+_PIECES = {"jsonl": _jsonl_pieces, "parquet": _parquet_pieces}
 _READERS = {"text": _read_text, "markdown": _read_text, "html": _read_html,
             "jsonl": _read_jsonl, "parquet": _read_parquet}
+
+
+def iter_pieces(inputs: Sequence[str | Path], options: ReaderOptions, report: ReadReport,
+                columns: Sequence[str] | None = None) -> Iterator[Piece]:
+    """The pieces of ``inputs`` in input order (files walked as ``list_files`` does); ``columns``
+    projects Parquet batches. Reads only what the pieces hold: the bytes of JSON Lines, the
+    decoded Arrow batches of Parquet files, nothing of other files."""
+    for ordinal, (path, doc_id) in enumerate(list_files(inputs, options, report)):
+        report.files += 1
+        try:
+            yield from _PIECES.get(FORMATS.get(path.suffix.lower(), "text"), _file_piece)(
+                path, doc_id, ordinal, options, columns)
+        except SkipInput as exc:
+            report.skip(doc_id, str(exc))
+
+
+def read_piece(piece: Piece, options: ReaderOptions) -> tuple[list[Document], ReadReport]:
+    """The non-empty documents of ``piece`` and what was skipped or decoded on the way (a report
+    that does not log: ``ReadReport.merge`` it where the build reports)."""
+    report = ReadReport(log=False)
+    documents = []
+    try:
+        for document in _READERS[piece.kind](piece, options, report):
+            if document.text.strip():
+                documents.append(document)
+            else:
+                report.skip(document.id, "empty document")
+    except SkipInput as exc:
+        report.skip(piece.source, str(exc))
+    return documents, report
+
+
+class SeenIds:
+    """The document ids read so far, as 128-bit hashes (Python's string hash of the id and of the
+    id with a NUL appended: 16 bytes an id rather than a Python string, so 10^7 ids take 160 MB),
+    in runs sorted by the first hash whose sizes at least double from one run to the next. Two ids
+    whose first hashes agree are told apart by the second, unless a duplicate hides behind such a
+    pair (then it is kept: nothing is lost). The hashes are this process's, never stored."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (first hashes sorted, second hashes)
+
+    def first_seen(self, ids: Sequence[str]) -> np.ndarray:
+        """Which of ``ids`` (bool [n]) were not seen before, nor earlier in ``ids``; all are remembered."""
+        hi = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        lo = np.fromiter((hash(i + "\0") for i in ids), dtype=np.int64, count=len(ids))
+        order = np.lexsort((np.arange(len(ids)), lo, hi))
+        hi, lo = hi[order], lo[order]  # sorted: searches below walk the runs once
+        fresh = np.ones(len(ids), dtype=bool)
+        fresh[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        for run_hi, run_lo in self.runs:
+            at = np.minimum(np.searchsorted(run_hi, hi), len(run_hi) - 1)
+            fresh &= (run_hi[at] != hi) | (run_lo[at] != lo)
+        self._remember(hi[fresh], lo[fresh])
+        first = np.zeros(len(ids), dtype=bool)
+        first[order] = fresh
+        return first
+
+    def _remember(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        if len(hi):
+            self.runs.append((hi, lo))
+        while self.runs and (len(self.runs) == 1 or len(self.runs[-2][0]) < 2 * len(self.runs[-1][0])):
+            last_hi, last_lo = self.runs.pop()
+            if self.runs:
+                before_hi, before_lo = self.runs.pop()
+                last_hi, last_lo = np.concatenate([before_hi, last_hi]), np.concatenate([before_lo, last_lo])
+            order = np.argsort(last_hi, kind="stable")
+            self.runs.append((last_hi[order], last_lo[order]))
+            if len(self.runs) == 1:
+                break
+
+
+def unique_documents(documents: Sequence[Document], seen: SeenIds, report: ReadReport) -> list[Document]:
+    """``documents`` whose id is not in ``seen`` (which collects them); the others are skipped."""
+    fresh = seen.first_seen([d.id for d in documents])
+    for document in (d for d, new in zip(documents, fresh) if not new):
+        report.skip(document.id, "duplicate document id")
+    report.documents += int(fresh.sum())
+    return [d for d, new in zip(documents, fresh) if new]
 
 
 def iter_documents(inputs: Sequence[str | Path], options: ReaderOptions | None = None,
@@ -297,20 +475,8 @@ def iter_documents(inputs: Sequence[str | Path], options: ReaderOptions | None =
     """Stream the documents of ``inputs`` (files or folders, walked recursively, sorted)."""
     options = options or ReaderOptions()
     report = report if report is not None else ReadReport()
-    seen: set[str] = set()
-    for path, doc_id in list_files(inputs, options, report):
-        reader = _READERS[FORMATS.get(path.suffix.lower(), "text")]
-        report.files += 1
-        try:
-            for document in reader(path, doc_id, options, report):
-                if not document.text.strip():
-                    report.skip(document.id, "empty document")
-                    continue
-                if document.id in seen:
-                    report.skip(document.id, "duplicate document id")
-                    continue
-                seen.add(document.id)
-                report.documents += 1
-                yield document
-        except SkipInput as exc:
-            report.skip(doc_id, str(exc))
+    seen = SeenIds()
+    for piece in iter_pieces(inputs, options, report):
+        documents, read = read_piece(piece, options)
+        report.merge(read)
+        yield from unique_documents(documents, seen, report)

@@ -7,7 +7,8 @@ package; any other name or path is loaded as a Hugging Face fast tokenizer from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from functools import cached_property
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,28 +39,55 @@ class TiktokenTokenizer:
     def __post_init__(self) -> None:
         import tiktoken
 
-        try:
-            self._encoding = tiktoken.get_encoding(self.name)
-        except ValueError as exc:
-            raise UserError(f"unknown tiktoken encoding {self.name!r}: {exc}") from exc
+        if self.name not in tiktoken.list_encoding_names():
+            known = ", ".join(tiktoken.list_encoding_names())
+            raise UserError(f"unknown tiktoken encoding {self.name!r} (known: {known})")
+
+    @cached_property
+    def _encoding(self) -> Any:
+        """The encoding, loaded on first use (a build whose workers chunk never loads it here)."""
+        import tiktoken
+
+        return tiktoken.get_encoding(self.name)
+
+    @cached_property
+    def _byte_lengths(self) -> np.ndarray:
+        return _token_byte_lengths(self._encoding)
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
 
     def token_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        tokens = self._encoding.encode_ordinary(text)
-        if not tokens:
+        tokens = np.asarray(self._encoding.encode_ordinary(text), dtype=np.int64)
+        if not len(tokens):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        byte_lengths = np.fromiter((len(b) for b in self._encoding.decode_tokens_bytes(tokens)),
-                                   dtype=np.int64, count=len(tokens))
-        byte_starts = np.concatenate(([0], np.cumsum(byte_lengths)[:-1]))
-        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        # Index of the character that holds each byte; a token that starts inside a multi-byte
-        # character is assigned to that character (as tiktoken's decode_with_offsets does).
-        char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1
-        starts = char_of_byte[byte_starts]
+        byte_starts = np.cumsum(self._byte_lengths[tokens]) - self._byte_lengths[tokens]
+        if text.isascii():  # one byte per character
+            starts = byte_starts
+        else:
+            raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            # Index of the character that holds each byte; a token that starts inside a multi-byte
+            # character is assigned to that character (as tiktoken's decode_with_offsets does).
+            char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1
+            starts = char_of_byte[byte_starts]
         ends = np.append(starts[1:], len(text))
         return starts, ends
+
+
+def _token_byte_lengths(encoding: Any) -> np.ndarray:
+    """Bytes of every token id of a tiktoken encoding (int64 [n_vocab]; 0 for unused ids), so that
+    token spans need no per-token decode."""
+    ranks = getattr(encoding, "_mergeable_ranks", None)
+    lengths = np.zeros(encoding.n_vocab, dtype=np.int64)
+    if isinstance(ranks, dict):
+        ids = np.fromiter(ranks.values(), dtype=np.int64, count=len(ranks))
+        lengths[ids] = np.fromiter(map(len, ranks.keys()), dtype=np.int64, count=len(ranks))
+    for token in np.flatnonzero(lengths == 0).tolist():
+        try:
+            lengths[token] = len(encoding.decode_single_token_bytes(token))
+        except KeyError:  # an id no token has
+            continue
+    return lengths
 
 
 @dataclass

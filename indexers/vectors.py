@@ -3,9 +3,10 @@
 A JSON Lines or Parquet field holds one vector per document (``per="document"``: every chunk of
 the document gets it) or one per chunk (``per="chunk"``: a list of vectors, as many as the chunker
 cuts the document into). The reader parses the field (``parse_vectors``) and hands it on with the
-record's location; ``attach_vectors`` checks it against the chunks (dimension, finite values, unit
-length or ``normalize``, count) and raises a ``VectorError`` naming the record (``file:line`` or
-``file row N``). The build then writes these vectors instead of embedding the chunks; the manifest's
+record's location; ``checked_vectors`` checks a batch of documents against their chunk counts
+(dimension, finite values, unit length or ``normalize``, count) with one numpy pass and raises a
+``VectorError`` naming the first bad record (``file:line`` or ``file row N``); the vectors then
+travel as one array per batch, never one per chunk. The build then writes these vectors instead of embedding the chunks; the manifest's
 embedder record says where they came from (``VectorSpec.provenance``).
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from datastores.errors import UserError
-from datastores.records import Chunk, Document
+from datastores.records import Document
 
 VECTORS_PER = ("document", "chunk")
 #: Largest distance of a vector's norm from 1 accepted as unit length (float16/float32 round-trips).
@@ -54,13 +55,6 @@ class VectorDocument(Document):
 
     vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
     where: str = field(default="", compare=False)
-
-
-@dataclass(frozen=True)
-class VectorChunk(Chunk):
-    """A chunk carrying its precomputed unit vector (not stored with the chunk's columns)."""
-
-    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def parse_vectors(value: Any, where: str, name: str) -> np.ndarray:
@@ -112,45 +106,65 @@ def _ragged(flat: np.ndarray, bounds: np.ndarray) -> np.ndarray | list:
     return [flat[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def check_vectors(vectors: np.ndarray, where: str, spec: VectorSpec, chunks: int) -> np.ndarray:
-    """``vectors`` [m, d] checked for ``chunks`` chunks: unit-length float32 [m, d], or VectorError."""
-    count = len(vectors)
-    if spec.per == "document" and count != 1:
-        raise VectorError(f"{where}: field {spec.field!r} holds {count} vectors; --vectors-per document "
+def checked_vectors(documents: Sequence[Document], spec: VectorSpec,
+                    chunk_counts: Sequence[int] | None = None) -> np.ndarray:
+    """The checked unit-length float32 vectors [rows, d] of ``documents``, or a ``VectorError``
+    naming the first bad record. With ``chunk_counts`` (chunks per document) the rows are the
+    chunks' (a per-document vector repeated for each of its chunks); without, each document's own
+    vectors (the training sample: counts are checked when the document is chunked)."""
+    arrays = [_shaped(d, spec, None if chunk_counts is None else chunk_counts[i]) for i, d in enumerate(documents)]
+    if not arrays:
+        return np.zeros((0, spec.dim or 0), dtype=np.float32)
+    rows = np.array([len(a) for a in arrays])
+    vectors = np.concatenate(arrays).astype(np.float32, copy=False)
+    owner = np.repeat(np.arange(len(arrays)), rows)
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise VectorError(f"{_where(documents[owner[np.argmin(finite)]])}: field {spec.field!r} holds a value "
+                          "that is not finite (NaN or inf)")
+    norms = np.linalg.norm(vectors, axis=1)
+    if spec.normalize:
+        if (norms == 0).any():
+            raise VectorError(f"{_where(documents[owner[np.argmin(norms)]])}: field {spec.field!r} holds a zero "
+                              "vector, which cannot be normalized")
+        vectors = (vectors / norms[:, None]).astype(np.float32)
+    else:
+        _check_unit(documents, norms, owner, rows)
+    if chunk_counts is not None and spec.per == "document":
+        vectors = np.repeat(vectors, np.asarray(chunk_counts, dtype=np.int64), axis=0)
+    return vectors
+
+
+def _where(document: Document) -> str:
+    return getattr(document, "where", "") or document.id
+
+
+def _shaped(document: Document, spec: VectorSpec, chunks: int | None) -> np.ndarray:
+    """``document``'s vectors [m, d] with the count and dimension checked."""
+    if not isinstance(document, VectorDocument) or document.vectors is None:
+        raise VectorError(f"{document.id}: no vector field {spec.field!r} (precomputed vectors are read "
+                          "from .jsonl and .parquet records only)")
+    vectors, where = document.vectors, _where(document)
+    if spec.per == "document" and len(vectors) != 1:
+        raise VectorError(f"{where}: field {spec.field!r} holds {len(vectors)} vectors; --vectors-per document "
                           "expects one per document")
-    if spec.per == "chunk" and count != chunks:
-        raise VectorError(f"{where}: field {spec.field!r} holds {count} vectors but the document was cut "
+    if spec.per == "chunk" and chunks is not None and len(vectors) != chunks:
+        raise VectorError(f"{where}: field {spec.field!r} holds {len(vectors)} vectors but the document was cut "
                           f"into {chunks} chunks (--vectors-per chunk needs one per chunk)")
     if spec.dim is not None and vectors.shape[1] != spec.dim:
         raise VectorError(f"{where}: vector dimension {vectors.shape[1]} does not match {spec.dim} "
                           "(the declared embedder's or --dim)")
-    if not np.isfinite(vectors).all():
-        raise VectorError(f"{where}: field {spec.field!r} holds a value that is not finite (NaN or inf)")
-    norms = np.linalg.norm(vectors, axis=1)
-    if spec.normalize:
-        if (norms == 0).any():
-            raise VectorError(f"{where}: field {spec.field!r} holds a zero vector, which cannot be normalized")
-        return (vectors / norms[:, None]).astype(np.float32)
-    worst = int(np.argmax(np.abs(norms - 1)))
-    if abs(norms[worst] - 1) > NORM_TOLERANCE:
-        raise VectorError(f"{where}: vector {worst} has norm {norms[worst]:.4g}, not 1; pass --normalize "
-                          "to normalize vectors while indexing")
     return vectors
 
 
-def attach_vectors(document: Document, chunks: Sequence[Chunk], spec: VectorSpec) -> list[VectorChunk]:
-    """``chunks`` of ``document`` with their checked precomputed vectors."""
-    if not isinstance(document, VectorDocument) or document.vectors is None:
-        raise VectorError(f"{document.id}: no vector field {spec.field!r} (precomputed vectors are read "
-                          "from .jsonl and .parquet records only)")
-    vectors = check_vectors(document.vectors, document.where or document.id, spec, len(chunks))
-    rows = np.zeros(len(chunks), dtype=np.int64) if spec.per == "document" else np.arange(len(chunks))
-    return [VectorChunk(c.doc_id, c.start, c.end, c.text, c.source, c.metadata, vector=vectors[r])
-            for c, r in zip(chunks, rows)]
-
-
-def stacked_vectors(chunks: Sequence[Chunk]) -> np.ndarray | None:
-    """The precomputed vectors of ``chunks`` as float32 [n, d], or None when they carry none."""
-    if not chunks or not isinstance(chunks[0], VectorChunk):
-        return None
-    return np.stack([c.vector for c in chunks]).astype(np.float32, copy=False)
+def _check_unit(documents: Sequence[Document], norms: np.ndarray, owner: np.ndarray, rows: np.ndarray) -> None:
+    """Raise for the first document with a vector whose norm is not 1 (naming its worst vector)."""
+    off = np.abs(norms - 1)
+    bad = off > NORM_TOLERANCE
+    if not bad.any():
+        return
+    doc = int(owner[np.argmax(bad)])
+    first = int(rows[:doc].sum())
+    worst = int(np.argmax(off[first:first + rows[doc]]))
+    raise VectorError(f"{_where(documents[doc])}: vector {worst} has norm {norms[first + worst]:.4g}, not 1; "
+                      "pass --normalize to normalize vectors while indexing")

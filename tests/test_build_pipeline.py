@@ -17,7 +17,7 @@ import indexers.engines as engines
 from datastores.records import Chunk
 from indexers.build import build_datastore
 from indexers.embedding import PROBE_TEXTS, load_embedder
-from indexers.engines import EngineOptions, chunk_blocks, read_ahead, shard_jobs
+from indexers.engines import ChunkRun, EngineOptions, chunk_blocks, read_ahead, shard_jobs
 
 
 def _chunk(i: int) -> Chunk:
@@ -28,10 +28,19 @@ def _ids(chunks) -> list[int]:
     return [int(c.doc_id) for c in chunks]
 
 
+def _runs(n: int, cuts: list[int], vectors: bool) -> list[ChunkRun]:
+    """Chunks 0..n-1 in runs cut at ``cuts``, each chunk's vector holding its number."""
+    bounds = sorted({0, n, *(c % (n + 1) for c in cuts)})
+    return [ChunkRun([_chunk(i) for i in range(lo, hi)],
+                     np.arange(lo, hi, dtype=np.float32)[:, None] if vectors else None)
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 60), shard_size=st.integers(1, 17), block_size=st.integers(1, 9))
-def test_blocks_cut_shards_at_fixed_offsets(n, shard_size, block_size):
-    blocks = list(chunk_blocks((_chunk(i) for i in range(n)), shard_size, block_size))
+@given(n=st.integers(0, 60), shard_size=st.integers(1, 17), block_size=st.integers(1, 9),
+       cuts=st.lists(st.integers(0, 60), max_size=8), vectors=st.booleans())
+def test_blocks_cut_shards_at_fixed_offsets(n, shard_size, block_size, cuts, vectors):
+    blocks = list(chunk_blocks(iter(_runs(n, cuts, vectors)), shard_size, block_size))
     assert [i for b in blocks for i in _ids(b.chunks)] == list(range(n))
     for b in blocks:
         assert 1 <= len(b.chunks) <= block_size
@@ -39,6 +48,10 @@ def test_blocks_cut_shards_at_fixed_offsets(n, shard_size, block_size):
         assert offset % block_size == 0  # blocks start at fixed offsets of their shard
         assert b.shard_first_chunk_id == b.shard * shard_size
         assert _ids(b.chunks)[-1] < b.shard_first_chunk_id + shard_size
+        if vectors:  # the runs' vectors travel with their chunks, whatever the runs' cut
+            assert b.vectors[:, 0].tolist() == _ids(b.chunks)
+        else:
+            assert b.vectors is None
     assert [b.closes_shard for b in blocks].count(True) == -(-n // shard_size)
     jobs = list(shard_jobs(iter(blocks)))
     assert [j.index for j in jobs] == list(range(len(jobs)))

@@ -14,7 +14,7 @@ from datastores.quantize import (
     multibit_encode,
     multibit_scores,
 )
-from indexers.training_sample import reservoir_sample
+from indexers.training_sample import BottomK, position, sample_keys
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -81,11 +81,26 @@ def test_multibit_rejects_zero_bits():
         multibit_encode(unit_rows(2, 8), 0)
 
 
-def test_reservoir_sample_is_seeded_uniform_and_in_stream_order():
-    sample = reservoir_sample(range(10_000), 500)
-    assert len(sample) == 500 and sample == sorted(sample)
-    assert sample == reservoir_sample(iter(range(10_000)), 500)
-    assert sample != reservoir_sample(range(10_000), 500, seed=1)
+def _bottom_k(n: int, size: int, run: int, seed: int = 0) -> list[int]:
+    """Rows 0..n-1 offered in runs of ``run`` (task t holds rows t*run ...), sampled; their numbers."""
+    sample = BottomK(size, seed)
+    for task, lo in enumerate(range(0, n, run)):
+        rows = np.arange(lo, min(n, lo + run))
+        sample.add(position(task, len(rows)), rows)
+    drawn = sample.sample()
+    return [] if drawn is None else drawn.tolist()
+
+
+def test_bottom_k_sample_is_seeded_uniform_and_in_stream_order():
+    sample = _bottom_k(10_000, 500, 64)
+    assert len(sample) == 500 and sample == sorted(sample) and len(set(sample)) == 500
+    assert sample != _bottom_k(10_000, 500, 64, seed=1)
     # drawn across the whole stream, not from its start
     assert np.histogram(sample, bins=5, range=(0, 10_000))[0].min() > 60
-    assert reservoir_sample(range(7), 500) == list(range(7))
+    assert _bottom_k(7, 500, 3) == list(range(7))
+    assert _bottom_k(0, 5, 3) == []
+    # the sample is the rows of smallest key, whatever the order of trimming
+    keys = {task * 64 + row: int(sample_keys(position(task, 64))[row]) for task in range(157) for row in range(64)}
+    smallest = sorted(r for r in keys if r < 10_000)
+    smallest = sorted(sorted(smallest, key=keys.get)[:500])
+    assert sample == smallest

@@ -84,9 +84,17 @@ class Chunker(ABC):
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Chunks of ``document``; whitespace-only spans are dropped."""
+        return self.chunks_at(document, self.spans(document.text))
+
+    def chunk_counted(self, document: Document) -> tuple[list[Chunk], int]:
+        """``chunk(document)`` and the number of tokens of the document's text."""
+        return self.chunk(document), self.tokenizer.count(document.text)
+
+    def chunks_at(self, document: Document, spans: Iterable[tuple[int, int]]) -> list[Chunk]:
+        """The chunks of ``document`` at ``spans``; whitespace-only spans are dropped."""
         text = document.text
         chunks = []
-        for start, end in self.spans(text):
+        for start, end in spans:
             piece = text[start:end]
             if piece.strip():
                 chunks.append(Chunk(document.id, start, end, piece, document.source,
