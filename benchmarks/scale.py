@@ -141,6 +141,19 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _rss_split_mib() -> dict[str, float]:
+    """Resident memory split into anonymous (the process's own) and file-backed (mapped files and
+    libraries: page cache the kernel can drop) MiB."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile")))
+    return {k: int(v.split()[0]) / 1024 for k, v in fields.items()}
+
+
+def _rss_delta(base: dict[str, float]) -> dict[str, float]:
+    now = _rss_split_mib()
+    return {"anon": now["RssAnon"] - base["RssAnon"], "file": now["RssFile"] - base["RssFile"]}
+
+
 def child_build(corpus: str, out: str, cpu_workers: int, shard_size: int = SHARD_SIZE) -> dict:
     from datastores.dense import DenseSpec
     from indexers import BuildConfig, build_datastore
@@ -181,14 +194,17 @@ def child_search(out: str, queries: str, truth: str) -> dict:
 
     q = np.load(queries)
     exact = np.load(truth)
-    base = _rss_mib()
+    import duckdb, faiss, pyarrow.parquet  # noqa: F401,E401  (libraries loaded before the baseline)
+
+    base, split = _rss_mib(), _rss_split_mib()
     started = time.perf_counter()
     ds = Datastore.open(out)
     opened = time.perf_counter() - started
     started = time.perf_counter()
     ds.search_vectors(q[:1], k=10)
     first = time.perf_counter() - started
-    result = {"open_s": opened, "first_search_s": first, "rss_open_mib": _rss_mib() - base}
+    result = {"open_s": opened, "first_search_s": first, "rss_open_mib": _rss_mib() - base,
+              "rss_open_split_mib": _rss_delta(split)}
     for multiplier in (4, 10, 20):
         ds.rescore_multiplier = multiplier
         hits = ds.search_vectors(q, k=10)
@@ -197,6 +213,7 @@ def child_search(out: str, queries: str, truth: str) -> dict:
         result[f"x{multiplier}"] = {**_latency(lambda x: ds.search_vectors(x, k=10), q, single=100),
                                     "recall_at_10": float(recall)}
     result["rss_searched_mib"] = _rss_mib() - base
+    result["rss_searched_split_mib"] = _rss_delta(split)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     t = time.perf_counter()
     verify = verify_datastore(out)
@@ -350,6 +367,10 @@ def _print(results: dict) -> None:
         print("- disk bytes/chunk: " + ", ".join(f"{k} {v:.0f}" for k, v in size["disk_bytes_per_chunk"].items()))
         print(f"- open {1000 * s['open_s']:.0f} ms, first search {1000 * s['first_search_s']:.0f} ms, "
               f"RSS after open {s['rss_open_mib']:.0f} MiB, after searching {s['rss_searched_mib']:.0f} MiB")
+        if "rss_searched_split_mib" in s:
+            o, r = s["rss_open_split_mib"], s["rss_searched_split_mib"]
+            print(f"- of which anonymous (owned) {o['anon']:.0f} / {r['anon']:.0f} MiB, "
+                  f"file-backed (mapped pages, reclaimable) {o['file']:.0f} / {r['file']:.0f} MiB")
         for m in (4, 10, 20):
             x = s[f"x{m}"]
             print(f"- binary+int8 x{m}: p50 {x['p50_ms']:.2f} ms, batch {x['batch_ms_per_query']:.2f} ms/query, "
