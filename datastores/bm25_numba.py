@@ -35,24 +35,27 @@ import numpy as np
 _MARGIN = 1e-9
 
 
-def _jit(fn):
+def _jit(fn=None, **options):
     """``numba.njit`` without fast-math (bit-identical float order), GIL released, cached on
-    disk where numba finds a writable cache folder."""
+    disk where numba finds a writable cache folder. Helpers take ``inline="always"``: a call
+    that passes arrays otherwise costs reference counting on every row."""
+    if fn is None:
+        return lambda f: _jit(f, **options)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", numba.NumbaWarning)
-            return numba.njit(cache=True, nogil=True)(fn)
+            return numba.njit(cache=True, nogil=True, **options)(fn)
     except (RuntimeError, numba.NumbaWarning):  # no writable cache locator: compile per process
-        return numba.njit(cache=False, nogil=True)(fn)
+        return numba.njit(cache=False, nogil=True, **options)(fn)
 
 
-@_jit
+@_jit(inline="always")
 def _better(s1, r1, s2, r2):
     """Whether (s1, r1) ranks before (s2, r2): higher score, then lower row."""
     return s1 > s2 or (s1 == s2 and r1 < r2)
 
 
-@_jit
+@_jit(inline="always")
 def _sift_down(hs, hr, i, n):
     """Restore the heap (worst entry at the root) below ``i`` over ``hs[:n]``, ``hr[:n]``."""
     while True:
@@ -67,7 +70,7 @@ def _sift_down(hs, hr, i, n):
         i = worst
 
 
-@_jit
+@_jit(inline="always")
 def _offer(hs, hr, n, k, s, r):
     """Offer (score, row) to a heap of ``n`` <= ``k`` entries; returns the new ``n``."""
     if n < k:
@@ -120,11 +123,12 @@ def _exhaustive(indptr, rows, weights, cols, qw, k, allowed, num_docs):
                 continue
             if positive and not s > 0:
                 continue
-            n = _offer(hs, hr, n, k, s, np.int64(r))
+            if n < k or _better(s, np.int64(r), hs[0], hr[0]):  # checked here: far cheaper than a call
+                n = _offer(hs, hr, n, k, s, np.int64(r))
     return _ranked(hs, hr, n)
 
 
-@_jit
+@_jit(inline="always")
 def _gallop(rows, lo, hi, target):
     """First position in ``rows[lo:hi]`` (sorted) whose row is >= ``target``."""
     step = 1
@@ -141,63 +145,126 @@ def _gallop(rows, lo, hi, target):
     return lo
 
 
+@_jit(inline="always")
+def _scatter(acc, touched, nt, indptr, rows, weights, col, w):
+    """Add one term's postings into ``acc``; rows seen for the first time go to ``touched``."""
+    for p in range(indptr[col], indptr[col + 1]):
+        r = rows[p]
+        if acc[r] == 0.0:
+            touched[nt] = r
+            nt += 1
+        acc[r] += w * weights[p]
+    return nt
+
+
+@_jit(inline="always")
+def _kth(values, k):
+    """The k-th largest of ``values`` (0.0 when fewer than ``k``), by a size-k heap."""
+    if len(values) < k:
+        return 0.0
+    heap = np.empty(k, np.float64)
+    rows = np.zeros(k, np.int64)
+    n = 0
+    for v in values:
+        if n < k or v > heap[0]:
+            n = _offer(heap, rows, n, k, v, np.int64(0))
+    return heap[0]
+
+
+@_jit(inline="always")
+def _lookup(indptr, rows, weights, col, w, d):
+    """``w`` × the posting weight of row ``d`` in the term's list (binary search), 0.0 if absent."""
+    lo, hi = indptr[col], indptr[col + 1]
+    p = _gallop(rows, lo, hi, d)
+    return w * weights[p] if p < hi and rows[p] == d else 0.0
+
+
 @_jit
-def _maxscore(indptr, rows, weights, col_max, cols, qw, k, allowed):
-    """Top-k with MaxScore pruning, document at a time; every ``qw`` must be positive."""
+def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs):
+    """Top-k with MaxScore pruning, term at a time; every ``qw`` must be positive.
+
+    1. The shortest posting lists (together at most a quarter of the rows) are added into a
+       partial score; its k-th best among allowed rows, ``theta``, bounds the k-th best score
+       from below. 2. Of the other terms, the longest lists whose bounds add up to less than
+       ``theta`` are non-essential; the rest are added too. 3. Allowed rows whose partial score
+       plus those bounds reaches ``theta`` are candidates; the non-essential terms are looked up
+       for them only. 4. Candidates near the new k-th best are rescored exactly in query order."""
     m = len(cols)
+    length = np.empty(m, np.int64)
     bound = np.empty(m, np.float64)
     for t in range(m):
+        length[t] = indptr[cols[t] + 1] - indptr[cols[t]]
         bound[t] = qw[t] * col_max[cols[t]]
-    order = np.argsort(bound, kind="mergesort")  # ascending bound: non-essential terms first
-    cum = np.cumsum(bound[order])
-    pos = np.empty(m, np.int64)
-    end = np.empty(m, np.int64)
+    acc = np.zeros(num_docs, np.float64)
+    touched = np.empty(num_docs, np.int64)
+    done = np.zeros(m, np.bool_)
+    nt, used = 0, 0
+    for t in np.argsort(length, kind="mergesort"):
+        if used > 0 and used + length[t] > num_docs // 4:
+            break
+        used += length[t]
+        nt = _scatter(acc, touched, nt, indptr, rows, weights, cols[t], qw[t])
+        done[t] = True
+    theta = _kth(_allowed_values(acc, touched[:nt], allowed), k) * (1.0 - _MARGIN)
+    low = np.zeros(m, np.bool_)
+    rest = 0.0
+    for t in np.argsort(-length, kind="mergesort"):
+        if not done[t] and (rest + bound[t]) * (1.0 + _MARGIN) < theta:
+            low[t] = True
+            rest += bound[t]
     for t in range(m):
-        pos[t], end[t] = indptr[cols[t]], indptr[cols[t] + 1]
-    part = np.zeros(m, np.float64)
+        if not done[t] and not low[t]:
+            nt = _scatter(acc, touched, nt, indptr, rows, weights, cols[t], qw[t])
+    low_order = np.argsort(-bound, kind="mergesort")  # non-essential terms, highest bound first
+    cand = np.empty(nt, np.int64)
+    approx = np.empty(nt, np.float64)
+    heap = np.empty(k, np.float64)
+    heap_rows = np.zeros(k, np.int64)
+    keep, n = 0, 0
+    for r in touched[:nt]:
+        upper = acc[r] + rest
+        if (len(allowed) and not allowed[r]) or upper * (1.0 + _MARGIN) < theta:
+            continue
+        for t in low_order:
+            if not low[t]:
+                continue
+            upper += _lookup(indptr, rows, weights, cols[t], qw[t], r) - bound[t]
+            if upper * (1.0 + _MARGIN) < theta:
+                break
+        if upper * (1.0 + _MARGIN) < theta:
+            continue
+        cand[keep], approx[keep] = r, upper
+        keep += 1
+        if n < k or upper > heap[0]:
+            n = _offer(heap, heap_rows, n, k, upper, np.int64(0))
+            if n == k:
+                theta = max(theta, heap[0] * (1.0 - _MARGIN))
+    cand, approx = cand[:keep], approx[:keep]
+    theta2 = _kth(approx, k) * (1.0 - _MARGIN)
     hs = np.empty(k, np.float64)
     hr = np.empty(k, np.int64)
-    n, ne, theta = 0, 0, 0.0  # ne: the first ``ne`` terms of ``order`` are non-essential
-    while True:
-        d = -1
-        for i in range(ne, m):
-            t = order[i]
-            if pos[t] < end[t] and (d < 0 or rows[pos[t]] < d):
-                d = rows[pos[t]]
-        if d < 0:
-            break
-        upper = cum[ne - 1] if ne else 0.0
-        for i in range(ne, m):
-            t = order[i]
-            part[t] = 0.0
-            if pos[t] < end[t] and rows[pos[t]] == d:
-                part[t] = qw[t] * weights[pos[t]]
-                upper += part[t]
-                pos[t] += 1
-        if len(allowed) and not allowed[d]:
+    n = 0
+    for i in range(keep):
+        if approx[i] * (1.0 + _MARGIN) < theta2:
             continue
-        i = ne - 1
-        while i >= 0 and n == k and not upper * (1.0 + _MARGIN) < theta:
-            t = order[i]
-            upper -= bound[t]
-            part[t] = 0.0
-            pos[t] = _gallop(rows, pos[t], end[t], d)
-            if pos[t] < end[t] and rows[pos[t]] == d:
-                part[t] = qw[t] * weights[pos[t]]
-                upper += part[t]
-            i -= 1
-        if n == k and (i >= 0 or upper * (1.0 + _MARGIN) < theta):
-            continue  # cannot reach the k-th best
         s = 0.0
         for t in range(m):  # query order, as np.bincount adds
-            s += part[t]
-        if s > 0:
-            n = _offer(hs, hr, n, k, s, np.int64(d))
-        if n == k:
-            theta = hs[0]
-            while ne < m and cum[ne] * (1.0 + _MARGIN) < theta:
-                ne += 1
+            s += _lookup(indptr, rows, weights, cols[t], qw[t], cand[i])
+        if s > 0 and (n < k or _better(s, cand[i], hs[0], hr[0])):
+            n = _offer(hs, hr, n, k, s, cand[i])
     return _ranked(hs, hr, n)
+
+
+@_jit(inline="always")
+def _allowed_values(acc, touched, allowed):
+    """``acc`` at the touched rows that ``allowed`` lets through."""
+    out = np.empty(len(touched), np.float64)
+    n = 0
+    for r in touched:
+        if len(allowed) == 0 or allowed[r]:
+            out[n] = acc[r]
+            n += 1
+    return out[:n]
 
 
 def column_max(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -222,5 +289,5 @@ def compiled_top_k(indptr: np.ndarray, rows: np.ndarray, weights: np.ndarray, co
         return np.zeros(0, np.float64), np.zeros(0, np.int64)
     mask = _NO_MASK if allowed is None else allowed
     if bool(np.all(qw > 0)):
-        return _maxscore(indptr, rows, weights, col_max, cols, qw, k, mask)
+        return _pruned(indptr, rows, weights, col_max, cols, qw, k, mask, num_docs)
     return _exhaustive(indptr, rows, weights, cols, qw, k, mask, num_docs)
