@@ -257,20 +257,21 @@ BACKEND_ENV = "TERARAG_BM25_BACKEND"
 
 def bm25_backend(name: str | None = None) -> str:
     """The BM25 top-k backend to use, ``"numba"`` or ``"numpy"``: ``name``, else the environment
-    variable ``TERARAG_BM25_BACKEND``, else ``"auto"`` (compiled when numba imports: the ``fast``
-    extra). Both give the same rows and scores (``datastores.bm25_numba``)."""
+    variable ``TERARAG_BM25_BACKEND``, else ``"auto"`` (compiled when numba imports, the ``fast``
+    extra, and can cache its compiled code). Both give the same rows and scores
+    (``datastores.bm25_numba``)."""
     name = name or os.environ.get(BACKEND_ENV) or "auto"
     if name not in BM25_BACKENDS:
         raise UserError(f"unknown BM25 backend {name!r} ({BACKEND_ENV}); choose one of {', '.join(BM25_BACKENDS)}")
     if name == "numpy":
         return name
     try:
-        import datastores.bm25_numba  # noqa: F401  (imports numba)
+        from datastores.bm25_numba import CACHED  # imports numba
     except ImportError as exc:
         if name == "numba":
             raise UserError(f"the numba BM25 backend needs numba (pip install 'terarag[fast]'): {exc}") from exc
         return "numpy"
-    return "numba"
+    return "numba" if CACHED or name == "numba" else "numpy"
 
 
 class Bm25Scorer:

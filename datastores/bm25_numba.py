@@ -21,8 +21,10 @@ an earlier one, and every bound comparison keeps a relative margin of ``_MARGIN`
 rounding of a sum of a few terms): pruning never drops a row that belongs in the top k.
 
 numba is imported when this module is; ``datastores.bm25`` imports it only when the compiled
-backend is chosen. Compiled code is cached on disk (numba's cache: next to this file, else the
-user's cache folder); where no cache folder is writable the kernels compile once per process.
+backend is asked for. Compiled code is cached on disk (numba's cache: next to this file, else
+the user's cache folder, or ``NUMBA_CACHE_DIR``): the first process compiles for ~15-20 s on a
+loaded 2-core machine, later ones load it in under a second. Where no cache folder is writable
+(``CACHED`` is false) the kernels would compile in every process, so ``auto`` keeps numpy.
 """
 
 from __future__ import annotations
@@ -35,18 +37,29 @@ import numpy as np
 _MARGIN = 1e-9
 
 
-def _jit(fn=None, **options):
-    """``numba.njit`` without fast-math (bit-identical float order), GIL released, cached on
-    disk where numba finds a writable cache folder. Helpers take ``inline="always"``: a call
-    that passes arrays otherwise costs reference counting on every row."""
-    if fn is None:
-        return lambda f: _jit(f, **options)
+def _cache_writable() -> bool:
+    """Whether numba can cache compiled code for this file (next to it, in NUMBA_CACHE_DIR or in
+    the user's cache folder): without it every process compiles the kernels again (seconds)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", numba.NumbaWarning)
-            return numba.njit(cache=True, nogil=True, **options)(fn)
-    except (RuntimeError, numba.NumbaWarning):  # no writable cache locator: compile per process
-        return numba.njit(cache=False, nogil=True, **options)(fn)
+            numba.njit(cache=True)(_cache_writable)
+    except (RuntimeError, numba.NumbaWarning):
+        return False
+    return True
+
+
+#: Compiled code is cached on disk; ``bm25_backend("auto")`` picks this backend only then.
+CACHED = _cache_writable()
+
+
+def _jit(fn=None, **options):
+    """``numba.njit`` without fast-math (bit-identical float order), GIL released, cached on
+    disk where possible. Helpers that take arrays are ``inline="always"``: a call that passes
+    arrays otherwise costs reference counting on every row."""
+    if fn is None:
+        return lambda f: _jit(f, **options)
+    return numba.njit(cache=CACHED, nogil=True, **options)(fn)
 
 
 @_jit(inline="always")
