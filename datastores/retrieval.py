@@ -2,12 +2,15 @@
 
 ``Searcher`` is implemented once here and inherited by every searcher: the local datastore
 (``datastores.Datastore``, ``rag.Datastore``) and the Ray searcher (``rag.serve.RayShardSearcher``).
-A searcher supplies two primitives, ``top_k`` (the exact per-mode top-k of ``dense`` or ``bm25``,
-canonical order: score, then chunk id) and ``vectors`` (stored chunk vectors by id, for MMR);
-``Searcher.run`` composes them for a ``SearchRequest``:
+A searcher supplies a ``SearchView`` (``view``: one generation of the datastore, so a whole
+search sees one state) with three primitives, ``ranked_vectors`` and ``ranked_bm25`` (the exact
+top-k chunk ids and scores of one first stage, canonical order: score, then chunk id) and
+``fetch`` (the rows of ranked ids as ``Hit``s), and ``vectors`` (stored chunk vectors by id, for
+MMR); ``Searcher.run`` composes them for a ``SearchRequest``:
 
-1. first stage: ``dense`` or ``bm25``, or ``hybrid``: both asked for ``depth`` hits and fused
-   (``rrf`` or ``convex``, ``datastores.fusion``);
+1. first stage: ``dense`` or ``bm25``, or ``hybrid``: both asked for ``depth`` chunk ids and
+   fused (``rrf`` or ``convex``, ``datastores.fusion``); rows are read only for the ids that are
+   returned (``fetch``), never for the candidates fusion drops;
 2. rerank (when a ``Reranker`` is passed): the top ``rerank_depth`` candidates rescored and
    reordered, the rest following in first-stage order with their first-stage scores;
 3. ``mmr``: the final ``k`` picked by maximal marginal relevance over the stored vectors (lambda
@@ -31,7 +34,7 @@ from datastores.errors import DatastoreError, UserError
 from datastores.fusion import FUSIONS, NORMALIZATIONS, fuse
 from datastores.mmr import mmr
 from datastores.records import Hit
-from datastores.search import check_queries
+from datastores.search import Ranked, check_queries
 
 MODES = ("dense", "bm25", "hybrid")
 FIRST_STAGES = ("dense", "bm25")
@@ -103,13 +106,10 @@ def rerank_order(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
 
 
-def fuse_hits(dense: list[Hit], sparse: list[Hit], options: SearchOptions) -> list[Hit]:
-    """One fused hit list (``options.fusion``) of a dense and a BM25 hit list, fused scores."""
-    by_id = {h.chunk_id: h for h in sparse}
-    by_id.update({h.chunk_id: h for h in dense})
-    fused = fuse([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse], options.fusion,
-                 alpha=options.alpha, rrf_k=options.rrf_k, normalization=options.normalization)
-    return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
+def fuse_ranked(dense: Ranked, sparse: Ranked, options: SearchOptions) -> Ranked:
+    """One fused list (``options.fusion``) of a dense and a BM25 ranked list: (chunk id, fused score)."""
+    return fuse(dense, sparse, options.fusion, alpha=options.alpha, rrf_k=options.rrf_k,
+                normalization=options.normalization)
 
 
 def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
@@ -119,23 +119,51 @@ def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> 
     return [replace(head[i], score=float(scores[i])) for i in rerank_order(scores)] + tail
 
 
+class SearchView(Protocol):
+    """One generation of a searcher's datastore: ranked chunk ids per first stage, rows by id."""
+
+    def ranked_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[Ranked]:
+        """The exact dense top-``k`` (chunk id, score) per query vector, canonical order."""
+        ...
+
+    def ranked_bm25(self, queries: Sequence[str], k: int, where: str | None) -> list[Ranked]:
+        """The exact BM25 top-``k`` (chunk id, score) per query text, canonical order."""
+        ...
+
+    def fetch(self, ranked: Sequence[Ranked]) -> list[list[Hit]]:
+        """The hits (rows, with the given scores) of each ranked list, in its order."""
+        ...
+
+
 class Searcher:
-    """The one search interface (module docstring); subclasses supply ``top_k``, ``search_vectors``
-    and ``vectors``, and a ``query_encoder`` (texts -> float32 [n, dim]) for dense search."""
+    """The one search interface (module docstring); subclasses supply ``view`` and ``vectors``,
+    and a ``query_encoder`` (texts -> float32 [n, dim]) for dense search."""
 
     query_encoder: Callable[[Sequence[str]], np.ndarray] | None = None
 
-    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
-        """The exact top-``k`` of one first stage (``dense`` or ``bm25``) per query, canonical order."""
+    def view(self) -> SearchView:
+        """The primitives of the datastore's current generation (one per search call)."""
         raise NotImplementedError
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
         """Stored vectors (float32 [len(chunk_ids), dim]) of live chunks by global id, in that order."""
         raise NotImplementedError
 
+    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
+        """The exact top-``k`` of one first stage (``dense`` or ``bm25``) per query, canonical order;
+        ``where`` is a SQL filter over chunk columns."""
+        _check_choice("search mode", mode, FIRST_STAGES)
+        _check_positive("k", k)
+        check_queries(queries)
+        view = self.view()
+        if mode == "bm25":
+            return view.fetch(view.ranked_bm25(queries, k, where))
+        return view.fetch(view.ranked_vectors(self.encode_queries(queries), k, where))
+
     def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
         """The exact dense top-``k`` per query vector (float32 [n, dim]), canonical order."""
-        raise NotImplementedError
+        view = self.view()
+        return view.fetch(view.ranked_vectors(vectors, k, where))
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query vectors (float32 [n, dim]) from the searcher's ``query_encoder``."""
@@ -164,7 +192,9 @@ class Searcher:
         clock = _Clock(timings)
         pool = max(request.k, request.rerank_depth if reranker is not None else 0,
                    request.depth if request.mmr is not None else 0)
-        candidates = self._first_stage(queries, pool, request, clock)
+        view = self.view()
+        ranked = self._first_stage(view, queries, pool, request, clock)
+        candidates = view.fetch(ranked)  # rows of the returned ids only
         if reranker is not None:
             with clock("rerank"):
                 candidates = [rerank_hits(reranker, q, hits, request.rerank_depth)
@@ -174,25 +204,28 @@ class Searcher:
                 candidates = [self._diversify(hits, request.k, request.mmr) for hits in candidates]
         return [hits[: request.k] for hits in candidates]
 
-    def _first_stage(self, queries: list[str], pool: int, request: SearchRequest, clock: "_Clock") -> list[list[Hit]]:
+    def _first_stage(self, view: SearchView, queries: list[str], pool: int, request: SearchRequest,
+                     clock: "_Clock") -> list[Ranked]:
+        """The ranked chunk ids (at most ``pool`` per query) of the request's first stage."""
         if request.mode == "dense":
-            return self._dense(queries, pool, request.where, clock)
+            return self._dense(view, queries, pool, request.where, clock)
         if request.mode == "bm25":
             with clock("bm25"):
-                return self.top_k(queries, pool, "bm25", request.where)
+                return view.ranked_bm25(queries, pool, request.where)
         depth = max(request.depth, pool)
-        dense = self._dense(queries, depth, request.where, clock)
+        dense = self._dense(view, queries, depth, request.where, clock)
         with clock("bm25"):
-            sparse = self.top_k(queries, depth, "bm25", request.where)
+            sparse = view.ranked_bm25(queries, depth, request.where)
         with clock("fuse"):
-            return [fuse_hits(d, s, request)[:pool] for d, s in zip(dense, sparse)]
+            return [fuse_ranked(d, s, request)[:pool] for d, s in zip(dense, sparse)]
 
-    def _dense(self, queries: list[str], k: int, where: str | None, clock: "_Clock") -> list[list[Hit]]:
-        """Dense top-``k``, with query encoding and the index search timed apart."""
+    def _dense(self, view: SearchView, queries: list[str], k: int, where: str | None,
+               clock: "_Clock") -> list[Ranked]:
+        """Dense top-``k`` ids, with query encoding and the index search timed apart."""
         with clock("encode"):
             vectors = self.encode_queries(queries)
         with clock("dense"):
-            return self.search_vectors(vectors, k, where)
+            return view.ranked_vectors(vectors, k, where)
 
     def _diversify(self, hits: list[Hit], k: int, lam: float) -> list[Hit]:
         if not hits:

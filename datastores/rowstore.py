@@ -92,6 +92,6 @@ class RowStore:
             raise DatastoreError(f"{self.path}: row {row} does not match its checksum in {ROW_CRC_FILE} "
                                  "(altered or corrupt; run rag datastore verify)")
         try:
-            return json.loads(data)
+            return json.loads(data.decode("utf-8"))  # str: json.loads skips guessing the encoding
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatastoreError(f"{self.path}: row {row} is corrupt: {exc}") from exc

@@ -22,6 +22,10 @@ def check_queries(queries: Sequence[str]) -> None:
             raise EmptyQueryError(f"the query is empty{where}: give some text to search for")
 
 
+#: One query's ranked chunks: (global chunk id, score), best first.
+Ranked = list[tuple[int, float]]
+
+
 @dataclass(frozen=True)
 class ShardResult:
     """Candidate rows of one shard with their scores (any order, no padding)."""
@@ -49,6 +53,18 @@ def merge_top_k(results: Sequence[ShardResult], k: int) -> list[tuple[int, int, 
     scores, rows, shards = scores[valid], rows[valid], shards[valid]
     order = np.lexsort((rows, shards, -scores))[:k]
     return list(zip(shards[order].tolist(), rows[order].tolist(), scores[order].tolist()))
+
+
+def merge_ranked(lists: Sequence[Ranked], k: int) -> Ranked:
+    """The top-``k`` (chunk id, score) of several ranked lists (e.g. one per shard group), best
+    first, ties by lower chunk id: ``merge_top_k``'s order, chunk ids rising with (shard, row)."""
+    pairs = [pair for ranked in lists for pair in ranked]
+    if not pairs or k <= 0:
+        return []
+    ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+    scores = np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs))
+    order = np.lexsort((ids, -scores))[:k]
+    return list(zip(ids[order].tolist(), scores[order].tolist()))
 
 
 _SAMPLE = 2048

@@ -180,7 +180,8 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
     (``<mode>+rerank``). ``retriever_options`` go to ``rag.retrieve.build_retriever`` (alpha,
     rrf_k, depth, rerank_depth, normalization, mmr, ...).
 
-    Each query retrieves ``chunk_factor × depth`` chunks (``depth = max(k, recall_k)``), which
+    Each query retrieves ``chunk_factor × depth`` chunks (``depth = max(k, recall_k)``; ``depth``
+    when no document was split, one chunk per document), which
     are reduced to at most ``depth`` documents by ``aggregation`` (``max``: best chunk; or
     ``decay``, see ``rag.retrieve.rank_documents``). ``bm25`` (a ``Bm25Params``) replaces the
     default BM25 options. ``index_dir`` keeps the datastore
@@ -218,8 +219,9 @@ def evaluate_beir_modes(dataset: str | Path | BeirDataset, modes: str | Sequence
         timings = {"chunk": report.timings["read_chunk"], "embed": report.timings["embed"],
                    "write": report.timings["write"]}
         datastore = Datastore.open(root, query_encoder=prefixed.encode_queries)
-        chunk_k = min(len(datastore), depth * max(1, chunk_factor))
         chunks = len(datastore)
+        one_chunk_each = datastore.statistics()["documents"] == chunks  # no document was split
+        chunk_k = min(chunks, depth * (1 if one_chunk_each else max(1, chunk_factor)))
         variants = [(name, None) for name in names]
         if reranker is not None:
             variants += [(f"{name}+rerank", name) for name in names]

@@ -5,15 +5,16 @@
 hybrid, rerank with the server's loaded reranker, MMR) run by a *searcher* and, for ``/ask``, the
 server's ``rag.Pipeline`` on the hits. The searcher is a local ``rag.Datastore`` or a
 ``RayShardSearcher``; both are ``datastores.retrieval.Searcher``s (the same ``search``,
-``search_many`` and ``run``, composed once over their ``top_k`` and ``vectors``), so nothing above
+``search_many`` and ``run``, composed once over their ``view`` and ``vectors``), so nothing above
 them knows which engine answers.
 
 ``RayShardSearcher``: each ``ShardGroup`` actor opens the datastore restricted to its shards (the
 same files, memory-mapped row stores, the global BM25 statistics) and loads their indexes once.
 Queries are encoded on the driver exactly as ``rag.Datastore`` encodes them (its query prefix),
-vectors (dense) or texts (BM25) go to every group, and the groups' top-k merge with
-``datastores.search.merge_top_k``, ties by (shard, row), so the hits equal a local search's; MMR
-reads stored vectors through the driver's ``rag.Datastore``. Before each search the driver compares
+vectors (dense) or texts (BM25) go to every group, the groups' ranked chunk ids merge with
+``datastores.search.merge_ranked``, ties by chunk id, so the hits equal a local search's; the
+driver's ``rag.Datastore`` reads the rows of the ids returned (only those: fused candidates that
+are dropped are never read) and the stored vectors for MMR. Before each search the driver compares
 the manifest's stamp (inode, mtime, size of manifest.json) and, after a commit, reopens the
 datastore and re-creates the actors; between commits driver and actors stay on one manifest, so
 shard names and row ranges always agree.
@@ -34,10 +35,9 @@ from datastores.datastore import manifest_stamp
 from datastores.errors import UserError
 from datastores.layout import DatastoreLayout
 from datastores.manifest import Manifest
-from datastores.locate import locate_ids
 from datastores.records import Hit
-from datastores.retrieval import FIRST_STAGES, Reranker, Searcher
-from datastores.search import ShardResult, merge_top_k
+from datastores.retrieval import Reranker, Searcher
+from datastores.search import Ranked, merge_ranked
 from rag.datastore import Datastore
 from rag.pipeline import Answer, Pipeline, PipelineConfig, passages_from_hits
 from rag.retrieve import RetrieverConfig
@@ -66,23 +66,11 @@ class ShardGroup:
             reader.dense()
             reader.rows()
 
-    def search_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[list[Hit]]:
-        return self.store.search_vectors(vectors, k, where)
+    def ranked_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[Ranked]:
+        return self.store.view().ranked_vectors(vectors, k, where)
 
-    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None) -> list[list[Hit]]:
-        return self.store.top_k(queries, k, mode, where)
-
-
-def merge_group_hits(manifest: Manifest, per_group: Sequence[list[Hit]], k: int) -> list[Hit]:
-    """The exact global top-``k`` of the groups' hit lists (ties by shard, then row)."""
-    hits = [h for group in per_group for h in group]
-    if not hits:
-        return []
-    shard, row = locate_ids(manifest.shards, [h.chunk_id for h in hits])
-    score = np.array([h.score for h in hits], dtype=np.float64)
-    by_key = {(int(s), int(r)): h for h, s, r in zip(hits, shard, row)}
-    results = [ShardResult(int(s), score[shard == s], row[shard == s]) for s in np.unique(shard)]
-    return [by_key[(s, r)] for s, r, _ in merge_top_k(results, k)]
+    def ranked_bm25(self, queries: Sequence[str], k: int, where: str | None) -> list[Ranked]:
+        return self.store.view().ranked_bm25(queries, k, where)
 
 
 class RayShardSearcher(Searcher):
@@ -153,35 +141,36 @@ class RayShardSearcher(Searcher):
         """Encodes queries exactly as ``rag.Datastore`` does (the manifest's embedder and query prefix)."""
         return self.local.query_encoder
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 5, where: str | None = None) -> list[list[Hit]]:
-        """Top-``k`` hits per query vector from every group, merged exactly."""
+    def view(self) -> "RayShardSearcher":
+        """This searcher after ``sync``: the actors and the driver's datastore on one manifest."""
+        self.sync()
+        return self
+
+    def ranked_vectors(self, vectors: np.ndarray, k: int, where: str | None) -> list[Ranked]:
+        """Top-``k`` chunk ids per query vector from every group, merged exactly."""
         import ray
 
-        self.sync()
         vectors = ray.put(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
-        return self._merged(ray.get([a.search_vectors.remote(vectors, k, where) for a in self.actors]), k)
+        return self._merged(ray.get([a.ranked_vectors.remote(vectors, k, where) for a in self.actors]), k)
 
-    def top_k(self, queries: Sequence[str], k: int, mode: str, where: str | None = None) -> list[list[Hit]]:
-        """The exact top-``k`` of ``dense`` or ``bm25`` per query from every group, merged: equal to
-        ``rag.Datastore.top_k`` on the same datastore."""
+    def ranked_bm25(self, queries: Sequence[str], k: int, where: str | None) -> list[Ranked]:
+        """Top-``k`` BM25 chunk ids per query from every group (global statistics), merged exactly."""
         import ray
 
-        if mode not in FIRST_STAGES:
-            raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(FIRST_STAGES)}")
-        if k < 1:
-            raise UserError(f"k must be at least 1 (got {k})")
-        self.sync()
-        if mode == "dense":
-            return self.search_vectors(self.encode_queries(queries), k, where)
-        return self._merged(ray.get([a.top_k.remote(list(queries), k, mode, where) for a in self.actors]), k)
+        return self._merged(ray.get([a.ranked_bm25.remote(list(queries), k, where) for a in self.actors]), k)
+
+    def fetch(self, ranked: Sequence[Ranked]) -> list[list[Hit]]:
+        """The rows of ranked ids, read by the driver's datastore (the same files the actors hold)."""
+        return self.local.view().fetch(ranked)
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
         """Stored vectors by chunk id, read by the driver's datastore (the same files the actors hold)."""
         return self.local.vectors(chunk_ids)
 
-    def _merged(self, per_group: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
+    @staticmethod
+    def _merged(per_group: list[list[Ranked]], k: int) -> list[Ranked]:
         queries = len(per_group[0]) if per_group else 0
-        return [merge_group_hits(self.manifest, [g[q] for g in per_group], k) for q in range(queries)]
+        return [merge_ranked([g[q] for g in per_group], k) for q in range(queries)]
 
     def close(self) -> None:
         """Stop the actors (and the Ray cluster if this searcher started it)."""

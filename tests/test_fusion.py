@@ -173,3 +173,36 @@ def test_retriever_config_from_a_pipeline_mapping(ds):
         RetrieverConfig.from_dict({"mode": "dense", "topk": 3})
     with pytest.raises(ValueError, match="retrieval mode"):
         RetrieverConfig.from_dict({"mode": "sparse"})
+
+
+def _python_fuse(dense, sparse, method, alpha, rrf_k, normalization):
+    """Fusion as dictionaries of Python floats (the implementation before issue 19), the reference."""
+    if method == "rrf":
+        fused = {}
+        for ranked, weight in ((dense, 2.0 * alpha), (sparse, 2.0 * (1.0 - alpha))):
+            for rank, (cid, _) in enumerate(ranked, start=1):
+                fused[cid] = fused.get(cid, 0.0) + weight / (rrf_k + rank)
+    else:
+        parts = []
+        for ranked, weight, kind in ((dense, alpha, "dense"), (sparse, 1.0 - alpha, "bm25")):
+            norm = normalize(np.array([s for _, s in ranked], dtype=np.float64), normalization, kind)
+            parts.append((dict(zip([c for c, _ in ranked], norm.tolist())), float(norm.min()) if len(norm) else 0.0,
+                          weight))
+        every = set().union(*(p[0] for p in parts))
+        fused = {cid: sum(w * values.get(cid, floor) for values, floor, w in parts) for cid in every}
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+@pytest.mark.parametrize("method", ["rrf", "convex"])
+def test_vectorised_fusion_equals_the_python_reference_bit_for_bit(method):
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        lists = []
+        for _ in range(2):
+            ids = rng.choice(120, size=int(rng.integers(0, 40)), replace=False).tolist()
+            scores = np.round(rng.random(len(ids)) * rng.choice([1.0, 10.0]), int(rng.choice([1, 8])))
+            lists.append(sorted(zip(ids, scores.tolist()), key=lambda p: -p[1]))
+        alpha, rrf_k = float(rng.choice([0.0, 0.4, 0.5, 1.0])), int(rng.choice([0, 1, 60]))
+        for normalization in ("minmax", "zscore", "calibrated"):
+            assert fuse(*lists, method, alpha=alpha, rrf_k=rrf_k, normalization=normalization) == \
+                _python_fuse(*lists, method, alpha, rrf_k, normalization)

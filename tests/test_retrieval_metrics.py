@@ -154,3 +154,16 @@ def test_cli_retrieval_json_and_table(tmp_path):
     assert "nDCG@3" in table.output and "MRR@3" in table.output and "recall@100" in table.output
     bad = runner.invoke(eval_group, ["retrieval", "--dataset", str(tmp_path / "nope")])
     assert bad.exit_code == 1 and "does not exist" in bad.output
+
+
+def test_evaluation_asks_depth_chunks_when_no_document_was_split(tmp_path, embedder):
+    """One chunk per document: ``depth`` chunks are ``depth`` documents, so no more are read."""
+    from evaluators.retrieval import evaluate_beir_modes
+
+    root = write_beir(tmp_path / "beir")
+    short = evaluate_beir_modes(root, ["bm25", "hybrid"], k=1, recall_k=2, embedder=embedder, keep_hits=True)
+    assert all(len(hits) <= 2 for result in short for hits in result.hits.values())
+    assert all(len(hits) == 2 for hits in short[1].hits.values())    # hybrid always has candidates
+    split = evaluate_beir_modes(root, ["bm25"], k=1, recall_k=2, embedder=embedder, keep_hits=True, chunk_size=8)[0]
+    assert split.settings["chunks"] > 6    # documents were split: chunk_factor x depth chunks
+    assert max(len(hits) for hits in split.hits.values()) > 2

@@ -121,3 +121,50 @@ def test_a_stored_datastore_offers_the_same_interface(small_datastore, ds):
 def test_a_bad_request_is_one_clear_error(ds, options, message):
     with pytest.raises(ValueError, match=message):
         ds.search(QUERIES[0], **options)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "convex"])
+def test_hybrid_search_many_equals_per_query_search_and_fusing_full_hit_lists(ds, fusion):
+    """Rows are read only for the fused ids returned: the hits equal one query at a time and equal
+    fusing the two first stages' full hit lists (what hybrid search returned when it read every row)."""
+    from dataclasses import replace
+
+    from datastores.fusion import fuse
+
+    queries = [*QUERIES, "the treaty with Spain", "navigation of the Mississippi"]
+    options = dict(fusion=fusion, alpha=0.4, depth=20, normalization="calibrated")
+    many = ds.search_many(queries, k=8, mode="hybrid", **options)
+    assert many == [ds.search(q, k=8, mode="hybrid", **options) for q in queries]
+    for query, hits in zip(queries, many):
+        dense, sparse = ds.top_k([query], 20, "dense")[0], ds.top_k([query], 20, "bm25")[0]
+        by_id = {h.chunk_id: h for h in sparse} | {h.chunk_id: h for h in dense}
+        fused = fuse([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse], fusion,
+                     alpha=0.4, normalization="calibrated")
+        assert hits == [replace(by_id[c], score=s) for c, s in fused[:8]]
+        assert all(h.text and h.doc_id for h in hits)
+
+
+def test_a_view_fetches_the_rows_of_ranked_ids_in_the_order_given(ds):
+    view = ds.view()
+    ranked = view.ranked_bm25(QUERIES, 5, None)
+    assert [[c for c, _ in r] for r in ranked] == [[h.chunk_id for h in hits] for hits in ds.top_k(QUERIES, 5, "bm25")]
+    swapped = [list(reversed(r)) for r in ranked] + [[]]
+    hits = view.fetch(swapped)
+    assert [[(h.chunk_id, h.score) for h in hs] for hs in hits] == swapped
+    rows = ds.get_chunks([c for r in ranked for c, _ in r])
+    assert all(h.text == rows[h.chunk_id]["text"] for hs in hits for h in hs)
+    with pytest.raises(DatastoreError, match="not in"):
+        view.fetch([[(ds.manifest.num_chunks + 5, 1.0)]])
+
+
+def test_merge_ranked_keeps_merge_top_k_order():
+    from datastores.search import ShardResult, merge_ranked, merge_top_k
+
+    infos = _infos([6, 4, 9])
+    rng = np.random.default_rng(1)
+    per_shard = [(rng.integers(0, 3, info.rows).astype(float), np.arange(info.rows)) for info in infos]
+    expected = [(infos[s].chunk_id_start + r, score) for s, r, score in
+                merge_top_k([ShardResult(i, sc, rows) for i, (sc, rows) in enumerate(per_shard)], 11)]
+    groups = [[(info.chunk_id_start + int(r), float(sc)) for sc, r in zip(*per_shard[i])] for i, info in enumerate(infos)]
+    assert merge_ranked([groups[2], groups[0] + groups[1]], 11) == expected
+    assert merge_ranked([[], []], 3) == [] and merge_ranked(groups, 0) == []
