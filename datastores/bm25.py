@@ -322,15 +322,19 @@ class Bm25Scorer:
         return matched, scores[matched]
 
     def top_k(self, query_idf: dict[str, float], query_counts: Counter, k: int,
-              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              allowed: np.ndarray | None = None, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best (scores, rows), best first, ties by lower row, among rows that contain a
-        query term (and are ``allowed``, a boolean mask over this shard's rows, when one is given)."""
+        query term (and are ``allowed``, a boolean mask over this shard's rows, when one is given).
+
+        ``floor``: a lower bound of the k-th best score of the merged result (``kth_score`` of the
+        shards searched before); rows scoring below it may be left out (the compiled backend
+        prunes with it), so merging stays exact."""
         cols, weights = self._terms(query_idf, query_counts)
         if not len(cols):
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
         if self._compiled is not None:
             return self._compiled(self.indptr, self.rows, self.weights, self.col_max, cols, weights, k, allowed,
-                                  self.num_docs)
+                                  self.num_docs, floor)
         if (weights <= 0).any():
             # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
             rows, scores = self.score(query_idf, query_counts)

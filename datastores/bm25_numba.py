@@ -193,7 +193,7 @@ def _lookup(indptr, rows, weights, col, w, d):
 
 
 @_jit
-def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs):
+def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs, floor):
     """Top-k with MaxScore pruning, term at a time; every ``qw`` must be positive.
 
     1. The shortest posting lists (together at most a quarter of the rows) are added into a
@@ -201,7 +201,9 @@ def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs):
        from below. 2. Of the other terms, the longest lists whose bounds add up to less than
        ``theta`` are non-essential; the rest are added too. 3. Allowed rows whose partial score
        plus those bounds reaches ``theta`` are candidates; the non-essential terms are looked up
-       for them only. 4. Candidates near the new k-th best are rescored exactly in query order."""
+       for them only. 4. Candidates near the new k-th best are rescored exactly in query order.
+    ``floor`` (<= the k-th best score of the whole datastore, from shards searched before) raises
+    ``theta`` from the start: rows below it cannot reach the merged top k, so they may be left out."""
     m = len(cols)
     length = np.empty(m, np.int64)
     bound = np.empty(m, np.float64)
@@ -218,7 +220,7 @@ def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs):
         used += length[t]
         nt = _scatter(acc, touched, nt, indptr, rows, weights, cols[t], qw[t])
         done[t] = True
-    theta = _kth(_allowed_values(acc, touched[:nt], allowed), k) * (1.0 - _MARGIN)
+    theta = max(_kth(_allowed_values(acc, touched[:nt], allowed), k), floor) * (1.0 - _MARGIN)
     low = np.zeros(m, np.bool_)
     rest = 0.0
     for t in np.argsort(-length, kind="mergesort"):
@@ -253,7 +255,7 @@ def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs):
             if n == k:
                 theta = max(theta, heap[0] * (1.0 - _MARGIN))
     cand, approx = cand[:keep], approx[:keep]
-    theta2 = _kth(approx, k) * (1.0 - _MARGIN)
+    theta2 = max(_kth(approx, k), floor) * (1.0 - _MARGIN)
     hs = np.empty(k, np.float64)
     hr = np.empty(k, np.int64)
     n = 0
@@ -294,13 +296,14 @@ _NO_MASK = np.zeros(0, dtype=np.bool_)
 
 def compiled_top_k(indptr: np.ndarray, rows: np.ndarray, weights: np.ndarray, col_max: np.ndarray,
                    cols: np.ndarray, qw: np.ndarray, k: int, allowed: np.ndarray | None,
-                   num_docs: int) -> tuple[np.ndarray, np.ndarray]:
+                   num_docs: int, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best (scores, rows) of one shard, best first, ties by lower row, for the query
-    terms ``cols`` (CSC columns, query order) with weights ``qw`` (count × idf)."""
+    terms ``cols`` (CSC columns, query order) with weights ``qw`` (count × idf). With a ``floor``
+    (a lower bound of the merged k-th best score) rows scoring below it may be left out."""
     k = min(k, num_docs)
     if k <= 0 or len(cols) == 0:
         return np.zeros(0, np.float64), np.zeros(0, np.int64)
     mask = _NO_MASK if allowed is None else allowed
     if bool(np.all(qw > 0)):
-        return _pruned(indptr, rows, weights, col_max, cols, qw, k, mask, num_docs)
+        return _pruned(indptr, rows, weights, col_max, cols, qw, k, mask, num_docs, float(floor))
     return _exhaustive(indptr, rows, weights, cols, qw, k, mask, num_docs)

@@ -96,6 +96,30 @@ def test_compiled_backend_is_bit_identical_to_numpy(seed):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_floor_only_leaves_out_rows_below_it(backend):
+    """With a floor (the k-th best of shards searched before) every row scoring at least the floor
+    is still returned, with the same score; rows below it may be left out."""
+    rng = np.random.default_rng(3)
+    corpus = random_corpus(rng, 3_000, 1_500)
+    scorer, reference = scorer_for(corpus, backend)
+    plain, _ = scorer_for(corpus, "numpy")
+    pruned_some = False
+    for _ in range(30):
+        counts = Counter(t for t in random_query(rng, 1_500) if t in reference.idf)
+        want_scores, want_rows = plain.top_k(reference.idf, counts, 10)
+        if len(want_scores) < 10:
+            continue
+        floor = float(want_scores[int(rng.integers(10))])
+        scores, rows = scorer.top_k(reference.idf, counts, 10, None, floor)
+        keep = want_scores >= floor
+        assert rows[:keep.sum()].tolist() == want_rows[keep].tolist()
+        assert scores[:keep.sum()].tobytes() == want_scores[keep].tobytes()
+        assert (scores[keep.sum():] < floor).all()
+        pruned_some |= len(rows) < 10
+    assert pruned_some == (backend == "numba")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_ties_go_to_the_lower_row(backend):
     corpus = [["a", "b"], ["c"], ["a", "b"], ["a", "b"], ["d"], ["a", "b"]] * 3
     scorer, reference = scorer_for(corpus, backend)
