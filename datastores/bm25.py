@@ -294,9 +294,10 @@ class Bm25Scorer:
         self.backend = bm25_backend(backend)
         self._compiled = None
         if self.backend == "numba":
-            from datastores.bm25_numba import column_max, compiled_top_k
+            from datastores.bm25_numba import Scratch, column_max, compiled_top_k
 
             self.col_max = column_max(self.weights, self.indptr)  # MaxScore's term bounds, without idf
+            self._scratch = Scratch(self.num_docs)
             self._compiled = compiled_top_k
 
     def _terms(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +335,7 @@ class Bm25Scorer:
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
         if self._compiled is not None:
             return self._compiled(self.indptr, self.rows, self.weights, self.col_max, cols, weights, k, allowed,
-                                  self.num_docs, floor)
+                                  self._scratch, floor)
         if (weights <= 0).any():
             # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
             rows, scores = self.score(query_idf, query_counts)

@@ -29,6 +29,7 @@ loaded 2-core machine, later ones load it in under a second. Where no cache fold
 
 from __future__ import annotations
 
+import queue
 import warnings
 
 import numba
@@ -193,8 +194,10 @@ def _lookup(indptr, rows, weights, col, w, d):
 
 
 @_jit
-def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs, floor):
-    """Top-k with MaxScore pruning, term at a time; every ``qw`` must be positive.
+def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, floor, acc, touched):
+    """Top-k with MaxScore pruning, term at a time; every ``qw`` must be positive. ``acc`` (one
+    float64 per row, all 0.0) and ``touched`` (one int32 per row) are scratch (``Scratch``);
+    ``acc`` is all 0.0 again on return.
 
     1. The shortest posting lists (together at most a quarter of the rows) are added into a
        partial score; its k-th best among allowed rows, ``theta``, bounds the k-th best score
@@ -210,12 +213,10 @@ def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs, floo
     for t in range(m):
         length[t] = indptr[cols[t] + 1] - indptr[cols[t]]
         bound[t] = qw[t] * col_max[cols[t]]
-    acc = np.zeros(num_docs, np.float64)
-    touched = np.empty(num_docs, np.int64)
     done = np.zeros(m, np.bool_)
     nt, used = 0, 0
     for t in np.argsort(length, kind="mergesort"):
-        if used > 0 and used + length[t] > num_docs // 4:
+        if used > 0 and used + length[t] > len(acc) // 4:
             break
         used += length[t]
         nt = _scatter(acc, touched, nt, indptr, rows, weights, cols[t], qw[t])
@@ -255,6 +256,8 @@ def _pruned(indptr, rows, weights, col_max, cols, qw, k, allowed, num_docs, floo
             if n == k:
                 theta = max(theta, heap[0] * (1.0 - _MARGIN))
     cand, approx = cand[:keep], approx[:keep]
+    for i in range(nt):
+        acc[touched[i]] = 0.0
     theta2 = max(_kth(approx, k), floor) * (1.0 - _MARGIN)
     hs = np.empty(k, np.float64)
     hr = np.empty(k, np.int64)
@@ -294,16 +297,38 @@ def column_max(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
 _NO_MASK = np.zeros(0, dtype=np.bool_)
 
 
+class Scratch:
+    """Per-shard scratch of the MaxScore kernel (a zeroed float64 and an int32 per row), reused
+    across queries: allocating and zeroing them per call cost as much as the search. A pool, so
+    threads searching the same shard each take their own."""
+
+    def __init__(self, num_docs: int):
+        self.num_docs = num_docs
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return np.zeros(self.num_docs, np.float64), np.empty(self.num_docs, np.int32)
+
+    def give(self, buffers: tuple[np.ndarray, np.ndarray]) -> None:
+        self._free.put(buffers)
+
+
 def compiled_top_k(indptr: np.ndarray, rows: np.ndarray, weights: np.ndarray, col_max: np.ndarray,
                    cols: np.ndarray, qw: np.ndarray, k: int, allowed: np.ndarray | None,
-                   num_docs: int, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                   scratch: Scratch, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best (scores, rows) of one shard, best first, ties by lower row, for the query
     terms ``cols`` (CSC columns, query order) with weights ``qw`` (count × idf). With a ``floor``
     (a lower bound of the merged k-th best score) rows scoring below it may be left out."""
-    k = min(k, num_docs)
+    k = min(k, scratch.num_docs)
     if k <= 0 or len(cols) == 0:
         return np.zeros(0, np.float64), np.zeros(0, np.int64)
     mask = _NO_MASK if allowed is None else allowed
-    if bool(np.all(qw > 0)):
-        return _pruned(indptr, rows, weights, col_max, cols, qw, k, mask, num_docs, float(floor))
-    return _exhaustive(indptr, rows, weights, cols, qw, k, mask, num_docs)
+    if not bool(np.all(qw > 0)):
+        return _exhaustive(indptr, rows, weights, cols, qw, k, mask, scratch.num_docs)
+    buffers = scratch.take()  # not given back if the kernel fails: it may have left it dirty
+    result = _pruned(indptr, rows, weights, col_max, cols, qw, k, mask, float(floor), *buffers)
+    scratch.give(buffers)
+    return result
