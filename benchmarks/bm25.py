@@ -72,7 +72,7 @@ from datastores.bm25 import (  # noqa: E402
     merge_document_frequencies,
     simple_tokenize,
 )
-from datastores.search import ShardResult, merge_top_k  # noqa: E402
+from datastores.search import ShardResult, kth_score, merge_top_k  # noqa: E402
 from indexers import make_chunker  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
@@ -162,17 +162,26 @@ class Ours:
         total = sum(len(t) for t in token_lists)
         stats = merge_document_frequencies(term_files, folder / "bm25_terms.parquet", len(token_lists), total)
         self.idf = load_global_idf(folder / "bm25_terms.parquet", self.params, stats)
+        self.folders, self.stats = folders, stats
         self.scorers = [Bm25Scorer(TermMatrix.load(f), self.params, stats) for f in folders]
+        self.backend = self.scorers[0].backend  # bm25_backend(): numba when it imports
         self.num_docs = len(token_lists)
         self.vocabulary = stats.vocabulary
+
+    def with_backend(self, backend: str) -> "Ours":
+        """The same shard files, scored by another ``Bm25Scorer`` backend."""
+        other = copy.copy(self)
+        other.scorers = [Bm25Scorer(TermMatrix.load(f), self.params, self.stats, backend) for f in self.folders]
+        other.backend = backend
+        return other
 
     def top_k(self, query: str, k: int) -> list[tuple[int, int, float]]:
         counts = Counter(t for t in self.params.tokenize(query) if t in self.idf)
         if not counts:
             return []
         results = []
-        for i, scorer in enumerate(self.scorers):  # ShardReader.search_bm25
-            scores, rows = scorer.top_k(self.idf, counts, k)
+        for i, scorer in enumerate(self.scorers):  # ShardReader.search_bm25, floor as in Datastore._bm25_ranked
+            scores, rows = scorer.top_k(self.idf, counts, k, None, kth_score(results, k))
             results.append(ShardResult(i, scores, rows))
         return merge_top_k(results, k)
 
@@ -250,6 +259,8 @@ def build_retrievers(token_lists, base_chunks, scale: int, args, folder: Path) -
 
     built, seconds = {}, {}
     built["ours"], seconds["ours"] = timed_value(lambda: Ours(token_lists, args.shard_size, folder / "ours"))
+    if built["ours"].backend != "numpy":  # the plain install's path, over the same shard files
+        built["ours_numpy"], seconds["ours_numpy"] = timed_value(lambda: built["ours"].with_backend("numpy"))
     if len(token_lists) <= args.rank_max_chunks:
         built["rank_bm25"], seconds["rank_bm25"] = timed_value(lambda: BM25Okapi(token_lists))
     built["bm25s"], seconds["bm25s"] = timed_value(lambda: make_bm25s(token_lists, "numpy"))
@@ -336,6 +347,8 @@ def time_runners(built: dict, questions: list[str], rank_questions: list[str], k
     """Queries/s of every retriever per repetition, interleaved, after a warm-up pass."""
     ours, ds = built["ours"], built.get("datastore")
     runners = {"ours": (questions, lambda qs: [ours.top_k(q, k) for q in qs])}
+    if "ours_numpy" in built:
+        runners["ours_numpy"] = (questions, lambda qs: [built["ours_numpy"].top_k(q, k) for q in qs])
     if "rank_bm25" in built:
         runners["rank_bm25"] = (rank_questions, lambda qs: [rank_top_k(built["rank_bm25"], q, k) for q in qs])
     for name in ("bm25s", "bm25s_numba"):
@@ -380,6 +393,11 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
     gc.collect()
     ours_lists = [ours.global_ids(ours.top_k(q, k)) for q in check_questions]
     bm25s_agree = check_bm25s(built, ours_lists, check_questions, k, n, sample(check_questions, args.rank_queries))
+    numpy_agree = None
+    if "ours_numpy" in built:
+        numpy_agree = sum(built["ours_numpy"].top_k(q, k) == ours.top_k(q, k) for q in check_questions)
+        print(f"  terarag numpy backend: same top-{k} and scores as {ours.backend} for "
+              f"{numpy_agree}/{len(check_questions)}", flush=True)
     ds_agree = None
     if "datastore" in built:
         ds = built["datastore"]
@@ -401,12 +419,14 @@ def run_scale(scale: int, base_chunks, questions, args) -> dict:
         "ratio_ours_over": {name: medians["ours"] / v for name, v in medians.items()},
         "reference": reference_name, "check_vs_reference": check,
         "check_vs_bm25s": bm25s_agree, "datastore_top_k_identical_to_ours": ds_agree,
+        "ours_backend": ours.backend, "numpy_backend_identical_to_ours": numpy_agree,
     }
 
 
 def print_table(results: list[dict], k: int) -> None:
     labels = {
         "ours": "terarag (Bm25Scorer.top_k + merge)",
+        "ours_numpy": "terarag, numpy backend",
         "rank_bm25": "rank_bm25 BM25Okapi",
         "bm25s": "bm25s numpy backend",
         "bm25s_numba": "bm25s numba backend",

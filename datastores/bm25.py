@@ -27,6 +27,7 @@ drops Lucene's English stop set before stemming, ``"none"`` keeps every token.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -250,54 +251,92 @@ def merge_document_frequencies(shard_term_files: Sequence[Path], out: Path,
     return Bm25GlobalStats(documents, total_length, len(df), average_idf)
 
 
-class Bm25Scorer:
-    """Scores one shard's documents against a query with global statistics."""
+BM25_BACKENDS = ("auto", "numba", "numpy")
+BACKEND_ENV = "TERARAG_BM25_BACKEND"
 
-    def __init__(self, matrix: TermMatrix, params: Bm25Params, stats: Bm25GlobalStats):
+
+def bm25_backend(name: str | None = None) -> str:
+    """The BM25 top-k backend to use, ``"numba"`` or ``"numpy"``: ``name``, else the environment
+    variable ``TERARAG_BM25_BACKEND``, else ``"auto"`` (compiled when numba imports, the ``fast``
+    extra, and can cache its compiled code). Both give the same rows and scores
+    (``datastores.bm25_numba``)."""
+    name = name or os.environ.get(BACKEND_ENV) or "auto"
+    if name not in BM25_BACKENDS:
+        raise UserError(f"unknown BM25 backend {name!r} ({BACKEND_ENV}); choose one of {', '.join(BM25_BACKENDS)}")
+    if name == "numpy":
+        return name
+    try:
+        from datastores.bm25_numba import CACHED  # imports numba
+    except ImportError as exc:
+        if name == "numba":
+            raise UserError(f"the numba BM25 backend needs numba (pip install 'terarag[fast]'): {exc}") from exc
+        return "numpy"
+    return "numba" if CACHED or name == "numba" else "numpy"
+
+
+class Bm25Scorer:
+    """Scores one shard's documents against a query with global statistics; ``top_k`` runs on the
+    ``backend`` that ``bm25_backend`` picks."""
+
+    def __init__(self, matrix: TermMatrix, params: Bm25Params, stats: Bm25GlobalStats,
+                 backend: str | None = None):
         self.params = params
         self.stats = stats
         self.column = {term: j for j, term in enumerate(matrix.terms)}
         tf = matrix.tf
-        self.indptr = np.asarray(tf.indptr)
+        self.indptr = np.asarray(tf.indptr, dtype=np.int64)
         self.rows = np.asarray(tf.indices)
         tf_values = np.asarray(tf.data, dtype=np.float64)
         length_norm = 1.0 - params.b + params.b * matrix.doc_len[self.rows] / max(stats.avgdl, 1e-12)
         # BM25 term weight without idf, one value per stored (document, term) pair.
         self.weights = tf_values * (params.k1 + 1.0) / (tf_values + params.k1 * length_norm)
         self.num_docs = len(matrix.doc_len)
+        self.backend = bm25_backend(backend)
+        self._compiled = None
+        if self.backend == "numba":
+            from datastores.bm25_numba import Scratch, column_max, compiled_top_k
 
-    def _postings(self, query_idf: dict[str, float], query_counts: Counter) -> list[tuple[int, int, float]]:
-        """(start, end, weight) of the posting list of every query term this shard has."""
-        postings = []
-        for term, count in query_counts.items():
-            j = self.column.get(term)
-            if j is not None:
-                postings.append((int(self.indptr[j]), int(self.indptr[j + 1]), count * query_idf[term]))
-        return postings
+            self.col_max = column_max(self.weights, self.indptr)  # MaxScore's term bounds, without idf
+            self._scratch = Scratch(self.num_docs)
+            self._compiled = compiled_top_k
 
-    def _dense_scores(self, postings: list[tuple[int, int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    def _terms(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
+        """CSC columns (in query order) and weights (count × idf) of the query terms this shard has."""
+        found = [(j, count * query_idf[term]) for term, count in query_counts.items()
+                 if (j := self.column.get(term)) is not None]
+        return np.array([j for j, _ in found], dtype=np.int64), np.array([w for _, w in found], dtype=np.float64)
+
+    def _dense_scores(self, cols: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores of every row (one ``np.bincount`` over the concatenated postings) and the rows."""
-        rows = np.concatenate([self.rows[lo:hi] for lo, hi, _ in postings])
-        values = np.concatenate([weight * self.weights[lo:hi] for lo, hi, weight in postings])
+        spans = [(int(self.indptr[j]), int(self.indptr[j + 1])) for j in cols.tolist()]
+        rows = np.concatenate([self.rows[lo:hi] for lo, hi in spans])
+        values = np.concatenate([w * self.weights[lo:hi] for (lo, hi), w in zip(spans, weights.tolist())])
         return np.bincount(rows, weights=values, minlength=self.num_docs), rows
 
     def score(self, query_idf: dict[str, float], query_counts: Counter) -> tuple[np.ndarray, np.ndarray]:
         """Rows that contain a query term (ascending) and their scores."""
-        postings = self._postings(query_idf, query_counts)
-        if not postings:
+        cols, weights = self._terms(query_idf, query_counts)
+        if not len(cols):
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        scores, rows = self._dense_scores(postings)
+        scores, rows = self._dense_scores(cols, weights)
         matched = np.flatnonzero(np.bincount(rows, minlength=self.num_docs))
         return matched, scores[matched]
 
     def top_k(self, query_idf: dict[str, float], query_counts: Counter, k: int,
-              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best (scores, rows) among rows that contain a query term (and are ``allowed``,
-        a boolean mask over this shard's rows, when one is given)."""
-        postings = self._postings(query_idf, query_counts)
-        if not postings:
+              allowed: np.ndarray | None = None, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best (scores, rows), best first, ties by lower row, among rows that contain a
+        query term (and are ``allowed``, a boolean mask over this shard's rows, when one is given).
+
+        ``floor``: a lower bound of the k-th best score of the merged result (``kth_score`` of the
+        shards searched before); rows scoring below it may be left out (the compiled backend
+        prunes with it), so merging stays exact."""
+        cols, weights = self._terms(query_idf, query_counts)
+        if not len(cols):
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
-        if any(weight <= 0 for _, _, weight in postings):
+        if self._compiled is not None:
+            return self._compiled(self.indptr, self.rows, self.weights, self.col_max, cols, weights, k, allowed,
+                                  self._scratch, floor)
+        if (weights <= 0).any():
             # A term with idf <= 0 can leave a matching row at score <= 0: select among matches.
             rows, scores = self.score(query_idf, query_counts)
             if allowed is not None:
@@ -305,7 +344,7 @@ class Bm25Scorer:
                 rows, scores = rows[keep], scores[keep]
             return top_k_rows(scores, rows, k)
         # Every weight is positive, so a row matches exactly when its score is positive.
-        scores, _ = self._dense_scores(postings)
+        scores, _ = self._dense_scores(cols, weights)
         if allowed is not None:
             scores[~allowed] = 0.0
         return top_k_dense(scores, k)

@@ -67,6 +67,17 @@ def merge_ranked(lists: Sequence[Ranked], k: int) -> Ranked:
     return list(zip(ids[order].tolist(), scores[order].tolist()))
 
 
+def kth_score(results: Sequence[ShardResult], k: int) -> float:
+    """The k-th best score among ``results`` (0.0 when they hold fewer than ``k`` rows): a lower
+    bound of the k-th best score of any merge that includes them."""
+    scores = [r.scores for r in results if len(r.scores)]
+    total = sum(len(s) for s in scores)
+    if k <= 0 or total < k:
+        return 0.0
+    merged = np.concatenate(scores)
+    return float(np.partition(merged, total - k)[total - k])
+
+
 _SAMPLE = 2048
 
 

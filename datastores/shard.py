@@ -171,5 +171,6 @@ class ShardReader:
         return self.dense_layer().search(queries, k, allowed, rescore_multiplier)
 
     def search_bm25(self, scorer_args: tuple[Bm25Params, Bm25GlobalStats], idf: dict[str, float],
-                    counts: Counter, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.bm25(*scorer_args).top_k(idf, counts, k, allowed)
+                    counts: Counter, k: int, allowed: np.ndarray | None = None,
+                    floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        return self.bm25(*scorer_args).top_k(idf, counts, k, allowed, floor)
