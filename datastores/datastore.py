@@ -428,19 +428,31 @@ class SnapshotSearch:
         return [(int(self.starts[shard]) + row, score) for shard, row, score in ranked]
 
     def fetch(self, ranked: Sequence[Ranked]) -> list[list[Hit]]:
-        """Hits for (chunk id, score) lists: each row read from the row store (checked against its
-        CRC32), with its metadata."""
+        """Hits for (chunk id, score) lists: the rows read from the row store (checked against their
+        CRC32s, one ``json.loads`` per shard and call), with their metadata."""
         ids = np.fromiter((c for r in ranked for c, _ in r), dtype=np.int64, count=sum(len(r) for r in ranked))
         which, rows = locate_ids(self.snap.manifest.shards, ids)
         if (which < 0).any():
             raise DatastoreError(f"chunk id {int(ids[which < 0][0])} is not in {self.store.root}")
-        shards = self.snap.shards
-        stores = {i: (shards[i].rows(), shards[i].info.name) for i in np.unique(which).tolist()}
-        located = iter(zip(which.tolist(), rows.tolist()))
-        return [[_hit(*stores[shard], row, score) for (_, score), (shard, row) in zip(r, located)] for r in ranked]
+        records = self._records(which, rows)
+        names = [s.info.name for s in self.snap.shards]
+        hits = iter([_hit(record, names[shard], score) for record, shard, (_, score)
+                     in zip(records, which.tolist(), (pair for r in ranked for pair in r))])
+        return [[next(hits) for _ in r] for r in ranked]
+
+    def _records(self, which: np.ndarray, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The row-store records of (shard index, row) pairs, in their order."""
+        shards = np.unique(which)
+        if len(shards) == 1:
+            return self.snap.shards[int(shards[0])].rows().records(rows)
+        out: list[dict[str, Any]] = [{}] * len(rows)
+        for shard in shards.tolist():
+            at = np.flatnonzero(which == shard)
+            for i, record in zip(at.tolist(), self.snap.shards[shard].rows().records(rows[at])):
+                out[i] = record
+        return out
 
 
-def _hit(rows: Any, shard: str, row: int, score: float) -> Hit:
-    record = rows.get(row)  # checked against the row's CRC32
+def _hit(record: dict[str, Any], shard: str, score: float) -> Hit:
     return Hit(record["chunk_id"], record["doc_id"], record["start"], record["end"], score, shard, record["text"],
                record["source"], _metadata(record))

@@ -182,6 +182,15 @@ class Searcher:
         """Top-``k`` hits for each query text, best first (``run`` of a ``SearchRequest``)."""
         return self.run(queries, SearchRequest(mode=mode, k=k, where=where, **options), reranker)
 
+    def search_ids(self, queries: Sequence[str], k: int = 5, mode: str = "dense", where: str | None = None,
+                   **options: Any) -> list[Ranked]:
+        """``search_many`` without reading rows: (chunk id, score) lists, best first (no reranker: it
+        needs the texts; MMR runs on the stored vectors)."""
+        queries = list(queries)
+        check_queries(queries)
+        request = SearchRequest(mode=mode, k=k, where=where, **options)
+        return self._ranked(self.view(), queries, request, _Clock(None)) if queries else []
+
     def run(self, queries: Sequence[str], request: SearchRequest, reranker: Reranker | None = None,
             timings: dict[str, float] | None = None) -> list[list[Hit]]:
         """The hits of ``request`` for each query; ``timings`` (if given) gains seconds per stage."""
@@ -190,19 +199,27 @@ class Searcher:
         if not queries:
             return []
         clock = _Clock(timings)
-        pool = max(request.k, request.rerank_depth if reranker is not None else 0,
-                   request.depth if request.mmr is not None else 0)
         view = self.view()
-        ranked = self._first_stage(view, queries, pool, request, clock)
-        candidates = view.fetch(ranked)  # rows of the returned ids only
-        if reranker is not None:
-            with clock("rerank"):
-                candidates = [rerank_hits(reranker, q, hits, request.rerank_depth)
-                              for q, hits in zip(queries, candidates)]
+        if reranker is None:  # rows of the k ids returned only
+            return view.fetch(self._ranked(view, queries, request, clock))
+        pool = max(request.k, request.rerank_depth, request.depth if request.mmr is not None else 0)
+        candidates = view.fetch(self._first_stage(view, queries, pool, request, clock))
+        with clock("rerank"):
+            candidates = [rerank_hits(reranker, q, hits, request.rerank_depth) for q, hits in zip(queries, candidates)]
         if request.mmr is not None:
             with clock("mmr"):
-                candidates = [self._diversify(hits, request.k, request.mmr) for hits in candidates]
+                candidates = [[hits[i] for i in self._diversify([(h.chunk_id, h.score) for h in hits], request)]
+                              for hits in candidates]
         return [hits[: request.k] for hits in candidates]
+
+    def _ranked(self, view: SearchView, queries: list[str], request: SearchRequest, clock: "_Clock") -> list[Ranked]:
+        """The top ``k`` (chunk id, score) of ``request`` without a reranker: first stage, then MMR."""
+        pool = max(request.k, request.depth if request.mmr is not None else 0)
+        ranked = self._first_stage(view, queries, pool, request, clock)
+        if request.mmr is not None:
+            with clock("mmr"):
+                ranked = [[r[i] for i in self._diversify(r, request)] for r in ranked]
+        return [r[: request.k] for r in ranked]
 
     def _first_stage(self, view: SearchView, queries: list[str], pool: int, request: SearchRequest,
                      clock: "_Clock") -> list[Ranked]:
@@ -227,11 +244,12 @@ class Searcher:
         with clock("dense"):
             return view.ranked_vectors(vectors, k, where)
 
-    def _diversify(self, hits: list[Hit], k: int, lam: float) -> list[Hit]:
-        if not hits:
-            return hits
-        vectors = self.vectors([h.chunk_id for h in hits])
-        return [hits[i] for i in mmr(np.array([h.score for h in hits]), vectors, k, lam)]
+    def _diversify(self, ranked: Ranked, request: SearchRequest) -> list[int]:
+        """Positions in ``ranked`` of the ``k`` picked by MMR (lambda ``request.mmr``) over the stored vectors."""
+        if not ranked:
+            return []
+        vectors = self.vectors([c for c, _ in ranked])
+        return [int(i) for i in mmr(np.array([s for _, s in ranked]), vectors, request.k, request.mmr)]
 
 
 class _Clock:

@@ -2,8 +2,9 @@
 
 ``rows.bin`` holds one compact JSON record per chunk (the same fields as ``chunks.parquet``),
 ``row_offsets.npy`` the byte offset of each record (rows + 1 entries) and ``row_crc.npy`` the
-CRC32 of each record (uint32 [rows]). They are memory-mapped: a hit costs one slice, one CRC32
-and one ``json.loads``, where reading Parquet would decompress whole row groups. Every record a
+CRC32 of each record (uint32 [rows]). They are memory-mapped: a hit costs one slice and one CRC32,
+and the hits of a search are decoded by one ``json.loads`` of their records joined into one JSON
+array, where reading Parquet would decompress whole row groups. Every record a
 search returns is checked against its CRC32, so an altered row is an error, never served text.
 Row stores written before checksums existed have no ``row_crc.npy`` and are read unchecked.
 The Parquet table stays the table of record for SQL and statistics.
@@ -84,14 +85,31 @@ class RowStore:
         if self.crc is not None and len(self.crc) != rows:
             raise DatastoreError(f"{crc_path} holds {len(self.crc)} checksums for {rows} rows (truncated or altered)")
 
-    def get(self, row: int) -> dict[str, Any]:
-        """The record of ``row`` (0-based within the shard), checked against its CRC32."""
-        lo, hi = int(self.offsets[row]), int(self.offsets[row + 1])
-        data = self.data[lo:hi]
-        if self.crc is not None and zlib.crc32(data) != int(self.crc[row]):
-            raise DatastoreError(f"{self.path}: row {row} does not match its checksum in {ROW_CRC_FILE} "
-                                 "(altered or corrupt; run rag datastore verify)")
+    def records(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """The records of ``rows`` (0-based within the shard), in that order, each checked against
+        its CRC32 and all decoded by one ``json.loads``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        data = self.data
+        pieces = [data[lo:hi] for lo, hi in zip(self.offsets[rows].tolist(), self.offsets[rows + 1].tolist())]
+        if self.crc is not None:
+            crcs = np.fromiter(map(zlib.crc32, pieces), dtype=np.uint32, count=len(pieces))
+            bad = np.flatnonzero(crcs != self.crc[rows])
+            if len(bad):
+                raise DatastoreError(f"{self.path}: row {int(rows[bad[0]])} does not match its checksum in "
+                                     f"{ROW_CRC_FILE} (altered or corrupt; run rag datastore verify)")
         try:
-            return json.loads(data.decode("utf-8"))  # str: json.loads skips guessing the encoding
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatastoreError(f"{self.path}: row {row} is corrupt: {exc}") from exc
+            records = json.loads((b"[" + b",".join(pieces) + b"]").decode("utf-8"))  # str: no encoding guess
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            records = None
+        if records is None or len(records) != len(pieces):
+            self._raise_corrupt(rows.tolist(), pieces)
+        return records
+
+    def _raise_corrupt(self, rows: list[int], pieces: list[bytes]) -> None:
+        """Name the first of ``rows`` whose record is not one JSON value (``records`` found one)."""
+        for row, piece in zip(rows, pieces):
+            try:
+                json.loads(piece.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise DatastoreError(f"{self.path}: row {row} is corrupt: {exc}") from exc
+        raise DatastoreError(f"{self.path}: rows {rows} do not decode to one record each (corrupt)")

@@ -206,8 +206,8 @@ def test_verify_covers_every_file_and_warns_about_unreferenced_ones(root):
     assert result.exit_code == 0 and "warning: notes.txt: not referenced by the manifest" in result.output
 
 
-def test_a_row_store_without_checksums_still_opens_and_verify_says_so(root):
-    """Datastores written before row checksums existed are read unchecked; verify warns."""
+def _drop_row_checksums(root: Path):
+    """Make ``root`` look written before row checksums existed; returns its manifest."""
     layout = DatastoreLayout(root)
     manifest = read_manifest(layout)
     for info in manifest.shards:
@@ -219,6 +219,12 @@ def test_a_row_store_without_checksums_still_opens_and_verify_says_so(root):
         record = json.loads(path.read_text())
         del record["shard"]["files"]["row_crc.npy"]
         path.write_text(json.dumps(record))
+    return manifest
+
+
+def test_a_row_store_without_checksums_still_opens_and_verify_says_so(root):
+    """Datastores written before row checksums existed are read unchecked; verify warns."""
+    manifest = _drop_row_checksums(root)
     ds = _open(root)
     assert ds.search(TEXTS[7], k=1)[0].text == TEXTS[7]
     assert ds.shards[0].rows().crc is None
@@ -263,3 +269,21 @@ def test_an_empty_query_among_many_is_named(root):
     """search_many names which query is empty."""
     with pytest.raises(ValueError, match=r"query 2 of 3"):
         _open(root).search_many(["treaty", " ", "militia"], k=2, mode="bm25")
+
+
+def test_an_unreadable_row_without_checksums_is_an_error_naming_the_row(root):
+    """Hits are decoded together (one JSON array); a record that is not JSON still fails with the
+    error naming its own row, and the rows around it are still served."""
+    _drop_row_checksums(root)
+    path = shard_file(root, 0, "rows.bin")
+    offsets = np.load(shard_file(root, 0, "row_offsets.npy"))
+    data = bytearray(path.read_bytes())
+    data[int(offsets[7])] = ord("[")  # '{' -> '[': same size, no longer one JSON value
+    path.write_bytes(bytes(data))
+    ds = _open(root)
+    with pytest.raises(DatastoreError, match=r"shard-00000/rows\.bin: row 7 is corrupt"):
+        ds.search(TEXTS[7], k=3, mode="bm25")
+    rows = ds.shards[0].rows()
+    assert [r["text"] for r in rows.records([8, 6])] == [TEXTS[8], TEXTS[6]]
+    with pytest.raises(DatastoreError, match="row 7 is corrupt"):
+        rows.records([6, 7, 8])

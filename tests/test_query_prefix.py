@@ -54,7 +54,7 @@ def test_stored_vectors_embed_prefix_plus_text(prefixed, embedder):
     ds = Datastore.open(prefixed, device="cpu")
     shard = ds.shards[0]
     stored = np.asarray(read_embeddings(shard.folder / EMBEDDINGS_FILE), dtype=np.float32)
-    texts = [shard.rows().get(i)["text"] for i in range(len(stored))]
+    texts = [r["text"] for r in shard.rows().records(range(len(stored)))]
     with_prefix = embedder.encode_passages(["passage: " + t for t in texts])
     without = embedder.encode_passages(texts)
     assert np.abs(stored - with_prefix).max() < 2e-3

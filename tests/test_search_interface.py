@@ -157,6 +157,36 @@ def test_a_view_fetches_the_rows_of_ranked_ids_in_the_order_given(ds):
         view.fetch([[(ds.manifest.num_chunks + 5, 1.0)]])
 
 
+def test_fetch_reads_exactly_the_stored_rows_across_shards_and_orders(ds):
+    """Rows read together (one JSON decode per shard and call) are exactly the Parquet rows, in the
+    order given, with repeats, lists of any length and ids spread over every shard."""
+    rng = np.random.default_rng(0)
+    n = ds.manifest.num_chunks
+    ranked = [[(int(c), float(rng.random())) for c in rng.integers(0, n, size)] for size in (7, 0, 1, 25, 3)]
+    ranked[3][5] = ranked[3][2]
+    ids = [c for r in ranked for c, _ in r]
+    assert len(set(ds.locate(ids)[0].tolist())) == len(ds.manifest.shards) > 1
+    rows = ds.get_chunks(ids)
+    names = [ds.manifest.shards[s].name for s in ds.locate(ids)[0].tolist()]
+    hits = ds.view().fetch(ranked)
+    assert [len(h) for h in hits] == [len(r) for r in ranked]
+    for hit, (chunk_id, score), shard in zip([h for hs in hits for h in hs], [p for r in ranked for p in r], names):
+        row = rows[chunk_id]
+        assert (hit.chunk_id, hit.score, hit.shard) == (chunk_id, score, shard)
+        assert (hit.doc_id, hit.start, hit.end, hit.text, hit.source) == (row["doc_id"], row["start"], row["end"],
+                                                                          row["text"], row["source"])
+        assert hit.metadata == json.loads(row["metadata"])
+
+
+@pytest.mark.parametrize("options", [{"mode": "dense"}, {"mode": "bm25", "where": "chunk_id % 3 = 0"},
+                                     {"mode": "hybrid"}, {"mode": "hybrid", "fusion": "rrf", "depth": 30, "mmr": 0.5}])
+def test_search_ids_are_search_many_without_the_rows(ds, options):
+    ids = ds.search_ids(QUERIES, k=7, **options)
+    hits = ds.search_many(QUERIES, k=7, **options)
+    assert ids == [[(h.chunk_id, h.score) for h in hs] for hs in hits]
+    assert all(0 < len(r) <= 7 for r in ids) and ds.search_ids([], k=7, **options) == []
+
+
 def test_merge_ranked_keeps_merge_top_k_order():
     from datastores.search import ShardResult, merge_ranked, merge_top_k
 
