@@ -12,13 +12,13 @@ bit-identical scores as the numpy path in ``datastores.bm25``:
   lower row.
 
 Two kernels: ``_exhaustive`` adds every posting into a dense score array (any term weights);
-``_maxscore`` (every weight positive) walks the rows in increasing order document-at-a-time with
-MaxScore: terms whose upper bounds add up to less than the current k-th best score
-(``theta``) are "non-essential", only rows in an essential term's list are visited, and a
-non-essential term is looked up (galloping search) only while the row can still reach ``theta``.
-Rows arrive in increasing order, so a later row with a score equal to ``theta`` never displaces
-an earlier one, and every bound comparison keeps a relative margin of ``_MARGIN`` (far above the
-rounding of a sum of a few terms): pruning never drops a row that belongs in the top k.
+``_pruned`` (every weight positive) is MaxScore term at a time: the shortest posting lists give
+partial scores whose k-th best (``theta``, raised by ``floor`` from shards searched before) bounds
+the k-th best score from below; the longest lists whose upper bounds add up to less than
+``theta`` are non-essential and are looked up (galloping search) only for rows that can still
+reach ``theta``; the survivors are rescored exactly in query order. Every bound comparison keeps
+a relative margin of ``_MARGIN`` (far above the rounding of a sum of a few terms): pruning never
+drops a row that belongs in the top k.
 
 numba is imported when this module is; ``datastores.bm25`` imports it only when the compiled
 backend is asked for. Compiled code is cached on disk (numba's cache: next to this file, else
