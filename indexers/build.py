@@ -23,9 +23,10 @@ from datastores.writer import check_output
 from datastores.sql import MetadataKinds, mixed_type_warning, parse_metadata_types
 from indexers.chunkers import EMBEDDING_CHUNKERS, Chunker, build_chunker
 from indexers.config import BuildConfig, ConfigError
-from indexers.cpu_pool import ChunkedBatch, ChunkRecipe, CpuPool
+from indexers.cpu_pool import ChunkedBatch, ChunkRecipe, CpuPool, auto_cpu_workers
 from indexers.build_input import BuildInput
 from indexers.embedding import Embedder, EmbedderOptions, EncodeStats
+from indexers.embedding.backend import pick_device
 from indexers.engines import (BuildProgress, ChunkBlock, ChunkRun, EmbedPlan, EngineError, EngineOptions,
                               chunk_blocks, run_local, shard_jobs)
 from indexers.readers import ReadReport, SeenIds
@@ -261,10 +262,25 @@ def _chunker(source: BuildInput, config: BuildConfig, embedder: Any, engine: Eng
         if vectors is not None:
             raise ConfigError("precomputed vectors come with documents; given chunks are embedded")
         return source.chunker, embedder
-    if config.chunker in EMBEDDING_CHUNKERS and (engine.cpu_workers > 1 or vectors is not None):
+    if config.chunker in EMBEDDING_CHUNKERS and ((engine.cpu_workers or 1) > 1 or vectors is not None):
         raise ConfigError(f"the {config.chunker} chunker embeds with the build's embedder in this process: "
                           "drop --cpu-workers and precomputed vectors")
     return build_chunker(config.chunker, config.chunk_size, config.overlap, config.tokenizer, embedder)
+
+
+def _cpu_workers(source: BuildInput, config: BuildConfig, embedder: Embedder, engine: EngineOptions,
+                 recipe: ChunkRecipe | None) -> int:
+    """The build's CPU worker count: ``engine.cpu_workers``, else (auto) every usable core for a
+    large file input whose vectors are given or embedded off the CPU (``auto_cpu_workers``)."""
+    if engine.cpu_workers is not None:
+        return engine.cpu_workers
+    if engine.name != "local" or recipe is None or recipe.name in EMBEDDING_CHUNKERS or not source.paths:
+        return 1
+    cpu_embeds = recipe.vectors is None and pick_device(embedder.options.device) == "cpu"
+    workers = auto_cpu_workers(source.input_bytes(), cpu_embeds)
+    if workers > 1:
+        logger.info("reading, chunking and writing in %d CPU worker processes (--cpu-workers auto)", workers)
+    return workers
 
 
 def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: str,
@@ -282,7 +298,8 @@ def _build(source: BuildInput, output: str | Path, config: BuildConfig, mode: st
     timings = {"train": 0.0, "read_chunk": 0.0, "embed": 0.0, "write": 0.0}
     recipe = None if source.chunks is not None else ChunkRecipe(config.chunker, config.chunk_size, config.overlap,
                                                                 config.tokenizer, vectors, config.reader_options)
-    with CpuPool(engine.cpu_workers, recipe, chunker, vectors, config.reader_options) as cpu:
+    with CpuPool(_cpu_workers(source, config, embedder, engine, recipe), recipe, chunker, vectors,
+                 config.reader_options) as cpu:
         _train(writer, source, config, embedder, cpu, progress, timings)
         encoded = _stream(source, config, embedder, cpu, writer, engine, embedder_factory, progress, read,
                           stats, timings)

@@ -62,6 +62,14 @@ class BuildInput:
             return [self.name]
         return [str(p) for p in self.paths] if self.paths else ["documents" if self.documents is not None else "chunks"]
 
+    def input_bytes(self) -> int:
+        """Bytes of the files under ``paths`` (0 for documents or chunks, and for missing paths)."""
+        total = 0
+        for path in map(Path, self.paths):
+            files = path.rglob("*") if path.is_dir() else [path]
+            total += sum(f.stat().st_size for f in files if f.is_file())
+        return total
+
     def check_rereadable(self) -> None:
         """Refuse a one-shot iterator where the build reads its input twice."""
         for name, value in (("documents", self.documents), ("chunks", self.chunks)):

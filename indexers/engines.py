@@ -69,7 +69,8 @@ class EngineOptions:
     reads ahead and writes in background threads while embedding; off, each step waits. ``workers``
     (local only) embeds blocks in that many processes, each with ``cores // workers`` threads.
     ``cpu_workers`` (local only) reads, chunks and writes shards in that many processes
-    (``indexers.cpu_pool``); the datastore is the same for any count.
+    (``indexers.cpu_pool``); the datastore is the same for any count. None (auto): every usable
+    core for inputs of 64 MiB or more when the CPU does not embed (``auto_cpu_workers``), else 1.
     """
 
     name: str = "local"
@@ -79,7 +80,7 @@ class EngineOptions:
     task_hook: Callable[[int], None] | None = None
     overlap: bool = True
     workers: int = 1
-    cpu_workers: int = 1
+    cpu_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -94,9 +95,9 @@ class EngineOptions:
             raise EngineError(f"workers must be at least 1 (got {self.workers})")
         if self.name != "local" and self.workers > 1:
             raise EngineError("--workers sets the local engine's embedding processes; with Ray use --num-workers")
-        if self.cpu_workers < 1:
+        if self.cpu_workers is not None and self.cpu_workers < 1:
             raise EngineError(f"cpu_workers must be at least 1 (got {self.cpu_workers})")
-        if self.name != "local" and self.cpu_workers > 1:
+        if self.name != "local" and (self.cpu_workers or 1) > 1:
             raise EngineError("--cpu-workers sets the local engine's chunking and writing processes")
 
 

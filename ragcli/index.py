@@ -34,10 +34,11 @@ from ragcli.datastore import lock_options
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local engine: embedding processes, each with cores/N threads; each block is split "
                    "among them. No faster than one process on 2 cores (docs/benchmarks.md).")
-@click.option("--cpu-workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--cpu-workers", type=click.IntRange(min=1), default=None,
               help="Local engine: processes that read and chunk the input and write shards (BM25 tokenizing, "
-                   "Parquet, indexes, hashing); the datastore is the same for any count. Not yet faster "
-                   "than one on a shared 2-core VM (docs/benchmarks.md).")
+                   "Parquet, indexes, hashing); the datastore is the same for any count. Default (auto): every "
+                   "core for inputs of 64 MiB or more whose vectors are given (--vectors-field) or embedded "
+                   "on a GPU, else 1 (docs/benchmarks.md: 0.60x the time with 2 on 100,000 chunks).")
 @click.option("--overlap-io/--no-overlap-io", default=True, show_default=True,
               help="Local engine: read and chunk ahead, and write the previous shard, in background threads "
                    "while embedding.")

@@ -223,3 +223,41 @@ def test_seen_ids_find_every_duplicate_across_runs():
         expected.append(doc_id not in known)
         known.add(doc_id)
     assert fresh.tolist() == expected and len(seen.runs) > 1
+
+
+def test_auto_cpu_workers_uses_every_core_only_for_large_inputs_the_cpu_does_not_embed():
+    big = cpu_pool.AUTO_MIN_BYTES
+    assert cpu_pool.auto_cpu_workers(big, cpu_embeds=False, cores=16) == 16
+    assert cpu_pool.auto_cpu_workers(big - 1, cpu_embeds=False, cores=16) == 1  # pool start-up not worth it
+    assert cpu_pool.auto_cpu_workers(10 * big, cpu_embeds=True, cores=16) == 1  # workers would take the embedder's cores
+    assert cpu_pool.auto_cpu_workers(big, cpu_embeds=False) == cpu_pool.usable_cores() >= 1
+
+
+def test_build_input_bytes_counts_the_files_under_its_paths(tmp_path):
+    from indexers.build_input import BuildInput
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("x" * 100)
+    (tmp_path / "b.txt").write_text("y" * 50)
+    assert BuildInput(paths=(tmp_path,)).input_bytes() == 150
+    assert BuildInput(paths=(tmp_path / "b.txt", tmp_path / "missing.txt")).input_bytes() == 50
+    assert BuildInput(documents=[Document("1", "text", "s")]).input_bytes() == 0
+
+
+def test_auto_cpu_workers_in_a_build_gives_the_same_datastore(tmp_path, monkeypatch):
+    import indexers.build as build
+
+    picked = []
+
+    def any_size(input_bytes, cpu_embeds, cores=None, min_bytes=0):  # as if the input were large
+        picked.append(cpu_pool.auto_cpu_workers(input_bytes, cpu_embeds, cores=2, min_bytes=0))
+        return picked[-1]
+
+    monkeypatch.setattr(build, "auto_cpu_workers", any_size)
+    monkeypatch.setattr(readers, "PIECE_RECORDS", 7)
+    corpus = _corpus(tmp_path / "docs.jsonl", 120)
+    config = BuildConfig(chunker="token", chunk_size=30, shard_size=40, vectors_field="emb", embedder="none", dim=8)
+    build_datastore([corpus], tmp_path / "auto", config, progress=False)  # EngineOptions().cpu_workers is None
+    build_datastore([corpus], tmp_path / "one", config, progress=False, engine=EngineOptions(cpu_workers=1))
+    assert picked == [2]  # precomputed vectors: the CPU does not embed, so auto takes the (2) cores
+    assert _files(tmp_path / "auto") == _files(tmp_path / "one")
