@@ -276,8 +276,9 @@ def _cpu_workers(source: BuildInput, config: BuildConfig, embedder: Embedder, en
         return engine.cpu_workers
     if engine.name != "local" or recipe is None or recipe.name in EMBEDDING_CHUNKERS or not source.paths:
         return 1
-    cpu_embeds = recipe.vectors is None and pick_device(embedder.options.device) == "cpu"
-    workers = auto_cpu_workers(source.input_bytes(), cpu_embeds)
+    if recipe.vectors is None and pick_device(embedder.options.device) == "cpu":
+        return 1  # the workers would take the CPU embedder's cores
+    workers = auto_cpu_workers(source.input_bytes(), cpu_embeds=False)
     if workers > 1:
         logger.info("reading, chunking and writing in %d CPU worker processes (--cpu-workers auto)", workers)
     return workers
