@@ -636,15 +636,20 @@ def defaults_speed(beir, embedder, cached: CachedEmbedder, work: Path, repeats: 
     return {label: {"queries_per_s": statistics.median(r), "runs": r} for label, r in runs.items()}
 
 
+def defaults_setup() -> tuple[Path, Any, "CachedEmbedder", dict]:
+    """The work folder, CPU embedder, vector cache and collections that ``--defaults`` and
+    ``--throughput`` share."""
+    work = OUT / "retrieval-defaults"
+    work.mkdir(parents=True, exist_ok=True)
+    embedder = load_embedder(device="cpu")
+    return work, embedder, CachedEmbedder(embedder, work / "vectors.npz"), default_collections(work)
+
+
 def defaults_main(args) -> None:
     """``--defaults``: the collections x candidates study behind issue 18's defaults, and their speed."""
     import pickle
 
-    work = OUT / "retrieval-defaults"
-    work.mkdir(parents=True, exist_ok=True)
-    embedder = load_embedder(device="cpu")
-    cached = CachedEmbedder(embedder, work / "vectors.npz")
-    collections = default_collections(work)
+    work, embedder, cached, collections = defaults_setup()
     cache = work / "lists.pkl"
     if args.speed_only:
         lists = {}
@@ -832,11 +837,7 @@ def throughput_ratios(rows: dict) -> list[dict]:
 
 def throughput_main(args) -> None:
     """``--throughput``: terarag against txtai and bm25s on the same chunks, model and queries."""
-    work = OUT / "retrieval-defaults"
-    work.mkdir(parents=True, exist_ok=True)
-    embedder = load_embedder(device="cpu")
-    cached = CachedEmbedder(embedder, work / "vectors.npz")
-    collections = default_collections(work)
+    work, embedder, cached, collections = defaults_setup()
     report = {"git": git_state(), "versions": package_versions("numpy", "faiss-cpu", "onnxruntime", "bm25s",
                                                                "txtai", "torch", "transformers"),
               "batch": BATCH, "k": K, "collections": {}}
