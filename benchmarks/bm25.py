@@ -72,7 +72,7 @@ from datastores.bm25 import (  # noqa: E402
     merge_document_frequencies,
     simple_tokenize,
 )
-from datastores.search import ShardResult, kth_score, merge_top_k  # noqa: E402
+from datastores.search import KthBest, ShardResult, merge_top_k  # noqa: E402
 from indexers import make_chunker  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chroma_general_eval"
@@ -179,10 +179,11 @@ class Ours:
         counts = Counter(t for t in self.params.tokenize(query) if t in self.idf)
         if not counts:
             return []
-        results = []
+        results, kth = [], KthBest(k)
         for i, scorer in enumerate(self.scorers):  # ShardReader.search_bm25, floor as in Datastore._bm25_ranked
-            scores, rows = scorer.top_k(self.idf, counts, k, None, kth_score(results, k))
+            scores, rows = scorer.top_k(self.idf, counts, k, None, kth.floor)
             results.append(ShardResult(i, scores, rows))
+            kth.add(scores)
         return merge_top_k(results, k)
 
     def global_ids(self, ranked) -> list[int]:

@@ -327,7 +327,7 @@ class Bm25Scorer:
         """The ``k`` best (scores, rows), best first, ties by lower row, among rows that contain a
         query term (and are ``allowed``, a boolean mask over this shard's rows, when one is given).
 
-        ``floor``: a lower bound of the k-th best score of the merged result (``kth_score`` of the
+        ``floor``: a lower bound of the k-th best score of the merged result (``KthBest`` of the
         shards searched before); rows scoring below it may be left out (the compiled backend
         prunes with it), so merging stays exact."""
         cols, weights = self._terms(query_idf, query_counts)

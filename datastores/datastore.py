@@ -32,7 +32,7 @@ from datastores.manifest import Manifest, read_manifest
 from datastores.ops.tombstones import deleted_chunk_ids
 from datastores.records import Hit
 from datastores.retrieval import Searcher
-from datastores.search import Ranked, ShardResult, kth_score, merge_top_k
+from datastores.search import KthBest, Ranked, ShardResult, merge_top_k
 from datastores.shard import ShardFiles, ShardReader, check_sha256, check_shard_files
 from datastores.sql import open_sql
 
@@ -351,10 +351,11 @@ class Datastore(Searcher):
         if not counts:
             return []
         args = (snap.bm25_params, snap.bm25_stats)
-        results = []
+        results, kth = [], KthBest(k)
         for i, (shard, mask) in enumerate(zip(snap.shards, masks)):  # each shard prunes below the k-th so far
-            scores, rows = shard.search_bm25(args, idf, counts, k, mask, kth_score(results, k))
+            scores, rows = shard.search_bm25(args, idf, counts, k, mask, kth.floor)
             results.append(ShardResult(i, scores, rows))
+            kth.add(scores)
         return merge_top_k(results, k)
 
     def bm25_scores(self, query: str) -> np.ndarray:

@@ -67,15 +67,24 @@ def merge_ranked(lists: Sequence[Ranked], k: int) -> Ranked:
     return list(zip(ids[order].tolist(), scores[order].tolist()))
 
 
-def kth_score(results: Sequence[ShardResult], k: int) -> float:
-    """The k-th best score among ``results`` (0.0 when they hold fewer than ``k`` rows): a lower
-    bound of the k-th best score of any merge that includes them."""
-    scores = [r.scores for r in results if len(r.scores)]
-    total = sum(len(s) for s in scores)
-    if k <= 0 or total < k:
-        return 0.0
-    merged = np.concatenate(scores)
-    return float(np.partition(merged, total - k)[total - k])
+class KthBest:
+    """The k-th best score of the shard results seen so far (0.0 until ``k`` scores were seen): a
+    lower bound of the k-th best score of any merge that includes them. Keeps at most ``k``
+    scores, so each shard costs O(k) however many came before."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.best = np.zeros(0, dtype=np.float64)
+
+    def add(self, scores: np.ndarray) -> None:
+        if self.k <= 0:
+            return
+        merged = np.concatenate([self.best, np.asarray(scores, dtype=np.float64)])
+        self.best = merged if len(merged) <= self.k else np.partition(merged, len(merged) - self.k)[-self.k:]
+
+    @property
+    def floor(self) -> float:
+        return float(self.best.min()) if 0 < self.k <= len(self.best) else 0.0
 
 
 _SAMPLE = 2048

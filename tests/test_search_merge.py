@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datastores.search import ShardResult, merge_top_k, top_k_dense, top_k_rows
+from datastores.search import KthBest, ShardResult, merge_top_k, top_k_dense, top_k_rows
 
 
 def naive(scores: np.ndarray, rows: np.ndarray, k: int):
@@ -40,3 +40,16 @@ def test_merge_is_exact_and_breaks_ties_by_shard_then_row():
     assert merge_top_k(results, 3) == [(0, 3, 0.9), (1, 0, 0.9), (1, 2, 0.7)]
     assert merge_top_k(results, 10)[-1] == (0, 1, 0.5)  # the -1 padding row is dropped
     assert merge_top_k([], 5) == []
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 40])
+def test_kth_best_is_the_kth_score_of_everything_added(k):
+    rng = np.random.default_rng(k)
+    kth, seen = KthBest(k), np.zeros(0)
+    for _ in range(12):
+        scores = np.round(rng.random(int(rng.integers(0, 9))), 2)  # ties and empty shards
+        kth.add(scores)
+        seen = np.concatenate([seen, scores])
+        expected = np.sort(seen)[::-1][k - 1] if 0 < k <= len(seen) else 0.0
+        assert kth.floor == expected
+        assert len(kth.best) <= max(k, 0)
